@@ -1,0 +1,8 @@
+"""The admin area (``/admin/...``): one blueprint, one module per page group."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+from . import index  # noqa: E402,F401  (views register themselves on ``bp``)

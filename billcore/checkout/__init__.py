@@ -1,0 +1,1 @@
+"""The client area: dashboard, adding funds, payments and return pages."""

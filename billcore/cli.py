@@ -1,0 +1,148 @@
+"""``flask --app billcore ...`` commands: init, users, accounts, payments, plugins, demo."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from . import migrate
+from .accounts import UserExists, create_admin, create_client, find_user
+from .db import db
+from .models import Account, Payment
+from .money import MoneyError, format_amount
+from .plugins import get_registry
+
+DEMO_ADMIN = ("admin@example.com", "admin-demo-1")
+DEMO_CLIENT = ("client@example.com", "client-demo-1")
+
+account_cli = AppGroup("account", help="Client accounts.")
+payment_cli = AppGroup("payment", help="Single payments.")
+
+
+@click.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Create or upgrade the database schema; the instance keys are created on first start."""
+    revision = migrate.upgrade()
+    click.echo(f"Database at revision {revision}; instance folder {current_app.instance_path}")
+
+
+@click.command("create-admin")
+@click.argument("email")
+@click.option("--password", required=True, help="The administrator's password.")
+@with_appcontext
+def create_admin_command(email: str, password: str) -> None:
+    """Create an administrator."""
+    try:
+        user = create_admin(email, password)
+    except UserExists:
+        raise click.ClickException(f"a user {email} already exists") from None
+    click.echo(f"admin {user.email} created (id {user.id})")
+
+
+@click.command("create-client")
+@click.argument("email")
+@click.option("--password", required=True, help="The client's password.")
+@click.option("--currency", default="RUB", show_default=True, help="The account's currency.")
+@click.option("--name", default=None, help="The account's name (default: the e-mail).")
+@with_appcontext
+def create_client_command(email: str, password: str, currency: str, name: str | None) -> None:
+    """Create a client user with its own account."""
+    try:
+        user = create_client(email, password, currency=currency, name=name)
+    except UserExists:
+        raise click.ClickException(f"a user {email} already exists") from None
+    except MoneyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"client {user.email} created (account {user.account_id}, {user.account.currency})")
+
+
+@account_cli.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def account_show(email: str, as_json: bool) -> None:
+    """Show a client's account: currency and balance."""
+    user = find_user(email)
+    if user is None or user.account_id is None:
+        raise click.ClickException(f"no client account for {email}")
+    account = db.session.get(Account, user.account_id)
+    data = {"email": user.email, "account_id": account.id, "name": account.name,
+            "currency": account.currency, "balance": format_amount(account.balance, account.currency)}
+    _print(data, as_json)
+
+
+@payment_cli.command("show")
+@click.argument("payment_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def payment_show(payment_id: int, as_json: bool) -> None:
+    """Show one payment."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise click.ClickException(f"no payment {payment_id}")
+    cur = payment.currency
+    data = {"id": payment.id, "status": payment.status, "amount": format_amount(payment.amount, cur),
+            "commission": format_amount(payment.commission, cur), "total": format_amount(payment.total, cur),
+            "refunded_amount": format_amount(payment.refunded_amount, cur), "currency": cur,
+            "paymethod_id": payment.paymethod_id, "account_id": payment.account_id,
+            "external_id": payment.external_id, "created_at": payment.created_at.isoformat(),
+            "paid_at": payment.paid_at.isoformat() if payment.paid_at else None}
+    _print(data, as_json)
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def plugins_command(as_json: bool) -> None:
+    """List the payment modules: version, features, where they came from, and load errors."""
+    registry = get_registry()
+    rows = [{"key": key, "title": info.title, "version": info.version, "features": sorted(info.features),
+             "source": registry.sources.get(key), "error": None} for key, info in sorted(registry.modules.items())]
+    rows += [{"key": key, "title": None, "version": None, "features": [], "source": None, "error": error}
+             for key, error in sorted(registry.errors.items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"templates: {current_app.jinja_loader.searchpath[0]}")
+    for row in rows:
+        if row["error"]:
+            click.echo(f"{row['key']}  NOT LOADED: {row['error']}")
+        else:
+            click.echo(f"{row['key']}  {row['version']}  {row['title']}  features: "
+                       f"{', '.join(row['features']) or '-'}  ({row['source']})")
+
+
+@click.command("demo")
+@with_appcontext
+def demo_command() -> None:
+    """Create (once) a demo admin and a demo client, and let modules add their demo payment methods."""
+    migrate.upgrade()
+    for (email, password), make in ((DEMO_ADMIN, create_admin), (DEMO_CLIENT, create_client)):
+        if find_user(email) is None:
+            make(email, password)
+    get_registry().broadcast("billcore_demo", app=current_app._get_current_object())
+    click.echo("Demo ready. Log in at /login as:")
+    click.echo(f"  admin:  {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}")
+    click.echo(f"  client: {DEMO_CLIENT[0]} / {DEMO_CLIENT[1]}")
+
+
+def _print(data: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+COMMANDS = [init_command, create_admin_command, create_client_command, plugins_command, demo_command,
+            account_cli, payment_cli]
+
+
+def init_app(app: Flask) -> None:
+    """Register the core's commands and let modules add theirs."""
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    registry = app.extensions["billcore.modules"]
+    registry.broadcast("billcore_register_commands", cli=app.cli)

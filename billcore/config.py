@@ -1,0 +1,96 @@
+"""Configuration layers and the instance folder's generated keys.
+
+Precedence, lowest first: built-in defaults, ``<instance>/config.py``, environment variables prefixed
+``BILLCORE_`` (``BILLCORE_DATABASE_URL`` sets ``DATABASE_URL``), then the ``test_config`` mapping.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+from flask import Flask
+
+DEFAULTS: dict[str, Any] = {
+    # The public absolute URL gateways call back; blank means "the URL the request came in on".
+    "BASE_URL": "",
+    "DATABASE_URL": None,  # default: SQLite file in the instance folder
+    "LOG_DIR": None,  # default: <instance>/var
+    "LOG_LEVELS": {},  # per log file stem, e.g. {"pmrobokassa": "DEBUG"}
+    "LOG_LEVEL": "INFO",
+    # None = every discovered module (development-only ones only in debug/testing); or a list of keys.
+    "PAYMENT_MODULES": None,
+    "DEV_MODULES": False,
+    "EXTRA_MODULES": {},  # key -> import path of modules loaded without an entry point
+    "LANGUAGES": ["en", "ru"],
+    "BABEL_DEFAULT_LOCALE": "en",
+    "DEFAULT_CURRENCY": "RUB",
+    "WIZARD_DRAFT_TTL_MINUTES": 60,
+    "ADMIN_PAGE_SIZE": 50,
+    "CLIENT_PAGE_SIZE": 20,
+    "WTF_CSRF_TIME_LIMIT": None,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "SQLITE_BUSY_TIMEOUT_MS": 30000,
+}
+
+SECRET_KEY_FILE = "secret_key"
+ENCRYPTION_KEY_FILE = "encryption.key"
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Fill ``app.config`` from every layer in order and derive the values that depend on others."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("BILLCORE")
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _read_or_create(instance / SECRET_KEY_FILE, lambda: secrets.token_hex(32))
+    if not app.config.get("ENCRYPTION_KEY"):
+        app.config["ENCRYPTION_KEY"] = _read_or_create(
+            instance / ENCRYPTION_KEY_FILE, lambda: Fernet.generate_key().decode()
+        )
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'billcore.sqlite'}"
+    app.config["DATABASE_URL"] = normalise_database_url(str(app.config["DATABASE_URL"]))
+    if not app.config.get("LOG_DIR"):
+        app.config["LOG_DIR"] = str(instance / "var")
+    base_url = str(app.config.get("BASE_URL") or "").rstrip("/")
+    app.config["BASE_URL"] = base_url
+    if base_url.startswith("https://"):
+        app.config.setdefault("SESSION_COOKIE_SECURE", True)
+        app.config.setdefault("REMEMBER_COOKIE_SECURE", True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for a plain ``postgresql://`` URL (the one operators usually write)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _read_or_create(path: Path, make) -> str:
+    """Return the key stored in ``path``, creating it (readable by the owner only) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    # O_EXCL: if two processes start at once, one writes and the other reads what it wrote.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value

@@ -1,0 +1,301 @@
+"""The data model: users, accounts, payment methods, payments, their events, refunds and the ledger."""
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    TypeDecorator,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .db import db
+
+Money = Numeric(18, 2, asdecimal=True)
+
+
+class UTCDateTime(TypeDecorator):
+    """A UTC timestamp that comes back timezone-aware from every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if value is not None and dialect.name == "sqlite":
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (stored naive-UTC by SQLite, with zone by PostgreSQL)."""
+    return datetime.now(timezone.utc)
+
+
+class Status(str, enum.Enum):
+    """A payment's status; the values are the names stored in the database (BILLMANAGER.md §3)."""
+
+    NEW = "new"
+    INPAY = "inpay"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    FRAUD = "fraud"
+    PENDING_RETURN = "pending_return"
+    RETURNED = "returned"
+
+
+class Role(str, enum.Enum):
+    """What a user may do: manage the billing (``admin``) or pay into its own account (``client``)."""
+
+    ADMIN = "admin"
+    CLIENT = "client"
+
+
+class User(UserMixin, db.Model):
+    """A person who logs in: an administrator or a client user of one account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.CLIENT.value)
+    language: Mapped[str | None] = mapped_column(String(8))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    account: Mapped[Account | None] = relationship(back_populates="users")
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of ``password`` (Werkzeug's current default, scrypt)."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """True when ``password`` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        """True for administrators."""
+        return self.role == Role.ADMIN.value
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return bool(self.active)
+
+
+class Account(db.Model):
+    """A client of the provider: one currency, one balance that always equals the sum of its ledger."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    balance: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="account")
+
+
+class PaymentMethod(db.Model):
+    """A payment module turned into something clients can pay with (the wizard's result).
+
+    ``settings`` holds the module's public integration settings; the private ones (passwords, keys) live
+    encrypted in ``secrets_encrypted`` and are reached through :mod:`billcore.paymethods`.
+    """
+
+    __tablename__ = "paymethods"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    module: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_ru: Mapped[str | None] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    min_amount: Mapped[Decimal | None] = mapped_column(Money)
+    max_amount: Mapped[Decimal | None] = mapped_column(Money)
+    commission_amount: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    commission_percent: Mapped[Decimal] = mapped_column(Numeric(7, 4), default=Decimal("0"))
+    delete_after_days: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    allow_refund: Mapped[bool] = mapped_column(Boolean, default=False)
+    recurring: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    description_ru: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    def display_name(self, language: str | None = None) -> str:
+        """The name shown to clients in ``language`` (Russian when set, English otherwise)."""
+        if language == "ru" and self.name_ru:
+            return self.name_ru
+        return self.name
+
+    def display_description(self, language: str | None = None) -> str:
+        """The description shown to clients in ``language``."""
+        if language == "ru" and self.description_ru:
+            return self.description_ru
+        return self.description or ""
+
+
+class Payment(db.Model):
+    """A client's top-up through a payment method.
+
+    ``amount`` is what is credited to the balance; ``total`` is what the client pays at the gateway
+    (``amount`` plus ``commission``). Only :mod:`billcore.payments.service` changes ``status``.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        Index("ix_payments_status_id", "status", "id"),
+        Index("ix_payments_account_id_id", "account_id", "id"),
+        Index("ix_payments_paymethod_id_id", "paymethod_id", "id"),
+        Index("ix_payments_created_at_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    paymethod_id: Mapped[int] = mapped_column(ForeignKey("paymethods.id"))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    commission: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    total: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), default=Status.NEW.value)
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    refunded_amount: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    description: Mapped[str | None] = mapped_column(String(255))
+    info: Mapped[str | None] = mapped_column(Text)
+    gateway_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    account: Mapped[Account] = relationship()
+    paymethod: Mapped[PaymentMethod] = relationship()
+    events: Mapped[list[PaymentEvent]] = relationship(
+        back_populates="payment", order_by="PaymentEvent.id", viewonly=True
+    )
+    refunds: Mapped[list[Refund]] = relationship(order_by="Refund.id", viewonly=True)
+
+    @property
+    def refundable(self) -> Decimal:
+        """How much of ``amount`` can still be refunded."""
+        return self.amount - (self.refunded_amount or Decimal("0"))
+
+
+class PaymentEvent(db.Model):
+    """One thing that happened to a payment (append-only): a notification, a return, a poll, a status
+    change or an admin's action, with its raw data less secrets, its outcome and the answer given."""
+
+    __tablename__ = "payment_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(64))
+    status_from: Mapped[str | None] = mapped_column(String(16))
+    status_to: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(255))
+    answer: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    payment: Mapped[Payment | None] = relationship(back_populates="events")
+
+    @property
+    def data_text(self) -> str:
+        """The raw data as indented JSON, for the admin's history view."""
+        return json.dumps(self.data or {}, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+class Refund(db.Model):
+    """A refund of (part of) a paid payment: requested, then finished or failed at the gateway."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16), default="requested")  # requested|finished|failed
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LedgerEntry(db.Model):
+    """A change of an account's balance. The partial unique indexes make a second credit of the same
+    payment, or a second entry for the same refund, impossible at the database level."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index(
+            "uq_ledger_payment_credit",
+            "payment_id",
+            unique=True,
+            postgresql_where=text("kind = 'payment'"),
+            sqlite_where=text("kind = 'payment'"),
+        ),
+        Index(
+            "uq_ledger_refund_kind",
+            "refund_id",
+            "kind",
+            unique=True,
+            postgresql_where=text("refund_id IS NOT NULL"),
+            sqlite_where=text("refund_id IS NOT NULL"),
+        ),
+        Index("ix_ledger_account_id_id", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # payment | refund | refund_reversal
+    amount: Mapped[Decimal] = mapped_column(Money)
+    balance_after: Mapped[Decimal] = mapped_column(Money)
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PaymethodDraft(db.Model):
+    """The add-wizard's state, kept on the server so no secret travels in the session cookie."""
+
+    __tablename__ = "paymethod_drafts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    module: Mapped[str | None] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer, default=1)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    method_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,60 @@
+"""Currencies, rounding to their minor unit and the commission arithmetic. Money is always Decimal."""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+# ISO 4217 codes billcore accepts, with their minor unit (digits after the decimal point).
+CURRENCIES: dict[str, int] = {"RUB": 2, "USD": 2, "EUR": 2, "KZT": 2, "BYN": 2, "UAH": 2}
+
+# The largest amount the schema stores (Numeric(18, 2)).
+MAX_AMOUNT = Decimal("9999999999999999.99")
+
+
+class MoneyError(ValueError):
+    """An amount or a currency that billcore cannot accept."""
+
+
+def check_currency(code: str) -> str:
+    """Return ``code`` upper-cased if billcore supports it, else raise :class:`MoneyError`."""
+    code = (code or "").strip().upper()
+    if code not in CURRENCIES:
+        raise MoneyError(f"unsupported currency {code!r}")
+    return code
+
+
+def minor_unit(currency: str) -> Decimal:
+    """The smallest amount of ``currency`` as a Decimal exponent, e.g. ``Decimal('0.01')``."""
+    return Decimal(1).scaleb(-CURRENCIES[check_currency(currency)])
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round ``amount`` to the currency's minor unit, halves away from zero (the commercial rule)."""
+    return Decimal(amount).quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
+
+
+def parse_amount(text: str | Decimal, currency: str) -> Decimal:
+    """Parse a user- or gateway-given amount exactly; more precision than the currency has is refused."""
+    if isinstance(text, float):
+        raise MoneyError("amounts must not be floats")
+    try:
+        value = Decimal(str(text).strip())
+    except (InvalidOperation, ValueError):
+        raise MoneyError(f"not an amount: {text!r}") from None
+    if not value.is_finite():
+        raise MoneyError(f"not an amount: {text!r}")
+    if value != quantize(value, currency):
+        raise MoneyError(f"{text} has more decimals than {currency} allows")
+    if abs(value) > MAX_AMOUNT:
+        raise MoneyError(f"{text} is too large")
+    return quantize(value, currency)
+
+
+def commission(amount: Decimal, currency: str, fixed: Decimal, percent: Decimal) -> Decimal:
+    """The commission charged on top of ``amount``: ``fixed + amount * percent / 100``, rounded once
+    to the minor unit (half up) so that the client never pays a fraction of a kopeck."""
+    return quantize(Decimal(fixed) + Decimal(amount) * Decimal(percent) / Decimal(100), currency)
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """Amount with exactly the currency's decimals, e.g. ``'100.00'``; used in JSON and gateway forms."""
+    return f"{quantize(amount, currency):.{CURRENCIES[currency]}f}"

@@ -1,0 +1,407 @@
+"""The payment service: the only code that changes a payment's status or an account's balance.
+
+Every function runs in its own short transaction that first locks the payment (``SELECT ... FOR
+UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite, which takes the database's write lock), checks
+the status it may start from, and commits the status change, the event and the ledger entry together.
+A repeat of a change already made is a no-op reported as ``already``; a change that the payment's
+status does not allow raises :class:`IllegalTransition` and changes nothing. After a commit the
+``billcore_payment_changed`` hook is broadcast.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app, has_app_context
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..crypto import scrub
+from ..db import db
+from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
+from ..money import MoneyError, check_currency, commission, parse_amount, quantize
+from ..paymethods import secret_values
+
+NEW, INPAY, PAID = Status.NEW.value, Status.INPAY.value, Status.PAID.value
+CANCELLED, FRAUD = Status.CANCELLED.value, Status.FRAUD.value
+PENDING_RETURN, RETURNED = Status.PENDING_RETURN.value, Status.RETURNED.value
+
+# target status -> statuses it may be reached from. A cancelled payment may still be paid: money that
+# arrives late is credited, never lost. A fraud payment is paid only by an admin (``manual=True``).
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    INPAY: frozenset({NEW}),
+    PAID: frozenset({NEW, INPAY, CANCELLED}),
+    CANCELLED: frozenset({NEW, INPAY}),
+    FRAUD: frozenset({NEW, INPAY, CANCELLED}),
+}
+# statuses in which a repeat of the change is "already done" rather than illegal
+ALREADY: dict[str, frozenset[str]] = {
+    INPAY: frozenset({INPAY}),
+    PAID: frozenset({PAID, PENDING_RETURN, RETURNED}),
+    CANCELLED: frozenset({CANCELLED}),
+    FRAUD: frozenset({FRAUD}),
+}
+
+
+class PaymentError(Exception):
+    """Base class of the service's refusals."""
+
+
+class PaymentNotFound(PaymentError):
+    """No payment (or refund) with that id."""
+
+
+class IllegalTransition(PaymentError):
+    """The payment's status does not allow the requested change; nothing was changed."""
+
+    def __init__(self, payment_id: int, current: str, target: str):
+        super().__init__(f"payment {payment_id} is {current}: cannot become {target}")
+        self.payment_id, self.current, self.target = payment_id, current, target
+
+
+class RefundError(PaymentError):
+    """A refund that cannot be made (amount, status or method settings); nothing was changed."""
+
+
+class PaymentCreateError(PaymentError):
+    """A payment that cannot be created (method, amount or currency); nothing was created."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of a service call: the payment's status afterwards and whether it changed.
+
+    ``result`` is ``changed``, ``already`` (the payment was already in the target state) or ``fraud``
+    (the gateway's amount or currency did not match; the payment was flagged, nothing credited).
+    """
+
+    payment_id: int
+    status: str
+    result: str
+    message: str = ""
+
+    @property
+    def changed(self) -> bool:
+        """True when this call changed the payment."""
+        return self.result != "already"
+
+    @property
+    def already(self) -> bool:
+        """True when the payment was already in the target state."""
+        return self.result == "already"
+
+
+Answer = str | Callable[[Outcome], str] | None
+
+
+@contextmanager
+def write_transaction() -> Iterator[Session]:
+    """A session whose transaction holds the write lock from its first statement (see module doc)."""
+    with Session(db.engine, expire_on_commit=False) as session:
+        session.connection(execution_options={"billcore_write": True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _lock_payment(session: Session, payment_id: int) -> Payment:
+    payment = session.execute(
+        select(Payment).where(Payment.id == payment_id).with_for_update()
+    ).scalar_one_or_none()
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
+    return payment
+
+
+def _lock_account(session: Session, account_id: int) -> Account:
+    return session.execute(select(Account).where(Account.id == account_id).with_for_update()).scalar_one()
+
+
+def _event(session: Session, payment: Payment | None, *, kind: str, source: str, outcome: str,
+           data: Mapping[str, Any] | None, answer: str | None = None, actor: str | None = None,
+           status_from: str | None = None, status_to: str | None = None) -> PaymentEvent:
+    paymethod = session.get(PaymentMethod, payment.paymethod_id) if payment is not None else None
+    event = PaymentEvent(
+        payment_id=payment.id if payment is not None else None,
+        kind=kind, source=source, outcome=outcome[:255], answer=answer, actor=actor,
+        status_from=status_from, status_to=status_to,
+        data=scrub(dict(data or {}), secret_values(paymethod)),
+    )
+    session.add(event)
+    return event
+
+
+def _answer_text(answer: Answer, outcome: Outcome) -> str | None:
+    return answer(outcome) if callable(answer) else answer
+
+
+def _broadcast(outcome: Outcome, old_status: str, kind: str) -> None:
+    if not outcome.changed or not has_app_context():
+        return
+    registry = current_app.extensions.get("billcore.modules")
+    if registry is not None:
+        registry.broadcast("billcore_payment_changed", payment_id=outcome.payment_id,
+                           old_status=old_status, new_status=outcome.status, event_kind=kind)
+
+
+def _credit(session: Session, account_id: int, amount: Decimal, *, kind: str, payment_id: int | None,
+            refund_id: int | None = None, note: str | None = None) -> LedgerEntry:
+    account = _lock_account(session, account_id)
+    account.balance = quantize(account.balance + amount, account.currency)
+    entry = LedgerEntry(account_id=account_id, payment_id=payment_id, refund_id=refund_id, kind=kind,
+                        amount=amount, balance_after=account.balance, note=note)
+    session.add(entry)
+    return entry
+
+
+def _transition(payment_id: int, target: str, *, kind: str, source: str, data, info: str | None,
+                answer: Answer, actor: str | None, external_id: str | None = None,
+                extra_allowed: frozenset[str] = frozenset(),
+                check: Callable[[Payment], str | None] | None = None) -> Outcome:
+    """Move a payment to ``target`` under its lock; ``check`` may divert the change to ``fraud`` by
+    returning the reason (used by :func:`set_paid` for amount and currency mismatches)."""
+    with write_transaction() as session:
+        payment = _lock_payment(session, payment_id)
+        old = payment.status
+        if old in ALREADY[target]:
+            outcome = Outcome(payment.id, old, "already", f"payment {payment.id} is already {old}")
+            _event(session, payment, kind=kind, source=source, outcome=outcome.message, data=data,
+                   answer=_answer_text(answer, outcome), actor=actor)
+            return outcome
+        if old not in ALLOWED_FROM[target] | extra_allowed:
+            raise IllegalTransition(payment.id, old, target)
+        mismatch = check(payment) if check is not None else None
+        if mismatch is not None:
+            if old not in ALLOWED_FROM[FRAUD]:
+                raise IllegalTransition(payment.id, old, FRAUD)
+            target, result, info = FRAUD, "fraud", mismatch
+        else:
+            result = "changed"
+        payment.status = target
+        payment.updated_at = utcnow()
+        if external_id:
+            payment.external_id = external_id[:128]
+        if info:
+            payment.info = info
+        if target == PAID:
+            payment.paid_at = payment.updated_at
+            _credit(session, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
+                    note=f"payment {payment.id}")
+        outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
+        _event(session, payment, kind=kind, source=source, outcome=outcome.message, data=data,
+               answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target)
+    _broadcast(outcome, old, kind)
+    return outcome
+
+
+def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *, source: str = "checkout",
+                   actor: str | None = None, description: str | None = None,
+                   check_limits: bool = True) -> Payment:
+    """Create a ``new`` payment of ``amount`` (to be credited) through a method, adding its commission.
+
+    Refused with :class:`PaymentCreateError` when the method is inactive, in another currency than the
+    account, or ``amount`` is outside the method's minimum and maximum.
+    """
+    with write_transaction() as session:
+        account = session.get(Account, account_id)
+        method = session.get(PaymentMethod, paymethod_id)
+        if account is None or method is None:
+            raise PaymentCreateError("unknown account or payment method")
+        if not method.active:
+            raise PaymentCreateError("this payment method is disabled")
+        if method.currency != account.currency:
+            raise PaymentCreateError(f"this payment method takes {method.currency}, the account is in {account.currency}")
+        try:
+            value = parse_amount(amount, account.currency)
+        except MoneyError as exc:
+            raise PaymentCreateError(str(exc)) from None
+        if value <= 0:
+            raise PaymentCreateError("the amount must be positive")
+        if check_limits and method.min_amount is not None and value < method.min_amount:
+            raise PaymentCreateError(f"the minimum amount is {method.min_amount} {method.currency}")
+        if check_limits and method.max_amount is not None and value > method.max_amount:
+            raise PaymentCreateError(f"the maximum amount is {method.max_amount} {method.currency}")
+        fee = commission(value, account.currency, method.commission_amount or Decimal(0),
+                         method.commission_percent or Decimal(0))
+        payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
+                          total=value + fee, currency=account.currency, status=NEW,
+                          description=description, refunded_amount=Decimal("0.00"))
+        session.add(payment)
+        session.flush()
+        _event(session, payment, kind="created", source=source, actor=actor, status_to=NEW,
+               outcome=f"created: {value} + {fee} commission = {value + fee} {account.currency}", data={})
+    return payment
+
+
+def set_in_pay(payment_id: int, *, source: str, data: Mapping[str, Any] | None = None, info: str | None = None,
+               external_id: str | None = None, actor: str | None = None, kind: str = "redirect") -> Outcome:
+    """Mark a ``new`` payment as sent to the gateway (``inpay``); ``already`` when it is ``inpay``."""
+    return _transition(payment_id, INPAY, kind=kind, source=source, data=data, info=info, answer=None,
+                       actor=actor, external_id=external_id)
+
+
+def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
+             data: Mapping[str, Any] | None = None, info: str | None = None, external_id: str | None = None,
+             answer: Answer = None, actor: str | None = None, kind: str = "notification",
+             manual: bool = False) -> Outcome:
+    """Credit a payment once: ``amount`` and ``currency`` are what the gateway says it received.
+
+    They must equal the payment's ``total`` and ``currency`` exactly (``amount`` compared as a Decimal at
+    the currency's minor unit); otherwise the payment is flagged ``fraud`` and nothing is credited.
+    A repeat finds the payment already paid and reports ``already``. ``manual`` lets an admin pay a
+    ``fraud`` payment. ``answer`` (text or a function of the outcome) is recorded as the reply given.
+    """
+    if isinstance(amount, float):
+        raise TypeError("amount must be a Decimal, never a float")
+
+    def check(payment: Payment) -> str | None:
+        try:
+            got_currency = check_currency(currency)
+        except Exception:
+            got_currency = str(currency)[:8]
+        if got_currency != payment.currency:
+            return f"currency mismatch: gateway {got_currency}, payment {payment.currency}"
+        if Decimal(amount) != quantize(Decimal(amount), payment.currency) or \
+                quantize(Decimal(amount), payment.currency) != payment.total:
+            return f"amount mismatch: gateway {amount}, payment {payment.total} {payment.currency}"
+        return None
+
+    return _transition(payment_id, PAID, kind=kind, source=source, data=data, info=info, answer=answer,
+                       actor=actor, external_id=external_id,
+                       extra_allowed=frozenset({FRAUD}) if manual else frozenset(), check=check)
+
+
+def set_cancelled(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
+                  answer: Answer = None, actor: str | None = None, kind: str = "notification") -> Outcome:
+    """Cancel a ``new`` or ``inpay`` payment; a paid one is never undone (:class:`IllegalTransition`)."""
+    return _transition(payment_id, CANCELLED, kind=kind, source=source, data=data, info=reason,
+                       answer=answer, actor=actor)
+
+
+def set_fraud(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
+              answer: Answer = None, actor: str | None = None, kind: str = "notification") -> Outcome:
+    """Flag an unpaid payment for an admin's attention (BILLmanager's *fraud*); nothing is credited."""
+    return _transition(payment_id, FRAUD, kind=kind, source=source, data=data, info=reason, answer=answer,
+                       actor=actor)
+
+
+def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str,
+                 data: Mapping[str, Any] | None = None, answer: str | None = None,
+                 actor: str | None = None) -> None:
+    """Record something that happened without changing the payment (a rejected notification, a return
+    page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown."""
+    with write_transaction() as session:
+        payment = session.get(Payment, payment_id) if payment_id is not None else None
+        _event(session, payment, kind=kind, source=source, outcome=outcome, data=data, answer=answer,
+               actor=actor)
+
+
+def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reason: str | None = None,
+                   actor: str | None = None) -> Refund:
+    """Start a refund of ``amount`` (at most what was credited and not yet refunded) of a paid payment.
+
+    The payment becomes ``pending_return`` and the amount is debited from the balance at once (so it
+    cannot be spent meanwhile); :func:`finish_refund` or :func:`fail_refund` settles it.
+    """
+    with write_transaction() as session:
+        payment = _lock_payment(session, payment_id)
+        method = session.get(PaymentMethod, payment.paymethod_id)
+        if payment.status != PAID:
+            raise RefundError(f"payment {payment.id} is {payment.status}: only a paid payment can be refunded")
+        if not method.allow_refund:
+            raise RefundError("refunds are not allowed for this payment method")
+        try:
+            value = parse_amount(amount, payment.currency)
+        except MoneyError as exc:
+            raise RefundError(str(exc)) from None
+        if value <= 0:
+            raise RefundError("the refund amount must be positive")
+        if value > payment.refundable:
+            raise RefundError(f"at most {payment.refundable} {payment.currency} can be refunded")
+        refund = Refund(payment_id=payment.id, amount=value, status="requested", reason=reason, actor=actor)
+        session.add(refund)
+        session.flush()
+        payment.refunded_amount = payment.refunded_amount + value
+        payment.status = PENDING_RETURN
+        payment.updated_at = utcnow()
+        _credit(session, payment.account_id, -value, kind="refund", payment_id=payment.id, refund_id=refund.id,
+                note=f"refund {refund.id} of payment {payment.id}")
+        _event(session, payment, kind="refund", source=source, actor=actor, status_from=PAID,
+               status_to=PENDING_RETURN, outcome=f"refund {refund.id} of {value} {payment.currency} requested",
+               data={"refund_id": refund.id, "amount": str(value), "reason": reason or ""})
+    _broadcast(Outcome(payment_id, PENDING_RETURN, "changed"), PAID, "refund")
+    return refund
+
+
+def _settle_refund(refund_id: int, *, succeeded: bool, source: str, external_id: str | None,
+                   data: Mapping[str, Any] | None, info: str | None, actor: str | None) -> Outcome:
+    with write_transaction() as session:
+        refund = session.get(Refund, refund_id)
+        if refund is None:
+            raise PaymentNotFound(f"no refund {refund_id}")
+        payment = _lock_payment(session, refund.payment_id)
+        session.refresh(refund, with_for_update=True)
+        final = "finished" if succeeded else "failed"
+        if refund.status in ("finished", "failed"):
+            outcome = Outcome(payment.id, payment.status, "already", f"refund {refund.id} is already {refund.status}")
+            _event(session, payment, kind="refund", source=source, outcome=outcome.message, data=data, actor=actor)
+            return outcome
+        old = payment.status
+        refund.status = final
+        refund.updated_at = utcnow()
+        if external_id:
+            refund.external_id = external_id[:128]
+        if not succeeded:
+            payment.refunded_amount = payment.refunded_amount - refund.amount
+            _credit(session, payment.account_id, refund.amount, kind="refund_reversal", payment_id=payment.id,
+                    refund_id=refund.id, note=f"refund {refund.id} failed")
+        new = RETURNED if payment.refunded_amount >= payment.amount else PAID
+        payment.status = new
+        payment.updated_at = utcnow()
+        outcome = Outcome(payment.id, new, "changed",
+                          info or f"refund {refund.id} {final}")
+        _event(session, payment, kind="refund", source=source, outcome=outcome.message, data=data, actor=actor,
+               status_from=old, status_to=new)
+    _broadcast(outcome, old, "refund")
+    return outcome
+
+
+def finish_refund(refund_id: int, *, source: str, external_id: str | None = None,
+                  data: Mapping[str, Any] | None = None, info: str | None = None, actor: str | None = None) -> Outcome:
+    """The gateway returned the money: the payment becomes ``returned`` (all refunded) or ``paid``."""
+    return _settle_refund(refund_id, succeeded=True, source=source, external_id=external_id, data=data,
+                          info=info, actor=actor)
+
+
+def fail_refund(refund_id: int, *, source: str, data: Mapping[str, Any] | None = None, info: str | None = None,
+                actor: str | None = None) -> Outcome:
+    """The gateway refused the refund: the amount goes back to the balance and the payment is ``paid``."""
+    return _settle_refund(refund_id, succeeded=False, source=source, external_id=None, data=data, info=info,
+                          actor=actor)
+
+
+def set_refund_external_id(refund_id: int, external_id: str) -> None:
+    """Remember the gateway's id of a pending refund, to follow its state later."""
+    with write_transaction() as session:
+        refund = session.get(Refund, refund_id)
+        if refund is None:
+            raise PaymentNotFound(f"no refund {refund_id}")
+        refund.external_id = external_id[:128]
+
+
+def set_gateway_data(payment_id: int, **values: Any) -> None:
+    """Merge module-specific facts about a payment (an operation key, a receipt id) into its record.
+
+    Not a state change: modules keep what they need to poll or refund later. Never pass secrets.
+    """
+    with write_transaction() as session:
+        payment = _lock_payment(session, payment_id)
+        merged = dict(payment.gateway_data or {})
+        merged.update(values)
+        payment.gateway_data = merged

@@ -1,0 +1,108 @@
+"""The value types passed between the core and payment modules (see :mod:`billcore.hookspecs`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+# Features a module may declare; the core only offers what a module declares.
+FEATURE_CHECKPAY = "checkpay"  # status polling at the gateway
+FEATURE_REFUND = "refund"  # refunds through the gateway
+FEATURE_RECURRING = "recurring"  # charges against a stored parent payment
+FEATURE_SUBSCRIPTIONS = "subscriptions"
+FEATURE_TEST_MODE = "test_mode"
+FEATURE_RECEIPTS = "receipts"  # fiscal receipts
+FEATURES = (FEATURE_CHECKPAY, FEATURE_REFUND, FEATURE_RECURRING, FEATURE_SUBSCRIPTIONS,
+            FEATURE_TEST_MODE, FEATURE_RECEIPTS)
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What a payment module says about itself (BILLmanager's ``config`` command).
+
+    ``key`` must equal the module's entry-point name. ``secret_fields`` names the integration-form
+    fields that are stored encrypted, never rendered back and never logged. ``currencies`` limits the
+    currencies a payment method of this module may use (empty = any). ``logo`` is a URL path or an
+    absolute URL. ``development_only`` modules are loaded only in debug/testing or when the allow-list
+    names them.
+    """
+
+    key: str
+    title: str
+    description: str = ""
+    version: str = "0"
+    logo: str | None = None
+    features: frozenset[str] = frozenset()
+    categories: tuple[str, ...] = ()
+    currencies: tuple[str, ...] = ()
+    secret_fields: tuple[str, ...] = ()
+    registration_url: str | None = None
+    development_only: bool = False
+
+
+@dataclass(frozen=True)
+class SetupItem:
+    """One line of the gateway-side instructions: a label and a value the admin copies."""
+
+    label: str
+    value: str
+    copy: bool = True
+
+
+@dataclass(frozen=True)
+class GatewaySetup:
+    """What the admin must enter in the gateway's own cabinet, and warnings about this installation."""
+
+    items: tuple[SetupItem, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartAction:
+    """Where the client's browser goes to pay: ``url`` by GET, or an auto-submitted POST of ``fields``."""
+
+    url: str
+    method: str = "GET"
+    fields: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    """What the gateway said about a payment when asked (``checkpay``).
+
+    ``state`` is ``paid``, ``cancelled`` or ``pending`` (anything still open or unknown). For ``paid``,
+    ``amount`` and ``currency`` are what the gateway received; the core checks them against the payment.
+    """
+
+    state: str
+    amount: Decimal | None = None
+    currency: str | None = None
+    external_id: str | None = None
+    info: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """The gateway's answer to a refund request or a refund status query.
+
+    ``state``: ``finished`` (money returned), ``pending`` (accepted, follow it with the refund-status hook)
+    or ``failed`` (refused; ``info`` says why).
+    """
+
+    state: str
+    external_id: str | None = None
+    info: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """The gateway's answer to a recurring charge: ``accepted`` (result comes later by notification or
+    poll), ``paid`` (settled now) or ``failed``."""
+
+    state: str
+    external_id: str | None = None
+    info: str = ""
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,170 @@
+"""Discovery and loading of payment modules; one :class:`ModuleRegistry` per app.
+
+Modules come from the entry-point group ``billcore.paymethods``. When billcore runs from a source
+checkout that was not installed, the in-tree modules under ``plugins/`` are found by a fallback.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from flask import Flask, current_app
+
+from . import hookspecs
+from .paymodule import FEATURES, ModuleInfo
+
+ENTRY_POINT_GROUP = "billcore.paymethods"
+IN_TREE_MODULES = ("pmrobokassa", "pmtemplate")
+IN_TREE_DIR = Path(__file__).resolve().parent.parent / "plugins"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModuleRegistry:
+    """The app's plugin manager and what it knows about each module: info, load errors, source."""
+
+    pm: pluggy.PluginManager
+    modules: dict[str, ModuleInfo] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def info(self, key: str) -> ModuleInfo | None:
+        """The description of a loaded module, or None."""
+        return self.modules.get(key)
+
+    def has_feature(self, key: str, feature: str) -> bool:
+        """True when the loaded module ``key`` declares ``feature``."""
+        info = self.modules.get(key)
+        return bool(info and feature in info.features)
+
+    def call(self, key: str, hook_name: str, **kwargs: Any) -> Any:
+        """Call a per-module hook on module ``key`` only; its exceptions propagate to the caller.
+
+        Returns None when the module is not loaded or does not implement the hook.
+        """
+        plugin = self.pm.get_plugin(key) if key in self.modules else None
+        if plugin is None:
+            return None
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller(module=key, **kwargs)
+
+    def broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call a broadcast hook on every module; a module that raises is logged and skipped."""
+        results = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            try:
+                result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception:  # one module's bug must not stop the others
+                log.exception("payment module %s failed in %s", impl.plugin_name, hook_name)
+                continue
+            if result is not None:
+                results.append(result)
+        return results
+
+
+def make_registry(app: Flask) -> ModuleRegistry:
+    """Discover, import and register the payment modules allowed by the app's configuration."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry = ModuleRegistry(pm)
+    allowed = app.config.get("PAYMENT_MODULES")
+    if isinstance(allowed, str):
+        allowed = [part.strip() for part in allowed.split(",") if part.strip()]
+    dev_ok = bool(app.debug or app.testing or app.config.get("DEV_MODULES"))
+
+    for key, loader, source in _candidates(app.config.get("EXTRA_MODULES") or {}):
+        if key in registry.modules or key in registry.errors:
+            continue
+        if allowed is not None and key not in allowed:
+            continue
+        try:
+            module = loader()
+            pm.register(module, name=key)
+            pm.check_pending()  # a misspelt hook name fails this module loudly
+            info = _describe(pm, module, key)
+        except Exception as exc:  # a broken module is reported, never fatal
+            log.exception("payment module %s could not be loaded", key)
+            registry.errors[key] = f"{type(exc).__name__}: {exc}"
+            if pm.get_plugin(key) is not None:
+                pm.unregister(name=key)
+            continue
+        if info.development_only and not dev_ok and (allowed is None or key not in allowed):
+            pm.unregister(name=key)
+            continue
+        registry.modules[key] = info
+        registry.sources[key] = source
+    return registry
+
+
+def _candidates(extra: dict[str, str]):
+    """Yield ``(key, loader, source)`` for every module found: ``EXTRA_MODULES`` (key -> import path,
+    for modules not installed), entry points, then the source tree."""
+    for key, path in extra.items():
+        yield key, lambda path=path: importlib.import_module(path), f"config EXTRA_MODULES {path}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        yield ep.name, ep.load, f"entry point {ep.value}"
+    for key in IN_TREE_MODULES:
+        if (IN_TREE_DIR / key / "__init__.py").is_file():
+            yield key, lambda key=key: _import_in_tree(key), f"source tree {IN_TREE_DIR / key}"
+
+
+def _import_in_tree(key: str) -> ModuleType:
+    if str(IN_TREE_DIR) not in sys.path:
+        sys.path.append(str(IN_TREE_DIR))
+    return importlib.import_module(key)
+
+
+def _describe(pm: pluggy.PluginManager, module: ModuleType, key: str) -> ModuleInfo:
+    impls = [i for i in pm.hook.billcore_module_info.get_hookimpls() if i.plugin is module]
+    if not impls:
+        raise TypeError("the module does not implement billcore_module_info")
+    info = impls[0].function()
+    if not isinstance(info, ModuleInfo):
+        raise TypeError("billcore_module_info must return a ModuleInfo")
+    if info.key != key:
+        raise ValueError(f"module describes itself as {info.key!r} but is registered as {key!r}")
+    unknown = set(info.features) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown features {sorted(unknown)}")
+    return info
+
+
+def init_app(app: Flask) -> ModuleRegistry:
+    """Create the app's registry, register the modules' blueprints and keep it in ``app.extensions``."""
+    registry = make_registry(app)
+    app.extensions["billcore.modules"] = registry
+    for key in list(registry.modules):
+        try:
+            for bp in _blueprints(registry, app, key):
+                app.register_blueprint(bp)
+        except Exception as exc:
+            log.exception("payment module %s failed to register its routes", key)
+            registry.errors[key] = f"{type(exc).__name__}: {exc}"
+            del registry.modules[key]
+    return registry
+
+
+def _blueprints(registry: ModuleRegistry, app: Flask, key: str) -> list:
+    plugin = registry.pm.get_plugin(key)
+    result = []
+    for impl in registry.pm.hook.billcore_blueprints.get_hookimpls():
+        if impl.plugin is plugin:
+            found = impl.function(app=app)
+            if found is None:
+                continue
+            result.extend(found if isinstance(found, (list, tuple)) else [found])
+    return result
+
+
+def get_registry() -> ModuleRegistry:
+    """The current app's module registry."""
+    return current_app.extensions["billcore.modules"]

@@ -1,0 +1,66 @@
+"""Packaging for billcore and its in-tree payment modules.
+
+The core's templates live in the top-level ``templates/`` folder of the source tree; the wheel carries
+them inside the package as ``billcore/templates`` so an installed billcore finds them the same way.
+"""
+from setuptools import setup
+
+setup(
+    name="billcore",
+    version="0.1.0",
+    description="A billing core for hosting providers with pluggable payment modules",
+    python_requires=">=3.10",
+    packages=[
+        "billcore",
+        "billcore.migrations",
+        "billcore.migrations.versions",
+        "billcore.templates",
+        "pmrobokassa",
+        "pmtemplate",
+    ],
+    package_dir={
+        "billcore.templates": "templates",
+        "pmrobokassa": "plugins/pmrobokassa",
+        "pmtemplate": "plugins/pmtemplate",
+    },
+    package_data={
+        "billcore": ["static/*", "static/**/*", "translations/*/LC_MESSAGES/*.po", "migrations/*.ini", "migrations/env.py",
+                     "migrations/script.py.mako"],
+        "billcore.templates": ["*.html", "**/*.html"],
+        "pmrobokassa": ["templates/**/*.html", "templates/*/*.html", "static/*", "tests/*.py"],
+        "pmtemplate": ["templates/**/*.html", "templates/*/*.html", "static/*", "tests/*.py", "scaffold/*"],
+    },
+    install_requires=[
+        "Flask>=3.0,<4",
+        "pluggy>=1.3,<2",
+        "SQLAlchemy>=2.0.25,<2.1",
+        "Flask-SQLAlchemy>=3.1,<4",
+        "WTForms>=3.1,<4",
+        "Flask-WTF>=1.2,<2",
+        "Flask-Login>=0.6.3,<0.7",
+        "alembic>=1.13,<2",
+        "Flask-Babel>=4.0,<5",
+        "Babel>=2.14,<3",
+        "cryptography>=42,<50",
+        "gunicorn>=22,<28",
+        "PyJWT>=2.8,<3",
+        "requests>=2.31,<3",
+        "psycopg[binary]>=3.1,<4",
+        "email-validator>=2.0,<3",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-flask>=1.3,<2",
+            "playwright>=1.45,<2",
+            "hypothesis>=6.100,<7",
+            "build>=1.0,<2",
+        ],
+    },
+    entry_points={
+        "billcore.paymethods": [
+            "pmrobokassa = pmrobokassa",
+            "pmtemplate = pmtemplate",
+        ],
+    },
+)
