@@ -108,6 +108,21 @@ def write_transaction() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+    _end_request_snapshot()
+
+
+def _end_request_snapshot() -> None:
+    """Let the caller's request session see what was just committed.
+
+    On SQLite (WAL) and PostgreSQL (repeatable read) a transaction that has read keeps its snapshot; a
+    request session that only read is closed here so its next query starts fresh. One with pending
+    changes of its own is left alone.
+    """
+    if not has_app_context():
+        return
+    session = db.session()  # the scoped session's current Session
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.rollback()
 
 
 def _lock_payment(session: Session, payment_id: int) -> Payment:
