@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         source_instance = PACKAGE_DIR.parent / "instance"
         instance_path = str(source_instance if (PACKAGE_DIR.parent / "setup.py").is_file()
                             else Path.cwd() / "instance")
-    app = Flask(__name__, instance_path=str(Path(instance_path).resolve()),
+    app = Flask(__name__, instance_path=str(Path(instance_path).resolve()), instance_relative_config=True,
                 template_folder=_template_folder(), static_folder="static")
     config.load_config(app, test_config)
 

@@ -64,7 +64,8 @@ def login():
             login_user(user)
             return redirect(_safe_next(request.args.get("next")) or home_for(user))
         flash(_("Wrong e-mail or password."), "error")
-    return render_template("login.html", form=form), (200 if request.method == "GET" or form.errors == {} else 400)
+        return render_template("login.html", form=form), 401
+    return render_template("login.html", form=form), 400 if form.errors else 200
 
 
 @bp.route("/logout", methods=["POST"])

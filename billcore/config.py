@@ -65,9 +65,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         app.config["LOG_DIR"] = str(instance / "var")
     base_url = str(app.config.get("BASE_URL") or "").rstrip("/")
     app.config["BASE_URL"] = base_url
-    if base_url.startswith("https://"):
-        app.config.setdefault("SESSION_COOKIE_SECURE", True)
-        app.config.setdefault("REMEMBER_COOKIE_SECURE", True)
+    if base_url.startswith("https://") and app.config.get("SECURE_COOKIES", True):
+        app.config["SESSION_COOKIE_SECURE"] = True
+        app.config["REMEMBER_COOKIE_SECURE"] = True
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
 
 

@@ -1,0 +1,1 @@
+"""Small payment modules used to test discovery and isolation."""
