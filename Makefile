@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` (demo on http://127.0.0.1:5000) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The demo: SQLite in ./instance, the Robokassa sandbox standing in for the gateway.
+export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
+export BILLCORE_PMROBOKASSA_SANDBOX ?= true
+
+.PHONY: run test install install-test chromium clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/flask --app billcore init
+	$(BIN)/flask --app billcore demo
+	$(BIN)/flask --app billcore run --host $(HOST) --port $(PORT)
+
+# Browser tests drive Debian's chromium through Playwright (Playwright cannot download browsers here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: install-test chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info test-artifacts
