@@ -1,0 +1,46 @@
+// Return pages: while the payment is open (new / in pay), ask the server for its status and show the
+// matching message without a reload. Stops once the payment settles or after about ten minutes.
+(function () {
+  "use strict";
+  function groupOf(status) {
+    if (status === "paid" || status === "pending_return" || status === "returned") { return "paid"; }
+    if (status === "new" || status === "inpay") { return "open"; }
+    return status;
+  }
+  function show(root, data) {
+    var group = groupOf(data.status);
+    root.setAttribute("data-status", data.status);
+    root.querySelectorAll("[data-when]").forEach(function (el) {
+      el.hidden = el.getAttribute("data-when") !== group;
+    });
+    root.querySelectorAll("[data-status-label]").forEach(function (el) {
+      el.textContent = data.status_label;
+      el.className = "status status-" + data.status;
+    });
+    root.querySelectorAll("[data-open-only]").forEach(function (el) { el.hidden = !data.open; });
+    var balance = root.querySelector("[data-balance]");
+    if (balance && data.balance) { balance.textContent = data.balance; }
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = document.getElementById("payment-return");
+    if (!root || !root.getAttribute("data-poll-url")) { return; }
+    var url = root.getAttribute("data-poll-url");
+    var delay = 1000, waited = 0, limit = 10 * 60 * 1000;
+    function poll() {
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}, cache: "no-store"})
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) {
+          if (data) { show(root, data); if (!data.open) { return; } }
+          schedule();
+        })
+        .catch(schedule);
+    }
+    function schedule() {
+      waited += delay;
+      if (waited > limit) { return; }
+      setTimeout(poll, delay);
+      delay = Math.min(delay * 1.5, 10000);  // back off: 1 s, 1.5 s, ... at most every 10 s
+    }
+    schedule();
+  });
+})();

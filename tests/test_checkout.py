@@ -1,0 +1,254 @@
+"""The client area: adding funds, the payments list and page, return pages, pay again and cancel.
+
+Runs against ``tests/fake_checkout_module.py`` (module ``pmfakepay``) so it needs no other module; the
+end-to-end test through ``pmtemplate``'s fake gateway is at the bottom.
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from flask import g
+
+from billcore.accounts import create_client
+from billcore.db import db
+from billcore.models import Account, LedgerEntry, Payment, PaymentEvent
+from billcore.money import commission
+from billcore.payments import service
+from tests import fake_checkout_module as fake
+from tests.conftest import BACKENDS, CLIENT, OTHER_CLIENT, _database_url_for, add_paymethod, login, make_app
+
+FAKE = {"pmfakepay": "tests.fake_checkout_module"}
+
+
+@pytest.fixture(params=BACKENDS)
+def capp(request, tmp_path):
+    """The app on each backend with the fake checkout module loaded."""
+    urls = _database_url_for(request.param, tmp_path)
+    application = make_app(tmp_path, next(urls), EXTRA_MODULES=FAKE)
+    forget_cached_user(application)
+    fake.reset()
+    ctx = application.app_context()
+    ctx.push()
+    yield application
+    db.session.remove()
+    ctx.pop()
+    with application.app_context():
+        db.engine.dispose()
+    for _ in urls:
+        pass
+
+
+@pytest.fixture
+def client_user(capp):
+    """The paying client (RUB account)."""
+    return create_client(*CLIENT, currency="RUB")
+
+
+@pytest.fixture
+def other_user(capp):
+    """Another client with its own RUB account."""
+    return create_client(*OTHER_CLIENT, currency="RUB")
+
+
+@pytest.fixture
+def web(capp, client_user):
+    """A test client logged in as the client."""
+    c = capp.test_client()
+    assert login(c, *CLIENT).status_code == 302
+    return c
+
+
+@pytest.fixture
+def method(capp):
+    """An active RUB method with a commission, minimum and maximum."""
+    return add_paymethod("pmfakepay", {"secret": "s3cr3t-value"}, name="Fake card", name_ru="Фейковая карта",
+                         description="Pay by card", commission_amount=Decimal("10.00"),
+                         commission_percent=Decimal("2.5"), min_amount=Decimal("100.00"),
+                         max_amount=Decimal("15000.00"))
+
+
+def forget_cached_user(application) -> None:
+    """Requests of the test client reuse the test's pushed app context, so ``g`` (where Flask-Login
+    caches the user) outlives a request; forget it so two logged-in clients never share a user."""
+    @application.before_request
+    def _forget() -> None:
+        g.pop("_login_user", None)
+
+
+def _balance(account_id: int) -> Decimal:
+    db.session.expire_all()
+    return db.session.get(Account, account_id).balance
+
+
+def test_add_funds_shows_commission_then_creates_and_starts(web, client_user, method):
+    page = web.get("/payments/new")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Fake card" in html and "Pay by card" in html
+    assert 'data-fixed="10.00"' in html and 'data-percent="2.5"' in html and 'data-min="100.00"' in html
+    assert "checkout.js" in html and "<script>" not in html
+
+    confirm = web.post("/payments/new", data={"paymethod": method.id, "amount": "1000.10"})
+    assert confirm.status_code == 200
+    text = confirm.get_data(as_text=True)
+    # 10.00 + 1000.10 * 2.5 % = 10.00 + 25.0025 -> 35.00 (half up at the kopeck)
+    assert "35.00 RUB" in text and "1 035.10 RUB" in text
+    assert db.session.query(Payment).count() == 0  # nothing created before confirming
+
+    done = web.post("/payments/new", data={"paymethod": method.id, "amount": "1000.10", "confirm": "1"})
+    assert done.status_code == 302
+    payment = db.session.query(Payment).one()
+    assert done.headers["Location"].endswith(f"/fakepay/start?elid={payment.id}")
+    assert (payment.status, payment.amount, payment.commission, payment.total) == (
+        "new", Decimal("1000.10"), Decimal("35.00"), Decimal("1035.10"))
+    assert payment.account_id == client_user.account_id
+    assert fake.CALLS == [("start", payment.id)]
+
+
+@pytest.mark.parametrize("amount, fee", [
+    ("100.00", "12.50"),    # 10 + 2.5 = 12.50 exactly
+    ("100.20", "12.51"),    # 10 + 2.505 -> 12.51 (half up)
+    ("100.19", "12.50"),    # 10 + 2.50475 -> 12.50
+    ("101.00", "12.53"),    # 10 + 2.525 -> 12.53 (half up, not bankers' 12.52)
+])
+def test_commission_rounds_half_up_to_the_kopeck(web, method, amount, fee):
+    assert commission(Decimal(amount), "RUB", Decimal("10.00"), Decimal("2.5")) == Decimal(fee)
+    text = web.post("/payments/new", data={"paymethod": method.id, "amount": amount}).get_data(as_text=True)
+    assert f"{fee} RUB" in text
+
+
+def test_min_max_and_format_are_refused_with_a_clear_message(web, method):
+    for amount, message in [("99.99", "The minimum amount for Fake card is 100.00 RUB."),
+                            ("15000.01", "The maximum amount for Fake card is 15000.00 RUB."),
+                            ("10.001", "at most 2 decimals"), ("abc", "Enter an amount like"),
+                            ("0", "greater than zero"), ("-5", "greater than zero")]:
+        r = web.post("/payments/new", data={"paymethod": method.id, "amount": amount, "confirm": "1"})
+        assert r.status_code == 400, amount
+        assert message in r.get_data(as_text=True), amount
+    assert db.session.query(Payment).count() == 0
+    ok = web.post("/payments/new", data={"paymethod": method.id, "amount": "15000", "confirm": "1"})
+    assert ok.status_code == 302
+
+
+def test_only_active_methods_in_the_accounts_currency_are_offered(web, method):
+    usd = add_paymethod("pmfakepay", name="Dollar card", currency="USD")
+    off = add_paymethod("pmfakepay", name="Disabled card", active=False)
+    html = web.get("/payments/new").get_data(as_text=True)
+    assert "Fake card" in html and "Dollar card" not in html and "Disabled card" not in html
+    for other in (usd, off):
+        r = web.post("/payments/new", data={"paymethod": other.id, "amount": "200", "confirm": "1"})
+        assert r.status_code == 400
+    assert db.session.query(Payment).count() == 0
+
+
+def test_russian_names_and_descriptions(web, method, client_user):
+    web.post("/language/ru")
+    html = web.get("/payments/new").get_data(as_text=True)
+    assert "Фейковая карта" in html
+
+
+def test_post_start_renders_autosubmit_form(web, method):
+    fake.MODE["start"] = "post"
+    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert re.search(r'<form method="post" action="https://gateway.invalid/form" data-autosubmit>', html)
+    assert 'name="sum" value="215.00"' in html  # 200 + 10 + 5
+
+
+def test_owner_flow_return_pages_status_json_and_balance(web, client_user, method):
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    payment = db.session.query(Payment).one()
+    start = web.get(f"/fakepay/start?elid={payment.id}")
+    assert start.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "inpay"
+
+    # the browser comes back before the notification: the page says "waiting" and polls
+    page = web.get(f"/payments/{payment.id}/return/success").get_data(as_text=True)
+    assert 'data-poll-url="/payments/%d/status.json"' % payment.id in page
+    assert "payment_status.js" in page
+    status = web.get(f"/payments/{payment.id}/status.json").get_json()
+    assert status["status"] == "inpay" and status["open"] is True
+
+    outcome = service.set_paid(payment.id, amount=Decimal("215.00"), currency="RUB", source="test")
+    assert outcome.changed
+    status = web.get(f"/payments/{payment.id}/status.json").get_json()
+    assert status == {"id": payment.id, "status": "paid", "status_label": "Paid", "open": False,
+                      "balance": "200.00 RUB"}
+    page = web.get(f"/payments/{payment.id}/return/fail").get_data(as_text=True)
+    assert "data-poll-url" not in page and "balance was credited" in page
+    assert _balance(client_user.account_id) == Decimal("200.00")
+    assert web.get(f"/payments/{payment.id}/return/bogus").status_code == 404
+
+    # list, page and dashboard
+    assert f"#{payment.id}" in web.get("/payments").get_data(as_text=True)
+    detail = web.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert "215.00 RUB" in detail and "In pay" in detail and "Paid" in detail
+    assert "200.00 RUB" in web.get("/dashboard").get_data(as_text=True)
+
+
+def test_another_client_cannot_see_or_pay_someone_elses_payment(capp, web, other_user, method):
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    payment = db.session.query(Payment).one()
+    other = capp.test_client()
+    assert login(other, *OTHER_CLIENT).status_code == 302
+    for url in (f"/payments/{payment.id}", f"/payments/{payment.id}/status.json",
+                f"/payments/{payment.id}/return/success", f"/fakepay/start?elid={payment.id}"):
+        assert other.get(url).status_code == 404, url
+    for url in (f"/payments/{payment.id}/pay", f"/payments/{payment.id}/cancel"):
+        assert other.post(url).status_code == 404, url
+    assert f"#{payment.id}" not in other.get("/payments").get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "new"
+    assert fake.CALLS == [("start", payment.id)]
+    anonymous = capp.test_client()
+    assert anonymous.get(f"/payments/{payment.id}").status_code == 302  # to the login page
+
+
+def test_pay_again_and_cancel_by_owner(web, method, client_user):
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    payment = db.session.query(Payment).one()
+    again = web.post(f"/payments/{payment.id}/pay")
+    assert again.status_code == 302 and again.headers["Location"].endswith(f"elid={payment.id}")
+    assert web.post(f"/payments/{payment.id}/cancel").status_code == 302
+    db.session.expire_all()
+    paid = db.session.get(Payment, payment.id)
+    assert paid.status == "cancelled"
+    event = db.session.query(PaymentEvent).filter_by(payment_id=payment.id, status_to="cancelled").one()
+    assert (event.source, event.actor) == ("client", CLIENT[0])
+    # a cancelled payment can no longer be paid again or cancelled
+    again = web.post(f"/payments/{payment.id}/pay", follow_redirects=True)
+    assert "can no longer be paid" in again.get_data(as_text=True)
+    assert fake.CALLS == [("start", payment.id), ("start", payment.id)]
+    # and a paid one cannot be cancelled
+    service.set_paid(payment.id, amount=Decimal("215.00"), currency="RUB", source="test")
+    r = web.post(f"/payments/{payment.id}/cancel", follow_redirects=True)
+    assert "can no longer be cancelled" in r.get_data(as_text=True)
+    assert _balance(client_user.account_id) == Decimal("200.00")
+
+
+def test_actions_need_csrf(capp, method, client_user):
+    capp.config["WTF_CSRF_ENABLED"] = True
+    c = capp.test_client()
+    login_page = c.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login_page).group(1)
+    c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token})
+    payment = service.create_payment(client_user.account_id, method.id, Decimal("200"))
+    assert c.post(f"/payments/{payment.id}/cancel").status_code == 400
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "new"
+
+
+def test_payments_list_keyset_paging(capp, web, client_user, method):
+    capp.config["CLIENT_PAGE_SIZE"] = 3
+    ids = [service.create_payment(client_user.account_id, method.id, Decimal("100")).id for _ in range(7)]
+    seen, url = [], "/payments"
+    while url:
+        html = web.get(url).get_data(as_text=True)
+        seen += [int(x) for x in re.findall(r">#(\d+)</a>", html)]
+        m = re.search(r'rel="next" href="([^"]+)"', html)
+        url = m.group(1).replace("&amp;", "&") if m else None
+    assert seen == sorted(ids, reverse=True)
