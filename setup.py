@@ -3,32 +3,29 @@
 The core's templates live in the top-level ``templates/`` folder of the source tree; the wheel carries
 them inside the package as ``billcore/templates`` so an installed billcore finds them the same way.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="billcore",
     version="0.1.0",
     description="A billing core for hosting providers with pluggable payment modules",
     python_requires=">=3.10",
-    packages=[
-        "billcore",
-        "billcore.migrations",
-        "billcore.migrations.versions",
-        "billcore.templates",
-        "pmrobokassa",
-        "pmtemplate",
-    ],
+    packages=(
+        find_packages(include=["billcore", "billcore.*"])
+        + ["billcore.templates"]
+        + find_packages(where="plugins", include=["pmrobokassa", "pmrobokassa.*", "pmtemplate", "pmtemplate.*"])
+    ),
     package_dir={
         "billcore.templates": "templates",
         "pmrobokassa": "plugins/pmrobokassa",
         "pmtemplate": "plugins/pmtemplate",
     },
     package_data={
-        "billcore": ["static/*", "static/**/*", "translations/*/LC_MESSAGES/*.po", "migrations/*.ini", "migrations/env.py",
+        "billcore": ["static/**/*", "translations/*/LC_MESSAGES/*.po", "migrations/env.py",
                      "migrations/script.py.mako"],
-        "billcore.templates": ["*.html", "**/*.html"],
-        "pmrobokassa": ["templates/**/*.html", "templates/*/*.html", "static/*", "tests/*.py"],
-        "pmtemplate": ["templates/**/*.html", "templates/*/*.html", "static/*", "tests/*.py", "scaffold/*"],
+        "billcore.templates": ["**/*.html"],
+        "pmrobokassa": ["templates/**/*", "static/**/*"],
+        "pmtemplate": ["templates/**/*", "static/**/*", "scaffold/**/*"],
     },
     install_requires=[
         "Flask>=3.0,<4",
