@@ -138,6 +138,9 @@ def _print(data: dict, as_json: bool) -> None:
 
 COMMANDS = [init_command, create_admin_command, create_client_command, plugins_command, demo_command,
             account_cli, payment_cli]
+from .cli_paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
+
+COMMANDS.append(paymethod_cli)
 
 
 def init_app(app: Flask) -> None:

@@ -1,0 +1,81 @@
+"""The add wizard walked in a real browser as an admin would, with a screenshot of every step."""
+from __future__ import annotations
+
+import pytest
+
+from billcore.models import PaymentMethod, PaymethodDraft
+from billcore.paymethods import full_settings
+from tests.browser.conftest import log_in
+from tests.conftest import ADMIN
+
+pytestmark = pytest.mark.browser
+
+SECRET = "browser-secret-9f3k"
+
+
+@pytest.mark.live_server_config(EXTRA_MODULES={"pmfake": "tests.fake_module"})
+def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artifacts):
+    log_in(page, live_server, *ADMIN)
+    page.goto(f"{live_server.url}/admin/paymethods")
+    page.screenshot(path=artifacts / "0-list-empty.png", full_page=True)
+    page.click("text=Add a payment method")
+
+    # Step 1: one card per module; choose the fake gateway.
+    card = page.locator(".module-card[data-module=pmfake]")
+    assert "Refunds" in card.inner_text() and "Bank cards" in card.inner_text()
+    page.screenshot(path=artifacts / "1-module.png", full_page=True)
+    card.locator("button[name=module]").click()
+
+    # Step 2: a module error shown next to its field, the secret not sent back.
+    page.fill("#shop_id", "bad-shop")
+    page.fill("#secret", SECRET)
+    page.select_option("#hash_algorithm", "md5")
+    page.click("button[value=next]")
+    assert "The gateway does not know this shop." in page.inner_text(".has-error")
+    assert page.input_value("#secret") == ""
+    assert SECRET not in page.content()
+    page.screenshot(path=artifacts / "2-integration-error.png", full_page=True)
+    page.fill("#shop_id", "shop-42")
+    page.check("#test_mode")
+    page.screenshot(path=artifacts / "2-integration.png", full_page=True)
+    page.click("button[value=next]")  # the secret is kept in the draft: blank means keep
+
+    # Step 3: Back keeps step 2's values, Next returns here.
+    assert page.locator("#name").is_visible()
+    page.fill("#name", "Cards")
+    page.click("button[value=back]")
+    assert page.input_value("#shop_id") == "shop-42"
+    assert page.is_checked("#test_mode")
+    page.click("button[value=next]")
+    assert page.input_value("#name") == "Cards"
+    page.fill("#name_ru", "Карты")
+    page.select_option("#currency", "RUB")
+    page.fill("#min_amount", "10.001")
+    page.click("button[value=next]")
+    assert "at most 2 decimals" in page.inner_text(".has-error")
+    page.screenshot(path=artifacts / "3-settings-error.png", full_page=True)
+    page.fill("#min_amount", "10")
+    page.fill("#commission_percent", "2.5")
+    page.screenshot(path=artifacts / "3-settings.png", full_page=True)
+    page.click("button[value=next]")
+
+    # The method's page: gateway-side instructions with copy buttons and the module's warning.
+    setup = page.locator("#gateway-setup")
+    setup.wait_for()
+    assert page.locator(f"button[data-copy='{live_server.url}/mancgi/pmfake/result']").count() == 1
+    assert "Test mode is on" in setup.inner_text()
+    assert "plain http" in setup.inner_text()  # the core's own warning about this installation
+    page.locator(f"button[data-copy='{live_server.url}/mancgi/pmfake/result']").click()
+    page.screenshot(path=artifacts / "4-created.png", full_page=True)
+    assert SECRET not in page.content()
+    assert all(SECRET not in c["value"] for c in page.context.cookies())
+
+    with live_server.app_context():
+        method = PaymentMethod.query.one()
+        assert (method.name, method.name_ru, method.currency, str(method.min_amount)) == ("Cards", "Карты", "RUB", "10.00")
+        assert full_settings(method)["secret"] == SECRET
+        assert PaymethodDraft.query.count() == 0
+
+    page.goto(f"{live_server.url}/admin/paymethods")
+    assert "Cards" in page.inner_text("#paymethods")
+    page.screenshot(path=artifacts / "5-list.png", full_page=True)
