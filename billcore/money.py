@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from flask_babel import gettext as _
+
 # ISO 4217 codes billcore accepts, with their minor unit (digits after the decimal point).
 CURRENCIES: dict[str, int] = {"RUB": 2, "USD": 2, "EUR": 2, "KZT": 2, "BYN": 2, "UAH": 2}
 
@@ -18,7 +20,7 @@ def check_currency(code: str) -> str:
     """Return ``code`` upper-cased if billcore supports it, else raise :class:`MoneyError`."""
     code = (code or "").strip().upper()
     if code not in CURRENCIES:
-        raise MoneyError(f"unsupported currency {code!r}")
+        raise MoneyError(_("Unsupported currency %(code)s.", code=code))
     return code
 
 
@@ -39,13 +41,13 @@ def parse_amount(text: str | Decimal, currency: str) -> Decimal:
     try:
         value = Decimal(str(text).strip())
     except (InvalidOperation, ValueError):
-        raise MoneyError(f"not an amount: {text!r}") from None
+        raise MoneyError(_("Not an amount: %(text)s.", text=str(text)[:40])) from None
     if not value.is_finite():
-        raise MoneyError(f"not an amount: {text!r}")
+        raise MoneyError(_("Not an amount: %(text)s.", text=str(text)[:40]))
     if value != quantize(value, currency):
-        raise MoneyError(f"{text} has more decimals than {currency} allows")
+        raise MoneyError(_("%(text)s has more decimals than %(currency)s allows.", text=text, currency=currency))
     if abs(value) > MAX_AMOUNT:
-        raise MoneyError(f"{text} is too large")
+        raise MoneyError(_("%(text)s is too large.", text=text))
     return quantize(value, currency)
 
 

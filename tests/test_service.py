@@ -136,7 +136,7 @@ def test_unknown_payment(app):
 def test_refunds_partial_then_full(app):
     p = factories.payment("100.00")
     service.set_paid(p.id, amount=Decimal("100.00"), currency="RUB", source="test")
-    with pytest.raises(service.RefundError, match="at most 100.00"):
+    with pytest.raises(service.RefundError, match="At most 100.00"):
         service.request_refund(p.id, Decimal("100.01"), source="admin")
     r1 = service.request_refund(p.id, Decimal("30.00"), source="admin", reason="partial")
     assert _balance(p.account_id) == Decimal("70.00")

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app, has_app_context
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -163,6 +164,7 @@ def _broadcast(outcome: Outcome, old_status: str, kind: str) -> None:
     if registry is not None:
         registry.broadcast("billcore_payment_changed", payment_id=outcome.payment_id,
                            old_status=old_status, new_status=outcome.status, event_kind=kind)
+        _end_request_snapshot()  # a listener may have read through the request session
 
 
 def _credit(session: Session, account_id: int, amount: Decimal, *, kind: str, payment_id: int | None,
@@ -227,21 +229,24 @@ def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *,
         account = session.get(Account, account_id)
         method = session.get(PaymentMethod, paymethod_id)
         if account is None or method is None:
-            raise PaymentCreateError("unknown account or payment method")
+            raise PaymentCreateError(_("Unknown account or payment method."))
         if not method.active:
-            raise PaymentCreateError("this payment method is disabled")
+            raise PaymentCreateError(_("This payment method is disabled."))
         if method.currency != account.currency:
-            raise PaymentCreateError(f"this payment method takes {method.currency}, the account is in {account.currency}")
+            raise PaymentCreateError(_("This payment method takes %(method)s; the account is in %(account)s.",
+                                     method=method.currency, account=account.currency))
         try:
             value = parse_amount(amount, account.currency)
         except MoneyError as exc:
             raise PaymentCreateError(str(exc)) from None
         if value <= 0:
-            raise PaymentCreateError("the amount must be positive")
+            raise PaymentCreateError(_("The amount must be positive."))
         if check_limits and method.min_amount is not None and value < method.min_amount:
-            raise PaymentCreateError(f"the minimum amount is {method.min_amount} {method.currency}")
+            raise PaymentCreateError(_("The minimum amount is %(amount)s %(currency)s.", amount=method.min_amount,
+                                     currency=method.currency))
         if check_limits and method.max_amount is not None and value > method.max_amount:
-            raise PaymentCreateError(f"the maximum amount is {method.max_amount} {method.currency}")
+            raise PaymentCreateError(_("The maximum amount is %(amount)s %(currency)s.", amount=method.max_amount,
+                                     currency=method.currency))
         fee = commission(value, account.currency, method.commission_amount or Decimal(0),
                          method.commission_percent or Decimal(0))
         payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
@@ -328,17 +333,19 @@ def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reaso
         payment = _lock_payment(session, payment_id)
         method = session.get(PaymentMethod, payment.paymethod_id)
         if payment.status != PAID:
-            raise RefundError(f"payment {payment.id} is {payment.status}: only a paid payment can be refunded")
+            raise RefundError(_("Payment %(id)s is %(status)s: only a paid payment can be refunded.", id=payment.id,
+                                status=payment.status))
         if not method.allow_refund:
-            raise RefundError("refunds are not allowed for this payment method")
+            raise RefundError(_("Refunds are not allowed for this payment method."))
         try:
             value = parse_amount(amount, payment.currency)
         except MoneyError as exc:
             raise RefundError(str(exc)) from None
         if value <= 0:
-            raise RefundError("the refund amount must be positive")
+            raise RefundError(_("The refund amount must be positive."))
         if value > payment.refundable:
-            raise RefundError(f"at most {payment.refundable} {payment.currency} can be refunded")
+            raise RefundError(_("At most %(amount)s %(currency)s can be refunded.", amount=payment.refundable,
+                                currency=payment.currency))
         refund = Refund(payment_id=payment.id, amount=value, status="requested", reason=reason, actor=actor)
         session.add(refund)
         session.flush()
