@@ -1,14 +1,148 @@
-"""Robokassa payment module for billcore (BILLmanager's ``pmrobokassa``)."""
+"""Robokassa payment module for billcore (BILLmanager's ``pmrobokassa``).
+
+The hooks below are thin: the protocol is in :mod:`.protocol`, the settings form in :mod:`.forms`,
+the routes in :mod:`.views`, the web-service calls in :mod:`.gateway` and :mod:`.operations`.
+"""
 from __future__ import annotations
 
-from billcore import hookimpl
-from billcore.paymodule import ModuleInfo
+from typing import Any
 
-KEY = "pmrobokassa"
+from flask import Flask, url_for
+from flask_babel import lazy_gettext as _l
+
+from billcore import hookimpl
+from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_RECEIPTS, FEATURE_RECURRING, FEATURE_REFUND,
+                                FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, ChargeResult, GatewaySetup,
+                                GatewayStatus, ModuleInfo, RefundResult, StartAction)
+
+from .common import CONFIG_DEFAULTS, KEY
+from .forms import REGISTRATION_URL
+
+__version__ = "0.2.0"
+SECRET_FIELDS = ("password1", "password2", "password3")
 
 
 @hookimpl
 def billcore_module_info() -> ModuleInfo:
     """Describe the Robokassa module."""
-    return ModuleInfo(key=KEY, title="Robokassa", version="0.1.0", currencies=("RUB",),
-                      secret_fields=("password1", "password2", "password3"))
+    return ModuleInfo(
+        key=KEY,
+        title="Robokassa",
+        # Lazy so that the admin sees it in his language; rendered with str() in a request.
+        description=_l("Payments by bank card, cash, e-wallets, mobile payments and online banking through "
+                       "Robokassa, with status polling, refunds and 54-FZ receipts."),
+        version=__version__,
+        logo="/pmrobokassa/static/robokassa.svg",
+        features=frozenset({FEATURE_CHECKPAY, FEATURE_REFUND, FEATURE_RECURRING, FEATURE_SUBSCRIPTIONS,
+                            FEATURE_TEST_MODE, FEATURE_RECEIPTS}),
+        categories=("Bank cards", "Cash", "E-wallets", "Mobile payments", "Online banking"),
+        currencies=("RUB",),
+        secret_fields=SECRET_FIELDS,
+        registration_url=REGISTRATION_URL,
+    )
+
+
+@hookimpl
+def billcore_blueprints(app: Flask):
+    """The module's routes; the three gateway callbacks are exempt from CSRF (they come from Robokassa)."""
+    from .views import CALLBACK_VIEWS, bp
+
+    for name, value in CONFIG_DEFAULTS.items():
+        app.config.setdefault(name, value)
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        for view in CALLBACK_VIEWS:
+            csrf.exempt(view)
+    from .sandbox import sandbox_blueprints  # the gateway emulator (issue 6); [] unless PMROBOKASSA_SANDBOX
+
+    return [bp, *sandbox_blueprints(app)]
+
+
+@hookimpl
+def billcore_integration_form(module: str, paymethod):
+    """The integration settings form (wizard step 2 and edit)."""
+    if module != KEY:
+        return None
+    from .forms import build_form
+
+    return build_form(paymethod)
+
+
+@hookimpl
+def billcore_validate_integration(module: str, settings: dict[str, Any], currency: str | None):
+    """Password rules, RUB only, a valid payment URL, valid receipt choices."""
+    if module != KEY:
+        return None
+    from .common import LOG_MODULE, log_line
+    from .forms import validate_settings
+
+    errors = validate_settings(settings, currency)
+    log_line(LOG_MODULE, None, "settings valid" if not errors else "settings refused",
+             identifier=settings.get("identifier"), fields=",".join(sorted(errors)) or None)
+    return errors
+
+
+@hookimpl
+def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
+    """Result/Success/Fail URLs, POST, the hash algorithm, and warnings about the base URL."""
+    if module != KEY:
+        return None
+    from .operations import gateway_setup
+
+    return gateway_setup(settings, base_url)
+
+
+@hookimpl
+def billcore_start_payment(module: str, payment, paymethod) -> StartAction | None:
+    """The browser goes to ``/mancgi/rkpayment?elid=<id>``, which posts the signed form to Robokassa."""
+    if module != KEY:
+        return None
+    return StartAction(url=url_for("pmrobokassa.payment", elid=payment.id))
+
+
+@hookimpl
+def billcore_check_payment(module: str, payment, paymethod, settings: dict[str, Any]) -> GatewayStatus | None:
+    """OpStateExt: 100 paid, 10/60 cancelled, anything else pending."""
+    if module != KEY:
+        return None
+    from .operations import check_payment
+
+    return check_payment(payment, settings)
+
+
+@hookimpl
+def billcore_refund(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+    """A full or partial refund through the Refund API (needs Password #3)."""
+    if module != KEY:
+        return None
+    from .operations import refund as do_refund
+
+    return do_refund(payment, settings, refund)
+
+
+@hookimpl
+def billcore_refund_status(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+    """Follow a refund with Refund/GetState."""
+    if module != KEY:
+        return None
+    from .operations import refund_status
+
+    return refund_status(payment, settings, refund)
+
+
+@hookimpl
+def billcore_recurring_charge(module: str, payment, parent, paymethod, settings: dict[str, Any]) -> ChargeResult | None:
+    """A child charge through ``/Merchant/Recurring``."""
+    if module != KEY:
+        return None
+    from .operations import recurring_charge
+
+    return recurring_charge(payment, parent, settings)
+
+
+@hookimpl
+def billcore_demo(app: Flask) -> None:
+    """The demo's Robokassa method, pointing at the local sandbox (see :mod:`.demo`, issue 6)."""
+    from .demo import create_demo_method
+
+    create_demo_method(app)

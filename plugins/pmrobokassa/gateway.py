@@ -1,0 +1,164 @@
+"""Calls from billcore to Robokassa's web services over HTTP (ROBOKASSA.md §6-§8).
+
+Every URL comes from :func:`common.endpoints`, i.e. from the method's payment URL, so a sandbox at
+``<prefix>/Merchant/Index.aspx`` answers all of them. No function here changes a payment: they return
+what the gateway said and write one line to ``pmrobokassa.log`` per call (never a password).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import requests
+
+from . import protocol
+from .common import LOG_MODULE, config, endpoints, log_line
+
+USER_AGENT = "billcore-pmrobokassa/0.1"
+
+
+class GatewayUnavailable(Exception):
+    """The gateway could not be reached or answered with an HTTP error; worth retrying later."""
+
+
+def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
+          timeout: float | None = None) -> requests.Response:
+    try:
+        response = requests.post(url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})},
+                                 timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+    except requests.RequestException as exc:
+        raise GatewayUnavailable(f"{type(exc).__name__} calling {url}") from None
+    if response.status_code >= 400:
+        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}")
+    return response
+
+
+def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -> requests.Response:
+    try:
+        response = requests.get(url, params=params, headers={"User-Agent": USER_AGENT},
+                                timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+    except requests.RequestException as exc:
+        raise GatewayUnavailable(f"{type(exc).__name__} calling {url}") from None
+    if response.status_code >= 400:
+        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}")
+    return response
+
+
+# --------------------------------------------------------------------------------------------------
+# OpStateExt (§6.1)
+# --------------------------------------------------------------------------------------------------
+
+
+def op_state(settings: Mapping[str, Any], inv_id: int) -> protocol.OpState:
+    """Ask OpStateExt about invoice ``inv_id``; signature ``MerchantLogin:InvoiceID:Password#2``.
+
+    Raises :class:`GatewayUnavailable` (network, HTTP error) or :class:`protocol.ProtocolError`
+    (unparsable answer). A non-zero result code is returned in ``OpState.result_code``.
+    """
+    login = str(settings.get("identifier") or "")
+    signature = protocol.opstate_signature(_algorithm(settings), login, str(inv_id),
+                                           str(settings.get("password2") or ""))
+    url = endpoints(settings).xml_method_url("OpStateExt")
+    response = _post(url, data={"MerchantLogin": login, "InvoiceID": str(inv_id), "Signature": signature})
+    state = protocol.parse_opstate(response.content)
+    log_line(LOG_MODULE, inv_id, "OpStateExt answered", call="OpStateExt", result_code=state.result_code,
+             state_code=state.state_code, description=state.description)
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
+# GetCurrencies (§6.2), cached per identifier and URL
+# --------------------------------------------------------------------------------------------------
+
+_cache: dict[tuple[str, str, str], tuple[float, list[protocol.CurrencyGroup] | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_currencies_cache() -> None:
+    """Forget every cached GetCurrencies answer (tests, or after the settings changed)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def get_currencies(identifier: str, url: str, language: str = "en") -> list[protocol.CurrencyGroup] | None:
+    """The payment options GetCurrencies offers shop ``identifier``, or None when it cannot be asked.
+
+    Answers (and failures, for a shorter time) are cached per identifier, URL and language for
+    ``PMROBOKASSA_CURRENCIES_CACHE_SECONDS``, so the settings form stays fast when the gateway is slow.
+    """
+    if not identifier or not url:
+        return None
+    key = (identifier, url, language)
+    now = time.monotonic()
+    ttl = float(config("PMROBOKASSA_CURRENCIES_CACHE_SECONDS"))
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+    groups: list[protocol.CurrencyGroup] | None
+    try:
+        service = protocol.endpoints_from_payment_url(url).xml_method_url("GetCurrencies")
+        response = _get(service, params={"MerchantLogin": identifier, "Language": language},
+                        timeout=float(config("PMROBOKASSA_CURRENCIES_TIMEOUT")))
+        groups = protocol.parse_currencies(response.content) or None
+        log_line(LOG_MODULE, None, "GetCurrencies answered", call="GetCurrencies", identifier=identifier,
+                 groups=len(groups or ()))
+    except (GatewayUnavailable, ValueError) as exc:  # ProtocolError is a ValueError
+        groups = None
+        log_line(LOG_MODULE, None, "GetCurrencies failed, using the built-in list", call="GetCurrencies",
+                 identifier=identifier, error=exc)
+        ttl = min(ttl, 60.0)  # retry a failed gateway sooner than a good answer expires
+    with _cache_lock:
+        _cache[key] = (now + ttl, groups)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------
+# Refund API (§8)
+# --------------------------------------------------------------------------------------------------
+
+
+def refund_create(settings: Mapping[str, Any], *, payment_id: int, op_key: str,
+                  refund_sum: Decimal | None) -> protocol.RefundCreateAnswer:
+    """POST a refund request (JWT signed with Password #3) to ``Refund/Create``.
+
+    ``refund_sum`` None asks for the whole operation. Raises :class:`GatewayUnavailable` or
+    :class:`protocol.ProtocolError`.
+    """
+    token = protocol.make_refund_jwt(str(settings.get("password3") or ""), op_key=op_key, refund_sum=refund_sum)
+    response = _post(endpoints(settings).refund_create_url, data=token.encode("ascii"),
+                     headers={"Content-Type": "application/jwt"})
+    answer = protocol.parse_refund_create_answer(response.content)
+    log_line(LOG_MODULE, payment_id, "Refund/Create answered", call="Refund/Create", success=answer.success,
+             request_id=answer.request_id, message=answer.message,
+             refund_sum=refund_sum if refund_sum is not None else "full")
+    return answer
+
+
+def refund_state(settings: Mapping[str, Any], *, payment_id: int, request_id: str) -> protocol.RefundState:
+    """GET ``Refund/GetState?id=<requestId>``. Raises :class:`GatewayUnavailable` or ``ProtocolError``."""
+    response = _get(endpoints(settings).refund_state_url, params={"id": request_id})
+    state = protocol.parse_refund_state_answer(response.content)
+    log_line(LOG_MODULE, payment_id, "Refund/GetState answered", call="Refund/GetState", request_id=request_id,
+             label=state.label, message=state.message)
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
+# Recurring child charge (§7.1)
+# --------------------------------------------------------------------------------------------------
+
+
+def recurring(settings: Mapping[str, Any], fields: Mapping[str, str], *, payment_id: int) -> str:
+    """POST a child charge to ``/Merchant/Recurring`` and return the answer's text (``OK<InvoiceID>``)."""
+    response = _post(endpoints(settings).recurring_url, data=dict(fields))
+    text = response.text.strip()
+    log_line(LOG_MODULE, payment_id, "Recurring answered", call="Recurring", answer=text[:100])
+    return text
+
+
+def _algorithm(settings: Mapping[str, Any]) -> str:
+    return str(settings.get("hash_algorithm") or "md5").lower()

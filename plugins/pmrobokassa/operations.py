@@ -1,0 +1,191 @@
+"""Server-to-server operations: status polling (OpStateExt), refunds (Refund API), recurring charges.
+
+These functions answer the core's hooks with what Robokassa said; they never change a payment's status
+(the core applies the answer through the payment service).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask_babel import gettext as _
+from sqlalchemy import func, select
+
+from billcore.db import db
+from billcore.models import Payment, PaymentMethod, Refund
+from billcore.paymodule import ChargeResult, GatewaySetup, GatewayStatus, RefundResult, SetupItem
+from billcore.payments import service
+
+from . import gateway, protocol
+from .common import CURRENCY, LOG_MODULE, algorithm, endpoints, log_line
+from .payform import description_for, receipt_for
+
+CALLBACK_PATHS = {"result": "/mancgi/rkresult", "success": "/mancgi/rksuccess", "fail": "/mancgi/rkfail"}
+
+# OpStateExt State/Code -> billcore's answer (ROBOKASSA.md §6.1)
+CANCELLED_STATES = {protocol.STATE_CANCELLED, protocol.STATE_RETURNED}
+
+
+def gateway_setup(settings: Mapping[str, Any], base_url: str) -> GatewaySetup:
+    """What to enter in Robokassa's technical settings, and warnings about this installation."""
+    base = base_url.rstrip("/")
+    items = (
+        SetupItem(_("Result URL"), base + CALLBACK_PATHS["result"]),
+        SetupItem(_("Method of sending data to Result URL"), "POST"),
+        SetupItem(_("Success URL"), base + CALLBACK_PATHS["success"]),
+        SetupItem(_("Method of sending data to Success URL"), "POST"),
+        SetupItem(_("Fail URL"), base + CALLBACK_PATHS["fail"]),
+        SetupItem(_("Method of sending data to Fail URL"), "POST"),
+        SetupItem(_("Hash calculation algorithm"), algorithm(settings).upper()),
+    )
+    warnings = []
+    parts = urlsplit(base)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        warnings.append(_("The billing's public address (BASE_URL) is not an absolute http(s) URL: "
+                          "Robokassa cannot reach it."))
+    elif port is not None and port not in (80, 443):
+        warnings.append(_("The billing's public address uses port %(port)s. Robokassa sends notifications "
+                          "only to ports 443 and 80: payments will never be credited. Publish the billing "
+                          "on port 443.", port=port))
+    if parts.scheme == "http":
+        warnings.append(_("The billing's public address is plain http: payment notifications travel "
+                          "unencrypted. Use https."))
+    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        warnings.append(_("The billing's public address is a local one: Robokassa cannot reach it."))
+    notes = [_("Enter Password #1 and Password #2 exactly as in Robokassa's technical settings; each has "
+               "at least 8 characters with a letter and a digit, and they differ from each other.")]
+    if settings.get("test_mode"):
+        notes.append(_("Test mode is on: the passwords must be the test pair (Password #1 and #2 for test "
+                       "payments)."))
+    if settings.get("password3"):
+        notes.append(_("Password #3 is set: refunds go through Robokassa's Refund API."))
+    else:
+        notes.append(_("Without Password #3, refunds cannot be sent to Robokassa."))
+    return GatewaySetup(items=items, warnings=tuple(warnings), notes=tuple(notes))
+
+
+def check_payment(payment: Payment, settings: Mapping[str, Any]) -> GatewayStatus:
+    """Ask OpStateExt about ``payment``: 100 -> paid (amount in RUB, OpKey), 10/60 -> cancelled, else
+    pending. Errors of any kind (network, result code, garbled answer) are pending, with the reason."""
+    try:
+        state = gateway.op_state(settings, payment.id)
+    except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
+        log_line(LOG_MODULE, payment.id, f"status poll failed: {exc}", logging.WARNING)
+        return GatewayStatus("pending", info=f"OpStateExt failed: {exc}")
+    data = {"state_code": state.state_code, "result_code": state.result_code, "op_key": state.op_key,
+            "inc_curr_label": state.inc_curr_label, "payment_method": state.payment_method,
+            "state_date": state.state_date}
+    data = {k: v for k, v in data.items() if v is not None}
+    if state.result_code != protocol.RESULT_OK:
+        info = f"OpStateExt result code {state.result_code}: {state.description}"
+        log_line(LOG_MODULE, payment.id, f"status poll: {info}", logging.WARNING)
+        return GatewayStatus("pending", info=info, data=data)
+    if state.state_code == protocol.STATE_PAID:
+        if state.out_sum is None:
+            log_line(LOG_MODULE, payment.id, "status poll: paid but no OutSum, left pending", logging.WARNING)
+            return GatewayStatus("pending", info="state 100 without OutSum", data=data)
+        log_line(LOG_MODULE, payment.id, "status poll: paid", out_sum=state.out_sum, op_key=state.op_key)
+        return GatewayStatus("paid", amount=state.out_sum, currency=CURRENCY, external_id=state.op_key,
+                             info="OpStateExt state 100", data=data)
+    if state.state_code in CANCELLED_STATES:
+        log_line(LOG_MODULE, payment.id, f"status poll: cancelled (state {state.state_code})")
+        return GatewayStatus("cancelled", external_id=state.op_key, data=data,
+                             info=f"OpStateExt state {state.state_code}")
+    log_line(LOG_MODULE, payment.id, f"status poll: still open (state {state.state_code})")
+    return GatewayStatus("pending", external_id=state.op_key, data=data,
+                         info=f"OpStateExt state {state.state_code}")
+
+
+def _op_key(payment: Payment, settings: Mapping[str, Any]) -> str | None:
+    op_key = (payment.gateway_data or {}).get("op_key")
+    if op_key:
+        return str(op_key)
+    state = gateway.op_state(settings, payment.id)  # GatewayUnavailable propagates: try again later
+    if state.result_code == protocol.RESULT_OK and state.op_key:
+        service.set_gateway_data(payment.id, op_key=state.op_key)
+        return state.op_key
+    return None
+
+
+def _is_full_refund(payment: Payment, refund: Refund) -> bool:
+    others = db.session.execute(
+        select(func.count()).select_from(Refund).where(
+            Refund.payment_id == payment.id, Refund.id != refund.id, Refund.status != "failed")
+    ).scalar_one()
+    return others == 0 and Decimal(refund.amount) == Decimal(payment.total)
+
+
+def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) -> RefundResult:
+    """Ask the Refund API to return ``refund_row.amount`` (RefundSum only for a partial refund)."""
+    if not settings.get("password3"):
+        log_line(LOG_MODULE, payment.id, "refund refused: Password #3 is not set", refund=refund_row.id)
+        return RefundResult("failed", info=_("Password #3 is not set: refunds through Robokassa are off."))
+    op_key = _op_key(payment, settings)
+    if not op_key:
+        log_line(LOG_MODULE, payment.id, "refund refused: no OpKey known", refund=refund_row.id)
+        return RefundResult("failed", info=_("Robokassa reports no operation for this payment (no OpKey)."))
+    refund_sum = None if _is_full_refund(payment, refund_row) else Decimal(refund_row.amount)
+    answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum)
+    if answer.success and answer.request_id:
+        log_line(LOG_MODULE, payment.id, "refund accepted", refund=refund_row.id, request_id=answer.request_id)
+        return RefundResult("pending", external_id=answer.request_id, data={"op_key": op_key})
+    log_line(LOG_MODULE, payment.id, "refund refused by Robokassa", logging.WARNING, refund=refund_row.id,
+             message=answer.message)
+    return RefundResult("failed", info=answer.message or _("Robokassa refused the refund."))
+
+
+def refund_status(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) -> RefundResult:
+    """Follow a refund: ``finished`` -> finished, ``canceled`` -> failed, anything else pending."""
+    request_id = refund_row.external_id
+    if not request_id:
+        return RefundResult("pending", info="the refund has no Robokassa request id yet")
+    try:
+        state = gateway.refund_state(settings, payment_id=payment.id, request_id=request_id)
+    except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
+        log_line(LOG_MODULE, payment.id, f"refund status failed: {exc}", logging.WARNING, refund=refund_row.id)
+        return RefundResult("pending", external_id=request_id, info=str(exc))
+    if state.label == "finished":
+        return RefundResult("finished", external_id=request_id,
+                            data={"amount": str(state.amount) if state.amount is not None else None})
+    if state.label == "canceled":
+        return RefundResult("failed", external_id=request_id, info=_("The refund was cancelled at Robokassa."))
+    return RefundResult("pending", external_id=request_id, info=state.message or state.label or "")
+
+
+def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, Any]) -> ChargeResult:
+    """Charge ``payment`` against the card of ``parent`` through ``/Merchant/Recurring`` (§7.1)."""
+    login = str(settings["identifier"])
+    out_sum = protocol.format_out_sum(payment.total)
+    receipt = receipt_for(payment, settings)
+    fields = {
+        "MerchantLogin": login, "InvoiceID": str(payment.id), "PreviousInvoiceID": str(parent.id),
+        "OutSum": out_sum, "Description": description_for(payment),
+        "SignatureValue": protocol.recurring_signature(
+            algorithm(settings), merchant_login=login, out_sum=out_sum, inv_id=str(payment.id),
+            password1=str(settings["password1"]), receipt=receipt),
+    }
+    if receipt:
+        fields["Receipt"] = receipt
+    try:
+        answer = gateway.recurring(settings, fields, payment_id=payment.id)
+    except gateway.GatewayUnavailable as exc:
+        return ChargeResult("failed", info=str(exc))
+    if answer == protocol.result_answer(payment.id):
+        return ChargeResult("accepted", info=answer)
+    return ChargeResult("failed", info=answer[:200] or "empty answer")
+
+
+def method_of(payment: Payment) -> PaymentMethod | None:
+    """The payment's method (helper for callers that only hold a payment)."""
+    return db.session.get(PaymentMethod, payment.paymethod_id)
+
+
+__all__ = ["check_payment", "gateway_setup", "method_of", "recurring_charge", "refund", "refund_status",
+           "endpoints"]

@@ -1,0 +1,367 @@
+"""The redirect script and the three callbacks over the Flask test client, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from html import unescape
+from urllib.parse import unquote
+
+import pytest
+from flask import g
+from sqlalchemy.exc import OperationalError
+
+from billcore.db import db
+from billcore.models import Account, PaymentMethod
+from billcore.payments import service
+from pmrobokassa import protocol
+from tests.conftest import CLIENT, OTHER_CLIENT, add_paymethod, login
+
+from .helpers import LOGIN, P1, P2, P3, SETTINGS, events, ledger_count, reload, result_params, success_params
+
+INPUT_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The hidden fields of the redirect form."""
+    return {name: unescape(value) for name, value in INPUT_RE.findall(html)}
+
+
+def balance(account_id: int) -> Decimal:
+    db.session.expire_all()
+    return db.session.get(Account, account_id).balance
+
+
+def set_settings(method: PaymentMethod, **changes) -> None:
+    from billcore.paymethods import store_settings
+    from billcore.plugins import get_registry
+
+    m = db.session.get(PaymentMethod, method.id)
+    store_settings(m, get_registry().info("pmrobokassa"), {**SETTINGS, **changes})
+    db.session.commit()
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rkpayment
+# --------------------------------------------------------------------------------------------------
+
+
+def test_redirect_form_fields_and_signature(client_client, payment):
+    response = client_client.get(f"/mancgi/rkpayment?elid={payment.id}")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert f'action="{protocol.STANDARD_PAYMENT_URL}"' in html and "data-autosubmit" in html
+    assert 'method="post"' in html and "<script>" not in html  # no inline script (CSP)
+    fields = form_fields(html)
+    assert fields["MerchantLogin"] == LOGIN
+    assert fields["OutSum"] == "100.00"
+    assert fields["InvId"] == str(payment.id)
+    assert fields["Encoding"] == "utf-8"
+    assert fields["Email"] == CLIENT[0]
+    assert fields["Culture"] in ("en", "ru")
+    assert 0 < len(fields["Description"]) <= 100
+    assert "IsTest" not in fields and "Receipt" not in fields and "IncCurrLabel" not in fields
+    expected = protocol.init_signature("md5", merchant_login=LOGIN, out_sum="100.00", inv_id=str(payment.id),
+                                       password1=P1)
+    assert fields["SignatureValue"] == expected
+    assert reload(payment.id).status == "inpay"
+    assert P1 not in html and P2 not in html and P3 not in html
+    # A second visit (the client pays an inpay payment again) gives the same form.
+    again = client_client.get(f"/mancgi/rkpayment?elid={payment.id}")
+    assert again.status_code == 200 and form_fields(again.get_data(as_text=True)) == fields
+
+
+def test_redirect_total_with_commission_test_mode_label_and_receipt(app, client_client, client_user):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "hash_algorithm": "sha256", "test_mode": True,
+                                           "payment_method": "BankCardPSR", "receipt_enabled": True,
+                                           "receipt_sno": "usn_income", "receipt_tax": "none",
+                                           "receipt_payment_method": "full_payment",
+                                           "receipt_payment_object": "service", "receipt_item_name": "Hosting"},
+                           commission_percent=Decimal("3.5"))
+    p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
+    assert p.total == Decimal("103.50")
+    fields = form_fields(client_client.get(f"/mancgi/rkpayment?elid={p.id}").get_data(as_text=True))
+    assert fields["OutSum"] == "103.50" and fields["IsTest"] == "1" and fields["IncCurrLabel"] == "BankCardPSR"
+    receipt = fields["Receipt"]
+    assert receipt.startswith("%7B")  # URL-encoded once, as signed
+    decoded = unquote(receipt)
+    assert decoded == ('{"sno":"usn_income","items":[{"name":"Hosting","quantity":1,"sum":103.5,'
+                       '"payment_method":"full_payment","payment_object":"service","tax":"none"}]}')
+    expected = protocol.init_signature("sha256", merchant_login=LOGIN, out_sum="103.50", inv_id=str(p.id),
+                                       password1=P1, receipt=receipt)
+    assert fields["SignatureValue"] == expected
+
+
+def forget_user() -> None:
+    """The app fixture keeps one app context (and so one ``g``) for every request of a test; Flask-Login
+    caches the user in ``g``, so switch users only after forgetting it."""
+    g.pop("_login_user", None)
+
+
+def test_redirect_refusals(app, client_client, client_user, other_client_user, method, payment):
+    other = app.test_client()
+    forget_user()
+    login(other, *OTHER_CLIENT)
+    assert other.get(f"/mancgi/rkpayment?elid={payment.id}").status_code == 404
+    forget_user()
+    assert client_client.get("/mancgi/rkpayment?elid=999999").status_code == 404
+    assert client_client.get("/mancgi/rkpayment?elid=abc").status_code == 404
+    forget_user()
+    anonymous = app.test_client().get(f"/mancgi/rkpayment?elid={payment.id}")
+    forget_user()
+    assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+    assert reload(payment.id).status == "new"
+    m = db.session.get(PaymentMethod, method.id)
+    m.active = False
+    db.session.commit()
+    assert client_client.get(f"/mancgi/rkpayment?elid={payment.id}").status_code == 409
+    assert reload(payment.id).status == "new"
+    m.active = True
+    db.session.commit()
+    service.set_paid(payment.id, amount=Decimal("100.00"), currency="RUB", source="test")
+    assert client_client.get(f"/mancgi/rkpayment?elid={payment.id}").status_code == 409
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rkresult
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out_sum,upper,http_method", [
+    ("100.000000", True, "post"), ("100.00", False, "get"), ("100.000000", False, "get"), ("100.00", True, "post"),
+])
+def test_result_credits_once(app, client_user, payment, out_sum, upper, http_method):
+    service.set_in_pay(payment.id, source="test")
+    c = app.test_client()
+    params = result_params(payment.id, out_sum, upper=upper)
+    send = (lambda: c.post("/mancgi/rkresult", data=params)) if http_method == "post" else \
+        (lambda: c.get("/mancgi/rkresult", query_string=params))
+    for _ in range(3):  # Robokassa repeats: every repeat gets the same OK
+        response = send()
+        assert response.status_code == 200
+        assert response.get_data(as_text=True) == f"OK{payment.id}"
+        assert response.mimetype == "text/plain"
+    p = reload(payment.id)
+    assert p.status == "paid"
+    assert ledger_count(payment.id) == 1
+    assert balance(client_user.account_id) == Decimal("100.00")
+    assert p.gateway_data["inc_curr_label"] == "BankCardPSR" and p.gateway_data["fee"] == "3.900000"
+    recorded = events(payment.id, "rkresult")
+    assert len(recorded) == 3 and recorded[0].status_to == "paid" and recorded[0].answer == f"OK{payment.id}"
+
+
+def test_result_with_shp_params(app, payment):
+    shp = {"Shp_login": "Vasya", "Shp_item": "1"}
+    c = app.test_client()
+    assert c.post("/mancgi/rkresult", data=result_params(payment.id, shp=shp)).get_data(as_text=True) == \
+        f"OK{payment.id}"
+    assert reload(payment.id).status == "paid"
+
+
+def test_result_shp_params_are_signed(app, payment):
+    params = result_params(payment.id, shp={"Shp_item": "1"})
+    params["Shp_item"] = "2"  # tampered custom parameter
+    response = app.test_client().post("/mancgi/rkresult", data=params)
+    assert response.status_code == 400 and response.get_data(as_text=True) == "bad signature"
+    assert reload(payment.id).status == "new"
+
+
+@pytest.mark.parametrize("algorithm", protocol.HASH_ALGORITHMS)
+def test_result_every_algorithm(app, client_user, algorithm):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "hash_algorithm": algorithm})
+    p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
+    c = app.test_client()
+    wrong = "sha1" if algorithm != "sha1" else "md5"
+    assert c.post("/mancgi/rkresult", data=result_params(p.id, algorithm=wrong)).status_code == 400
+    assert reload(p.id).status == "new"
+    response = c.post("/mancgi/rkresult", data=result_params(p.id, algorithm=algorithm))
+    assert response.get_data(as_text=True) == f"OK{p.id}"
+
+
+def _mutations(pid: int):
+    good = result_params(pid)
+    yield "missing OutSum", {k: v for k, v in good.items() if k != "OutSum"}, 400, "missing field OutSum"
+    yield "missing InvId", {k: v for k, v in good.items() if k != "InvId"}, 400, "missing field InvId"
+    yield "missing SignatureValue", {k: v for k, v in good.items() if k != "SignatureValue"}, 400, \
+        "missing field SignatureValue"
+    yield "malformed OutSum", {**good, "OutSum": "100,000000"}, 400, "malformed field OutSum"
+    yield "negative OutSum", {**good, "OutSum": "-100.00"}, 400, "malformed field OutSum"
+    yield "malformed InvId", {**good, "InvId": "12abc"}, 400, "malformed field InvId"
+    yield "unknown payment", result_params(pid + 1000), 404, f"unknown payment {pid + 1000}"
+    yield "wrong password", result_params(pid, password=P1), 400, "bad signature"
+    yield "wrong algorithm", result_params(pid, algorithm="sha256"), 400, "bad signature"
+    yield "tampered amount", {**good, "OutSum": "1.000000"}, 400, "bad signature"
+    yield "empty signature", {**good, "SignatureValue": ""}, 400, "missing field SignatureValue"
+
+
+def test_result_failures_change_nothing(app, client_user, payment):
+    service.set_in_pay(payment.id, source="test")
+    c = app.test_client()
+    for name, params, status, text in _mutations(payment.id):
+        response = c.post("/mancgi/rkresult", data=params)
+        assert (name, response.status_code, response.get_data(as_text=True)) == (name, status, text)
+        assert response.mimetype == "text/plain"
+        assert not response.get_data(as_text=True).startswith("OK")
+        assert reload(payment.id).status == "inpay", name
+    assert balance(client_user.account_id) == Decimal("0.00")
+    assert ledger_count(payment.id) == 0
+    rejected = events(payment.id, "rkresult")
+    assert len(rejected) >= 8 and all(e.outcome.startswith("rejected") for e in rejected)
+    assert events(None, "rkresult")  # the unknown payment is recorded without a payment
+
+
+def test_result_payment_of_another_module(app, client_user):
+    other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
+    p = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(p.id))
+    assert response.status_code == 400 and "not a Robokassa payment" in response.get_data(as_text=True)
+    assert reload(p.id).status == "new"
+
+
+def test_result_wrong_amount_with_valid_signature_is_fraud(app, client_user, payment):
+    c = app.test_client()
+    response = c.post("/mancgi/rkresult", data=result_params(payment.id, "1.000000"))
+    assert response.status_code == 400 and not response.get_data(as_text=True).startswith("OK")
+    assert "amount mismatch" in response.get_data(as_text=True)
+    assert reload(payment.id).status == "fraud"
+    assert balance(client_user.account_id) == Decimal("0.00")
+    repeat = c.post("/mancgi/rkresult", data=result_params(payment.id, "1.000000"))
+    assert repeat.status_code == 409 and not repeat.get_data(as_text=True).startswith("OK")
+    genuine = c.post("/mancgi/rkresult", data=result_params(payment.id))  # an admin must decide
+    assert genuine.status_code == 409 and reload(payment.id).status == "fraud"
+
+
+def test_result_credits_payment_of_disabled_method(app, client_user, method, payment):
+    service.set_in_pay(payment.id, source="test")
+    m = db.session.get(PaymentMethod, method.id)
+    m.active = False
+    db.session.commit()
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.get_data(as_text=True) == f"OK{payment.id}"
+    assert reload(payment.id).status == "paid" and balance(client_user.account_id) == Decimal("100.00")
+
+
+def test_result_database_failure_answers_503(app, client_user, payment, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OperationalError("UPDATE payments", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(service, "set_paid", broken)
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.status_code == 503 and not response.get_data(as_text=True).startswith("OK")
+    monkeypatch.undo()
+    assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
+    # Robokassa's retry then succeeds.
+    assert app.test_client().post("/mancgi/rkresult", data=result_params(payment.id)).status_code == 200
+    assert reload(payment.id).status == "paid"
+
+
+def test_result_database_failure_before_lookup_answers_503(app, payment, monkeypatch):
+    import pmrobokassa.views as views
+
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT", {}, Exception("could not connect"))
+
+    monkeypatch.setattr(views, "_load", broken)
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.status_code == 503
+
+
+def test_result_ip_allow_list(app, payment):
+    app.config["PMROBOKASSA_CHECK_IP"] = True
+    c = app.test_client()
+    response = c.post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.status_code == 403 and reload(payment.id).status == "new"
+    # Without a configured proxy the forwarded header is ignored.
+    forged = c.post("/mancgi/rkresult", data=result_params(payment.id),
+                    headers={"X-Forwarded-For": "185.59.216.65"})
+    assert forged.status_code == 403
+    app.config["PMROBOKASSA_TRUSTED_PROXY"] = 1
+    spoofed = c.post("/mancgi/rkresult", data=result_params(payment.id),
+                     headers={"X-Forwarded-For": "185.59.216.65, 10.0.0.9"})
+    assert spoofed.status_code == 403  # the proxy saw 10.0.0.9; the first entry is the caller's claim
+    ok = c.post("/mancgi/rkresult", data=result_params(payment.id), headers={"X-Forwarded-For": "185.59.217.65"})
+    assert ok.status_code == 200 and reload(payment.id).status == "paid"
+
+
+def test_callbacks_work_with_csrf_enabled(tmp_path):
+    from billcore.accounts import create_client
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'csrf.sqlite'}", WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        user = create_client("csrf@test.example", "csrf-pass-1", currency="RUB")
+        m = add_paymethod("pmrobokassa", dict(SETTINGS))
+        p = service.create_payment(user.account_id, m.id, Decimal("100.00"))
+        c = app.test_client()
+        assert c.post("/mancgi/rkresult", data=result_params(p.id)).get_data(as_text=True) == f"OK{p.id}"
+        assert c.post("/mancgi/rksuccess", data=success_params(p.id)).status_code == 302
+        assert c.post("/mancgi/rkfail", data={"InvId": str(p.id), "OutSum": "100.00"}).status_code == 302
+        db.session.remove()
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rksuccess and /mancgi/rkfail
+# --------------------------------------------------------------------------------------------------
+
+
+def test_success_redirects_to_payment_page_without_crediting(app, client_client, payment):
+    service.set_in_pay(payment.id, source="test")
+    response = client_client.post("/mancgi/rksuccess", data=success_params(payment.id))
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/payments/{payment.id}/return/success")
+    assert reload(payment.id).status == "inpay"
+    assert events(payment.id, "rksuccess")[-1].outcome.startswith("success return")
+    get = client_client.get("/mancgi/rksuccess", query_string=success_params(payment.id, "100.00"))
+    assert get.status_code == 302
+
+
+def test_success_bad_signature_is_an_error_page(app, client_client, payment):
+    for params in (success_params(payment.id, password=P2), {**success_params(payment.id), "OutSum": "1.00"},
+                   {k: v for k, v in success_params(payment.id).items() if k != "SignatureValue"}):
+        response = client_client.post("/mancgi/rksuccess", data=params)
+        assert response.status_code == 400
+        assert "not valid" in response.get_data(as_text=True)
+    assert client_client.post("/mancgi/rksuccess", data=success_params(payment.id + 500)).status_code == 404
+    assert reload(payment.id).status == "new"
+    assert len(events(payment.id, "rksuccess")) == 3
+
+
+def test_fail_changes_nothing(app, client_client, payment):
+    service.set_in_pay(payment.id, source="test")
+    response = client_client.post("/mancgi/rkfail", data={"InvId": str(payment.id), "OutSum": "100.00",
+                                                          "Culture": "ru"})
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/payments/{payment.id}/return/fail")
+    assert reload(payment.id).status == "inpay"
+    assert "nothing changed" in events(payment.id, "rkfail")[-1].outcome
+    assert client_client.get("/mancgi/rkfail").status_code == 400
+    assert client_client.get("/mancgi/rkfail?InvId=99999").status_code == 404
+
+
+# --------------------------------------------------------------------------------------------------
+# Logs
+# --------------------------------------------------------------------------------------------------
+
+
+def test_five_logs_written_without_passwords(app, client_client, payment):
+    from pathlib import Path
+
+    from billcore.plugins import get_registry
+
+    client_client.get(f"/mancgi/rkpayment?elid={payment.id}")
+    c = app.test_client()
+    c.post("/mancgi/rkresult", data=result_params(payment.id, password=P1))  # rejected
+    c.post("/mancgi/rkresult", data=result_params(payment.id))
+    client_client.post("/mancgi/rksuccess", data=success_params(payment.id))
+    client_client.post("/mancgi/rkfail", data={"InvId": str(payment.id)})
+    get_registry().call("pmrobokassa", "billcore_validate_integration",
+                        settings={**SETTINGS, "password2": "short"}, currency="RUB")
+    log_dir = Path(app.config["LOG_DIR"])
+    for stem in ("pmrobokassa", "rkpayment", "rkresult", "rksuccess", "rkfail"):
+        text = (log_dir / f"{stem}.log").read_text()
+        for secret in (P1, P2, P3, "short"):
+            assert secret not in text, (stem, secret)
+        if stem != "pmrobokassa":
+            assert f"payment={payment.id}" in text, stem
+    result_log = (log_dir / "rkresult.log").read_text()
+    assert "bad signature" in result_log and "credited" in result_log
+    assert "settings refused" in (log_dir / "pmrobokassa.log").read_text()

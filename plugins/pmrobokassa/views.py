@@ -1,0 +1,312 @@
+"""Robokassa's routes: the redirect script and the three gateway callbacks (BILLmanager's mancgi).
+
+``/mancgi/rkpayment`` sends the payer to the gateway; ``/mancgi/rkresult`` is the server-to-server
+notification that credits a payment (Password #2); ``/mancgi/rksuccess`` (Password #1) and
+``/mancgi/rkfail`` (unsigned) only bring the payer back. Every change goes through the payment service;
+every request is recorded as a payment event and one line in its log file.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request, url_for)
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import BuildError
+
+from billcore.auth import client_required
+from billcore.db import db
+from billcore.models import Payment, PaymentMethod, Status
+from billcore.payments import service
+from billcore.paymethods import full_settings
+
+from . import protocol
+from .common import (CURRENCY, KEY, LOG_FAIL, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, algorithm, config,
+                     endpoints, log_line)
+from .payform import payment_fields
+
+bp = Blueprint("pmrobokassa", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/pmrobokassa/static")
+
+INV_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+CALLBACK_METHODS = ["GET", "POST"]
+
+
+class Rejected(Exception):
+    """A callback refused before anything changed: HTTP status, text, and the payment when known."""
+
+    def __init__(self, status: int, message: str, payment_id: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.payment_id = status, message, payment_id
+
+
+def _text(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype="text/plain")
+
+
+def _params() -> dict[str, str]:
+    """The callback's fields: the POST body, else the query string (first value of each name)."""
+    source = request.form if request.method == "POST" and request.form else request.args
+    return {name: source.get(name, "") for name in source.keys()}
+
+
+def client_address() -> str:
+    """The caller's address; with ``PMROBOKASSA_TRUSTED_PROXY = n`` the n-th address from the right of
+    ``X-Forwarded-For`` (werkzeug ProxyFix ``x_for`` semantics), else the socket's peer."""
+    trusted = int(config("PMROBOKASSA_TRUSTED_PROXY") or 0)
+    if trusted > 0:
+        forwarded = [part.strip() for part in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")
+                     if part.strip()]
+        if len(forwarded) >= trusted:
+            return forwarded[-trusted]
+    return request.remote_addr or ""
+
+
+def _address_allowed(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in config("PMROBOKASSA_ALLOWED_IPS") or ():
+        try:
+            if ip in ipaddress.ip_network(str(entry), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _inv_id(params: Mapping[str, str], payment_hint: int | None = None) -> int:
+    raw = params.get("InvId")
+    if raw is None or raw == "":
+        raise Rejected(400, "missing field InvId", payment_hint)
+    if not INV_ID_RE.fullmatch(raw):
+        raise Rejected(400, "malformed field InvId", payment_hint)
+    return int(raw)
+
+
+def _require(params: Mapping[str, str], *names: str, payment_id: int | None = None) -> None:
+    for name in names:
+        if not params.get(name):
+            raise Rejected(400, f"missing field {name}", payment_id)
+
+
+def _load(payment_id: int) -> tuple[Payment, PaymentMethod]:
+    """The payment and its method; refuses unknown payments and payments of other modules."""
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise Rejected(404, f"unknown payment {payment_id}")
+    method = db.session.get(PaymentMethod, payment.paymethod_id)
+    if method is None or method.module != KEY:
+        raise Rejected(400, f"payment {payment_id} is not a Robokassa payment", payment_id)
+    return payment, method
+
+
+def _facts(params: Mapping[str, str]) -> dict[str, Any]:
+    # What goes into a log line: the identifying fields only, never the whole request.
+    return {k: params.get(k) for k in ("InvId", "OutSum", "IncCurrLabel", "PaymentMethod", "IsTest")}
+
+
+def _record(payment_id: int | None, *, kind: str, source: str, outcome: str, data: Mapping[str, Any],
+            answer: str | None = None) -> None:
+    """Record an event; when even that fails (database down) the log line is all that remains."""
+    try:
+        service.record_event(payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer)
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.exception("could not record a %s event", source)
+
+
+def _return_url(payment_id: int, outcome: str) -> str:
+    try:
+        return url_for("checkout.payment_return", payment_id=payment_id, outcome=outcome)
+    except BuildError:  # the checkout's return page is not there (yet): the client's dashboard
+        return url_for("checkout.dashboard")
+
+
+def _error_page(status: int, message: str) -> tuple[str, int]:
+    return render_template("error.html", code=status, error=message), status
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rkpayment: the redirect script
+# --------------------------------------------------------------------------------------------------
+
+
+def _culture() -> str:
+    language = getattr(current_user, "language", None) or str(get_locale() or "en")
+    return "ru" if language.lower().startswith("ru") else "en"
+
+
+@bp.route("/mancgi/rkpayment")
+@client_required
+def payment():
+    """Mark the client's payment ``inpay`` and send the browser to Robokassa with a signed POST form."""
+    elid = request.args.get("elid", "")
+    payment_id = int(elid) if INV_ID_RE.fullmatch(elid) else None
+    row = db.session.get(Payment, payment_id) if payment_id is not None else None
+    if row is None or row.account_id != current_user.account_id:
+        log_line(LOG_PAYMENT, elid[:20] or None, "refused: no such payment of this client", user=current_user.id)
+        abort(404)
+    method = db.session.get(PaymentMethod, row.paymethod_id)
+    if method is None or method.module != KEY:
+        log_line(LOG_PAYMENT, row.id, "refused: not a Robokassa payment")
+        abort(404)
+    if not method.active:
+        log_line(LOG_PAYMENT, row.id, "refused: payment method disabled")
+        return _error_page(409, _("This payment method is disabled. Please choose another one."))
+    if row.status not in (Status.NEW.value, Status.INPAY.value):
+        log_line(LOG_PAYMENT, row.id, f"refused: payment is {row.status}")
+        return _error_page(409, _("This payment cannot be paid any more (its status is %(status)s).",
+                                  status=row.status))
+    settings = full_settings(method)
+    fields = payment_fields(row, settings, email=current_user.email, culture=_culture())
+    action = endpoints(settings).payment_url
+    outcome = service.set_in_pay(row.id, source="rkpayment", actor=current_user.email,
+                                 data={"url": action, **{k: v for k, v in fields if k != "Receipt"}})
+    log_line(LOG_PAYMENT, row.id, "redirected to the gateway" + (" again" if outcome.already else ""),
+             out_sum=dict(fields)["OutSum"], url=action, test=bool(settings.get("test_mode")))
+    return render_template("pmrobokassa/redirect.html", action=action, fields=fields, payment=row)
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rkresult: the notification
+# --------------------------------------------------------------------------------------------------
+
+
+@bp.route("/mancgi/rkresult", methods=CALLBACK_METHODS)
+def result():
+    """Robokassa's ResultURL: verify with Password #2, credit once, answer ``OK<InvId>``."""
+    params = _params()
+    try:
+        return _result(params)
+    except Rejected as exc:
+        log_line(LOG_RESULT, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
+                 address=client_address(), **_facts(params))
+        _record(exc.payment_id, kind="notification", source="rkresult", outcome=f"rejected: {exc.message}",
+                data=params, answer=exc.message)
+        return _text(exc.message, exc.status)
+    except SQLAlchemyError as exc:
+        # The database failed: nothing was committed; a non-OK 5xx makes Robokassa repeat later.
+        db.session.rollback()
+        log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"database failure, answered 503: "
+                 f"{type(exc).__name__}", logging.ERROR, **_facts(params))
+        return _text("temporary failure, please retry", 503)
+
+
+def _result(params: dict[str, str]) -> Response:
+    address = client_address()
+    if config("PMROBOKASSA_CHECK_IP") and not _address_allowed(address):
+        raise Rejected(403, f"address {address} is not one of Robokassa's")
+    payment_id = _inv_id(params)
+    _require(params, "OutSum", "SignatureValue", payment_id=payment_id)
+    try:
+        amount = protocol.parse_amount(params["OutSum"], "OutSum")
+    except protocol.MalformedField:
+        raise Rejected(400, "malformed field OutSum", payment_id) from None
+    _row, method = _load(payment_id)
+    settings = full_settings(method)
+    valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
+                                          password2=str(settings.get("password2") or ""))
+    # End the request's read transaction (returning its connection to the pool) before the service
+    # takes its own: a burst of notifications must not exhaust the pool with connections that wait
+    # for each other. Nothing was written, so rolling back loses nothing.
+    db.session.rollback()
+    if not valid:
+        raise Rejected(400, "bad signature", payment_id)
+
+    ok = protocol.result_answer(payment_id)
+    try:
+        outcome = service.set_paid(
+            payment_id, amount=amount, currency=CURRENCY, source="rkresult", data=params,
+            answer=lambda o: ok if o.result != "fraud" else f"ERROR: {o.message}")
+    except service.IllegalTransition as exc:
+        # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
+        message = f"payment {payment_id} is {exc.current}: not credited"
+        log_line(LOG_RESULT, payment_id, f"refused (409): {message}", logging.WARNING, **_facts(params))
+        _record(payment_id, kind="notification", source="rkresult", outcome=f"refused: {message}",
+                data=params, answer=message)
+        return _text(message, 409)
+    if outcome.result == "fraud":
+        log_line(LOG_RESULT, payment_id, f"fraud: {outcome.message}", logging.ERROR, **_facts(params))
+        return _text(f"ERROR: {outcome.message}", 400)
+    if outcome.changed:
+        gateway_facts = {name: params[key] for key, name in (
+            ("IncCurrLabel", "inc_curr_label"), ("PaymentMethod", "payment_method"), ("Fee", "fee"),
+            ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
+        if gateway_facts:
+            service.set_gateway_data(payment_id, **gateway_facts)
+    log_line(LOG_RESULT, payment_id, "credited" if outcome.changed else "repeat, already credited",
+             answer=ok, **_facts(params))
+    return _text(ok)
+
+
+# --------------------------------------------------------------------------------------------------
+# /mancgi/rksuccess and /mancgi/rkfail: the payer comes back
+# --------------------------------------------------------------------------------------------------
+
+
+@bp.route("/mancgi/rksuccess", methods=CALLBACK_METHODS)
+def success():
+    """The payer's return after paying: check Password #1's signature, then show the payment page.
+
+    Never credits: only the notification does (ROBOKASSA.md §4.1).
+    """
+    params = _params()
+    try:
+        payment_id = _inv_id(params)
+        _require(params, "OutSum", "SignatureValue", payment_id=payment_id)
+        row, method = _load(payment_id)
+        status = row.status
+        settings = full_settings(method)
+        if not protocol.verify_success_params(params, algorithm=algorithm(settings),
+                                              password1=str(settings.get("password1") or "")):
+            raise Rejected(400, "bad signature", payment_id)
+    except Rejected as exc:
+        log_line(LOG_SUCCESS, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
+                 **_facts(params))
+        _record(exc.payment_id, kind="return", source="rksuccess", outcome=f"rejected: {exc.message}",
+                data=params)
+        return _error_page(exc.status, _("This return link is not valid (%(reason)s). Your payment, if "
+                                         "made, will be credited when Robokassa notifies us.",
+                                         reason=exc.message))
+    except SQLAlchemyError:
+        db.session.rollback()
+        log_line(LOG_SUCCESS, None, "database failure", logging.ERROR, **_facts(params))
+        return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
+    _record(payment_id, kind="return", source="rksuccess", outcome=f"success return; payment is {status}",
+            data=params)
+    log_line(LOG_SUCCESS, payment_id, f"success return, payment is {status}", **_facts(params))
+    return redirect(_return_url(payment_id, "success"))
+
+
+@bp.route("/mancgi/rkfail", methods=CALLBACK_METHODS)
+def fail():
+    """The payer's return after a refused or abandoned payment. Unsigned, so it changes nothing."""
+    params = _params()
+    try:
+        payment_id = _inv_id(params)
+        row, _method = _load(payment_id)
+        status = row.status
+    except Rejected as exc:
+        log_line(LOG_FAIL, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
+                 **_facts(params))
+        _record(exc.payment_id, kind="return", source="rkfail", outcome=f"rejected: {exc.message}", data=params)
+        return _error_page(exc.status, _("This return link is not valid (%(reason)s).", reason=exc.message))
+    except SQLAlchemyError:
+        db.session.rollback()
+        log_line(LOG_FAIL, None, "database failure", logging.ERROR, **_facts(params))
+        return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
+    _record(payment_id, kind="return", source="rkfail",
+            outcome=f"fail return (unsigned, nothing changed); payment is {status}", data=params)
+    log_line(LOG_FAIL, payment_id, f"fail return, nothing changed, payment is {status}", **_facts(params))
+    return redirect(_return_url(payment_id, "fail"))
+
+
+CALLBACK_VIEWS = (result, success, fail)
