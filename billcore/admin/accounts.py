@@ -1,0 +1,55 @@
+"""The admin's accounts: a list with balances (keyset paging) and an account's page with its ledger and payments."""
+from __future__ import annotations
+
+from flask import abort, current_app, render_template, request
+from sqlalchemy import func, select
+
+from ..auth import admin_required
+from ..db import db
+from ..models import Account, LedgerEntry, Payment, User
+from . import bp
+
+ON_ACCOUNT_PAGE = 50  # latest ledger entries and payments shown; the payments list has the rest
+
+
+@bp.route("/accounts")
+@admin_required
+def accounts():
+    """Accounts, newest first, with currency, balance and users; ``?q=`` finds by name or e-mail."""
+    size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
+    before = request.args.get("before", type=int)
+    q = (request.args.get("q") or "").strip()[:200]
+    query = select(Account)
+    if q:
+        like = f"%{q.lower()}%"
+        emails = select(User.account_id).where(func.lower(User.email).like(like))
+        query = query.where((func.lower(Account.name).like(like)) | Account.id.in_(emails)
+                            | (Account.id == int(q) if q.isdigit() else False))
+    if before:
+        query = query.where(Account.id < before)
+    rows = db.session.execute(query.order_by(Account.id.desc()).limit(size + 1)).scalars().all()
+    next_before = rows[size - 1].id if len(rows) > size else None
+    rows = rows[:size]
+    users: dict[int, list[str]] = {}
+    if rows:
+        for account_id, email in db.session.execute(
+                select(User.account_id, User.email).where(User.account_id.in_([a.id for a in rows]))):
+            users.setdefault(account_id, []).append(email)
+    return render_template("admin/accounts/list.html", accounts=rows, users=users, before=before,
+                           next_before=next_before, q=q)
+
+
+@bp.route("/accounts/<int:account_id>")
+@admin_required
+def account(account_id: int):
+    """An account: balance, users, the latest ledger entries and payments."""
+    item = db.session.get(Account, account_id)
+    if item is None:
+        abort(404)
+    users = db.session.execute(select(User).where(User.account_id == item.id).order_by(User.id)).scalars().all()
+    ledger = db.session.execute(select(LedgerEntry).where(LedgerEntry.account_id == item.id)
+                                .order_by(LedgerEntry.id.desc()).limit(ON_ACCOUNT_PAGE)).scalars().all()
+    payments = db.session.execute(select(Payment).where(Payment.account_id == item.id)
+                                  .order_by(Payment.id.desc()).limit(ON_ACCOUNT_PAGE)).scalars().all()
+    return render_template("admin/accounts/detail.html", account=item, users=users, ledger=ledger,
+                           payments=payments, limit=ON_ACCOUNT_PAGE)

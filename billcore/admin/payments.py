@@ -1,0 +1,307 @@
+"""The admin's payments: a filtered list with keyset paging, a payment's page and its actions.
+
+The list is ordered by id, newest first, and paged by "the last id seen" (``?before=<id>``) instead of
+OFFSET, so a deep page costs the same as the first one even with millions of payments; every filter
+has an index that starts with its column and ends with ``id`` (see ``Payment.__table_args__``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import Select, select
+from wtforms import StringField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from ..auth import admin_required
+from ..db import db
+from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status
+from ..payments import polling, refunds, service
+from ..paymodule import FEATURE_REFUND
+from ..plugins import get_registry
+from . import bp
+
+STATUSES = [s.value for s in Status]
+MANUAL_PAY_FROM = ("new", "inpay", "cancelled", "fraud")
+CANCEL_FROM = ("new", "inpay")
+
+
+@dataclass
+class PaymentFilters:
+    """The list's filters as typed values; ``errors`` names the ones that could not be read."""
+
+    status: str | None = None
+    paymethod_id: int | None = None
+    account_id: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    amount_min: Decimal | None = None
+    amount_max: Decimal | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args) -> PaymentFilters:
+        """Read the filters from a query string; bad values are ignored and reported in ``errors``."""
+        f = cls()
+        status = (args.get("status") or "").strip()
+        f.status = status if status in STATUSES else None
+        for name in ("paymethod_id", "account_id"):
+            text = (args.get(name) or "").strip().lstrip("#")
+            if text:
+                if text.isdigit():
+                    setattr(f, name, int(text))
+                else:
+                    f.errors.append(name)
+        for name in ("date_from", "date_to"):
+            text = (args.get(name) or "").strip()
+            if text:
+                try:
+                    setattr(f, name, date.fromisoformat(text))
+                except ValueError:
+                    f.errors.append(name)
+        for name in ("amount_min", "amount_max"):
+            text = (args.get(name) or "").strip().replace(",", ".")
+            if text:
+                try:
+                    value = Decimal(text)
+                    if not value.is_finite():
+                        raise InvalidOperation
+                    setattr(f, name, value)
+                except InvalidOperation:
+                    f.errors.append(name)
+        return f
+
+    def as_args(self) -> dict[str, str]:
+        """The filters as query-string values (for the paging links)."""
+        values = {"status": self.status, "paymethod_id": self.paymethod_id, "account_id": self.account_id,
+                  "date_from": self.date_from, "date_to": self.date_to,
+                  "amount_min": self.amount_min, "amount_max": self.amount_max}
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def payments_query(filters: PaymentFilters, before: int | None = None, limit: int = 50) -> Select:
+    """The admin list's query: payments matching ``filters`` with id < ``before``, newest first.
+
+    Fetches ``limit`` rows (ask for one more than shown to know whether there is a next page). Shared
+    with ``bench/admin_payments.py`` so the benchmark times exactly what the page runs.
+    """
+    query = (select(Payment, PaymentMethod.name, Account.name)
+             .join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+             .join(Account, Account.id == Payment.account_id))
+    if filters.status:
+        query = query.where(Payment.status == filters.status)
+    if filters.paymethod_id is not None:
+        query = query.where(Payment.paymethod_id == filters.paymethod_id)
+    if filters.account_id is not None:
+        query = query.where(Payment.account_id == filters.account_id)
+    if filters.date_from is not None:
+        query = query.where(Payment.created_at >= _day_start(filters.date_from))
+    if filters.date_to is not None:  # inclusive: the whole "to" day
+        query = query.where(Payment.created_at < _day_start(filters.date_to + timedelta(days=1)))
+    if filters.amount_min is not None:
+        query = query.where(Payment.amount >= filters.amount_min)
+    if filters.amount_max is not None:
+        query = query.where(Payment.amount <= filters.amount_max)
+    if before is not None:
+        query = query.where(Payment.id < before)
+    return query.order_by(Payment.id.desc()).limit(limit)
+
+
+def list_page(filters: PaymentFilters, before: int | None, size: int) -> tuple[list[Any], int | None]:
+    """One page of the list and the ``before`` value of the next page (None on the last page)."""
+    rows = db.session.execute(payments_query(filters, before, size + 1)).all()
+    next_before = rows[size - 1][0].id if len(rows) > size else None
+    return rows[:size], next_before
+
+
+@bp.route("/payments")
+@admin_required
+def payments():
+    """Every payment, filtered by status, method, account, date range and amount; keyset paging."""
+    filters = PaymentFilters.from_args(request.args)
+    before = request.args.get("before", type=int)
+    size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
+    rows, next_before = list_page(filters, before, size)
+    methods = db.session.execute(select(PaymentMethod).order_by(PaymentMethod.sort_order, PaymentMethod.id)).scalars().all()
+    return render_template("admin/payments/list.html", rows=rows, filters=filters, before=before,
+                           next_before=next_before, methods=methods, statuses=STATUSES,
+                           filter_args=filters.as_args())
+
+
+class RefundForm(FlaskForm):
+    """Refund all or part of a paid payment."""
+
+    amount = StringField(_l("Amount to refund"), validators=[DataRequired(), Length(max=32)])
+    reason = StringField(_l("Reason"), validators=[Length(max=500)])
+
+
+class ReasonForm(FlaskForm):
+    """An admin action that must say why (mark paid, cancel)."""
+
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(_l("Say why: the reason is kept in the payment's history.")),
+                                                     Length(max=500)])
+
+
+class ActionForm(FlaskForm):
+    """A POST button with a CSRF token."""
+
+
+def _payment_or_404(payment_id: int) -> Payment:
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        abort(404)
+    return payment
+
+
+def _actor() -> str:
+    return current_user.email
+
+
+@bp.route("/payments/<int:payment_id>")
+@admin_required
+def payment(payment_id: int):
+    """A payment: amounts, status, every event with its raw data (less secrets), refunds, ledger, actions."""
+    item = _payment_or_404(payment_id)
+    method = db.session.get(PaymentMethod, item.paymethod_id)
+    events = db.session.execute(select(PaymentEvent).where(PaymentEvent.payment_id == item.id)
+                                .order_by(PaymentEvent.id)).scalars().all()
+    refund_rows = db.session.execute(select(Refund).where(Refund.payment_id == item.id).order_by(Refund.id)).scalars().all()
+    ledger = db.session.execute(select(LedgerEntry).where(LedgerEntry.payment_id == item.id)
+                                .order_by(LedgerEntry.id)).scalars().all()
+    refund_form = RefundForm(formdata=None, amount=str(item.refundable))
+    return render_template(
+        "admin/payments/detail.html", payment=item, method=method, events=events, refunds=refund_rows,
+        ledger=ledger, module_info=get_registry().info(method.module) if method else None,
+        can_check=polling.can_check(method) and item.status in polling.POLLABLE,
+        can_refund=refunds.can_refund(method) and item.status == "paid" and item.refundable > 0,
+        can_follow=method is not None and get_registry().has_feature(method.module, FEATURE_REFUND),
+        can_mark_paid=item.status in MANUAL_PAY_FROM, can_cancel=item.status in CANCEL_FROM,
+        refund_form=refund_form, reason_form=ReasonForm(formdata=None), action_form=ActionForm())
+
+
+@bp.route("/payments/<int:payment_id>/check", methods=["POST"])
+@admin_required
+def payment_check(payment_id: int):
+    """Ask the gateway about the payment now and apply its answer."""
+    item = _payment_or_404(payment_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        outcome = polling.check_payment(item.id, "admin", actor=_actor())
+    except polling.PollError as exc:
+        flash(_("The status could not be checked: %(error)s", error=str(exc)), "error")
+    except service.PaymentError as exc:
+        flash(_("The gateway's answer could not be applied: %(error)s", error=str(exc)), "error")
+    else:
+        db.session.expire_all()
+        status = db.session.get(Payment, item.id).status
+        if outcome is not None and outcome.result == "fraud":
+            flash(_("The gateway's data did not match the payment; it was marked as fraud: %(info)s",
+                    info=outcome.message), "warning")
+        elif outcome is not None and outcome.changed:
+            flash(_("Status updated: %(status)s.", status=_status(status)), "success")
+        else:
+            flash(_("No change: the payment is %(status)s.", status=_status(status)), "info")
+    return redirect(url_for(".payment", payment_id=item.id))
+
+
+def _status(status: str) -> str:
+    from ..templating import status_label
+
+    return status_label(status)
+
+
+@bp.route("/payments/<int:payment_id>/refund", methods=["POST"])
+@admin_required
+def payment_refund(payment_id: int):
+    """Refund all or part of the payment through the gateway."""
+    item = _payment_or_404(payment_id)
+    form = RefundForm()
+    if not form.validate_on_submit():
+        flash(_("Enter the amount to refund."), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    try:
+        result = refunds.refund_payment(item.id, form.amount.data.strip().replace(",", "."), _actor(),
+                                        form.reason.data or None)
+    except service.PaymentError as exc:
+        flash(_("The refund was refused: %(error)s", error=str(exc)), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    messages = {
+        "finished": (_("The refund was made."), "success"),
+        "failed": (_("The gateway refused the refund; the amount is back on the balance. %(info)s", info=result.info), "error"),
+        "pending": (_("The gateway accepted the refund and is processing it."), "info"),
+        "error": (_("The gateway could not be reached; the refund stays requested. Check it later. %(info)s",
+                    info=result.info), "warning"),
+    }
+    flash(*messages[result.state])
+    return redirect(url_for(".payment", payment_id=item.id))
+
+
+@bp.route("/payments/<int:payment_id>/refunds/<int:refund_id>/follow", methods=["POST"])
+@admin_required
+def refund_follow(payment_id: int, refund_id: int):
+    """Ask the gateway about a requested refund and book its answer."""
+    item = _payment_or_404(payment_id)
+    refund = db.session.get(Refund, refund_id)
+    if refund is None or refund.payment_id != item.id:
+        abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    result = refunds.follow_refund(refund.id, source="admin", actor=_actor())
+    labels = {"finished": _("finished"), "failed": _("failed"), "pending": _("still pending"), "error": _("not checked")}
+    flash(_("Refund %(id)s: %(state)s. %(info)s", id=refund.id, state=labels.get(result.state, result.state),
+            info=result.info), "info")
+    return redirect(url_for(".payment", payment_id=item.id))
+
+
+@bp.route("/payments/<int:payment_id>/mark-paid", methods=["POST"])
+@admin_required
+def payment_mark_paid(payment_id: int):
+    """Credit the payment by hand (money received outside the gateway's notification), with a reason."""
+    item = _payment_or_404(payment_id)
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        flash(_("Say why: the reason is kept in the payment's history."), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    try:
+        outcome = service.set_paid(item.id, amount=item.total, currency=item.currency, source="admin",
+                                   kind="manual", manual=True, actor=_actor(), info=form.reason.data,
+                                   data={"reason": form.reason.data})
+    except service.PaymentError as exc:
+        flash(_("The payment could not be marked paid: %(error)s", error=str(exc)), "error")
+    else:
+        flash(_("The payment was marked paid.") if outcome.changed else _("The payment was already paid."),
+              "success" if outcome.changed else "info")
+    return redirect(url_for(".payment", payment_id=item.id))
+
+
+@bp.route("/payments/<int:payment_id>/cancel", methods=["POST"])
+@admin_required
+def payment_cancel(payment_id: int):
+    """Cancel an unpaid payment by hand, with a reason."""
+    item = _payment_or_404(payment_id)
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        flash(_("Say why: the reason is kept in the payment's history."), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    try:
+        outcome = service.set_cancelled(item.id, source="admin", kind="manual", reason=form.reason.data,
+                                        actor=_actor(), data={"reason": form.reason.data})
+    except service.PaymentError as exc:
+        flash(_("The payment could not be cancelled: %(error)s", error=str(exc)), "error")
+    else:
+        flash(_("The payment was cancelled.") if outcome.changed else _("The payment was already cancelled."),
+              "success" if outcome.changed else "info")
+    return redirect(url_for(".payment", payment_id=item.id))

@@ -1,0 +1,93 @@
+"""Asking a gateway about a payment (``checkpay``) and applying its answer through the payment service.
+
+Used by the admin's "check status now" and by the ``flask --app billcore payments check`` cron command.
+The module's hook only reports; every change goes through :mod:`billcore.payments.service`, with the
+same amount and currency checks as a notification.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..db import db
+from ..models import Payment, PaymentMethod
+from ..crypto import scrub
+from ..paymethods import full_settings, secret_values
+from ..paymodule import FEATURE_CHECKPAY, GatewayStatus
+from ..plugins import get_registry
+from . import service
+
+
+def failure_text(exc: Exception, paymethod: PaymentMethod) -> str:
+    """A module's exception as text for the history, with the method's secrets masked."""
+    return scrub(f"{type(exc).__name__}: {exc}", secret_values(paymethod))
+
+POLLABLE = ("new", "inpay")  # only an open payment can still be settled by a poll
+
+
+class PollError(Exception):
+    """The payment could not be checked (module missing or without ``checkpay``, or the gateway failed)."""
+
+
+def apply_gateway_status(payment_id: int, status: GatewayStatus, source: str, *, kind: str = "poll",
+                         actor: str | None = None) -> service.Outcome | None:
+    """Apply what the gateway said about a payment; returns the service's Outcome, None when nothing changed.
+
+    ``paid`` credits through :func:`service.set_paid` (a wrong amount or currency flags ``fraud``),
+    ``cancelled`` cancels an open payment (a paid one is never undone: the answer is only recorded),
+    anything else (``pending``) is recorded as an event.
+    """
+    data: dict[str, Any] = dict(status.data or {})
+    data.setdefault("state", status.state)
+    if status.state == "paid":
+        if status.amount is None or not status.currency:
+            service.record_event(payment_id, kind=kind, source=source, actor=actor, data=data,
+                                 outcome="gateway says paid but gave no amount or currency; nothing credited")
+            return None
+        return service.set_paid(payment_id, amount=status.amount, currency=status.currency, source=source,
+                                data=data, external_id=status.external_id, info=status.info or None,
+                                kind=kind, actor=actor)
+    if status.state == "cancelled":
+        try:
+            return service.set_cancelled(payment_id, source=source, reason=status.info or "cancelled at the gateway",
+                                         data=data, kind=kind, actor=actor)
+        except service.IllegalTransition as exc:
+            service.record_event(payment_id, kind=kind, source=source, actor=actor, data=data,
+                                 outcome=f"gateway says cancelled, ignored: payment is {exc.current}")
+            return None
+    service.record_event(payment_id, kind=kind, source=source, actor=actor, data=data,
+                         outcome=f"gateway says {status.state}" + (f": {status.info}" if status.info else ""))
+    return None
+
+
+def can_check(paymethod: PaymentMethod | None) -> bool:
+    """True when the method's module is loaded and supports status polling."""
+    return paymethod is not None and get_registry().has_feature(paymethod.module, FEATURE_CHECKPAY)
+
+
+def check_payment(payment_id: int, source: str, *, actor: str | None = None) -> service.Outcome | None:
+    """Ask the payment's module about it now and apply the answer (see :func:`apply_gateway_status`).
+
+    Raises :class:`PollError` when the module cannot poll or the gateway call fails (the failure is
+    recorded in the payment's history first), :class:`service.PaymentNotFound` for an unknown id.
+    """
+    db.session.expire_all()  # the service commits in its own sessions; read the current row
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        raise service.PaymentNotFound(f"no payment {payment_id}")
+    method = db.session.get(PaymentMethod, payment.paymethod_id)
+    if not can_check(method):
+        raise PollError(f"module {method.module if method else '?'} cannot check payments")
+    try:
+        status = get_registry().call(method.module, "billcore_check_payment", payment=payment, paymethod=method,
+                                     settings=full_settings(method))
+    except Exception as exc:  # the gateway or the module failed: record it, let the caller report it
+        service.record_event(payment_id, kind="poll", source=source, actor=actor,
+                             outcome=f"status check failed: {failure_text(exc, method)}"[:255], data={})
+        raise PollError(f"status check failed: {failure_text(exc, method)}") from exc
+    if not isinstance(status, GatewayStatus):
+        service.record_event(payment_id, kind="poll", source=source, actor=actor,
+                             outcome="status check gave no answer", data={})
+        raise PollError("the module gave no answer")
+    outcome = apply_gateway_status(payment_id, status, source, actor=actor)
+    db.session.expire_all()
+    return outcome

@@ -1,0 +1,291 @@
+"""The admin's payments and accounts: filters, keyset paging, history, check now, refunds, manual actions."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from billcore.accounts import create_admin, create_client
+from billcore.db import db
+from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Refund
+from billcore.payments import polling, refunds, service
+from billcore.paymodule import GatewayStatus, RefundResult
+from tests import fake_checkout_module as fake
+from tests.conftest import ADMIN, CLIENT, OTHER_CLIENT, add_paymethod, login
+from tests.test_checkout import capp  # noqa: F401  (the app with the fake module, on each backend)
+
+SECRET = "s3cr3t-value"
+
+
+@pytest.fixture
+def admin(capp):  # noqa: F811
+    """A test client logged in as the administrator."""
+    create_admin(*ADMIN)
+    c = capp.test_client()
+    assert login(c, *ADMIN).status_code == 302
+    return c
+
+
+@pytest.fixture
+def payer(capp):  # noqa: F811
+    """A client with a RUB account."""
+    return create_client(*CLIENT, currency="RUB")
+
+
+@pytest.fixture
+def method(capp):  # noqa: F811
+    """A refundable fake method with a commission and a secret."""
+    return add_paymethod("pmfakepay", {"secret": SECRET}, name="Fake card", commission_amount=Decimal("5.00"))
+
+
+def _inpay(account_id: int, method_id: int, amount: str = "100.00") -> Payment:
+    p = service.create_payment(account_id, method_id, Decimal(amount))
+    service.set_in_pay(p.id, source="test")
+    return p
+
+
+def _paid(account_id: int, method_id: int, amount: str = "100.00") -> Payment:
+    p = _inpay(account_id, method_id, amount)
+    db.session.expire_all()
+    total = db.session.get(Payment, p.id).total
+    assert service.set_paid(p.id, amount=total, currency="RUB", source="test").changed
+    return p
+
+
+def _state(payment_id: int) -> tuple[str, Decimal, Decimal]:
+    db.session.expire_all()
+    p = db.session.get(Payment, payment_id)
+    return p.status, p.refunded_amount, db.session.get(Account, p.account_id).balance
+
+
+def _ids(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'href="/admin/payments/(\d+)">#', html)]
+
+
+def test_list_filters(admin, payer, method):
+    other = create_client(*OTHER_CLIENT, currency="RUB")
+    second = add_paymethod("pmfakepay", name="Second")
+    a = _paid(payer.account_id, method.id, "100.00")
+    b = _inpay(payer.account_id, second.id, "250.00")
+    c = _inpay(other.account_id, method.id, "999.99")
+    d = service.create_payment(other.account_id, second.id, Decimal("50.00"))
+    with db.engine.begin() as conn:  # d was created long ago
+        conn.execute(Payment.__table__.update().where(Payment.id == d.id)
+                     .values(created_at=datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc)))
+    assert _ids(admin.get("/admin/payments").get_data(as_text=True)) == [d.id, c.id, b.id, a.id]
+    cases = {
+        "status=paid": [a.id],
+        "status=inpay": [c.id, b.id],
+        f"paymethod_id={second.id}": [d.id, b.id],
+        f"account_id={other.account_id}": [d.id, c.id],
+        f"account_id={other.account_id}&status=new": [d.id],
+        "date_from=2020-05-17&date_to=2020-05-17": [d.id],
+        "date_to=2020-05-16": [],
+        f"date_from={(datetime.now(timezone.utc) - timedelta(days=1)).date()}": [c.id, b.id, a.id],
+        "amount_min=100&amount_max=250": [b.id, a.id],
+        "amount_min=999.99": [c.id],
+        "status=bogus&amount_min=abc": [d.id, c.id, b.id, a.id],  # ignored, with a note
+    }
+    for query, expected in cases.items():
+        html = admin.get(f"/admin/payments?{query}").get_data(as_text=True)
+        assert _ids(html) == expected, query
+    assert "not understood" in admin.get("/admin/payments?amount_min=abc").get_data(as_text=True)
+
+
+def test_keyset_paging_keeps_filters(capp, admin, payer, method):  # noqa: F811
+    capp.config["ADMIN_PAGE_SIZE"] = 3
+    other = add_paymethod("pmfakepay", name="Other")
+    mine = [service.create_payment(payer.account_id, method.id, Decimal("100")).id for _ in range(8)]
+    for _ in range(3):
+        service.create_payment(payer.account_id, other.id, Decimal("100"))
+    seen, url, pages = [], f"/admin/payments?paymethod_id={method.id}", 0
+    while url:
+        html = admin.get(url).get_data(as_text=True)
+        seen += _ids(html)
+        pages += 1
+        m = re.search(r'rel="next" href="([^"]+)"', html)
+        url = m.group(1).replace("&amp;", "&") if m else None
+        if url:
+            assert f"paymethod_id={method.id}" in url and "before=" in url
+    assert seen == sorted(mine, reverse=True) and pages == 3
+
+
+def test_payment_page_shows_history_with_data_less_secrets(admin, payer, method):
+    p = _inpay(payer.account_id, method.id)
+    service.record_event(p.id, kind="notification", source="fakegw", outcome="rejected: bad signature",
+                         data={"OutSum": "105.00", "sig": "abc", "echo": f"xx{SECRET}xx"}, answer="bad sign")
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert "rejected: bad signature" in html and "OutSum" in html and "bad sign" in html
+    assert SECRET not in html
+    for kind in ("created", "redirect", "notification"):
+        assert f'<span class="tag">{kind}</span>' in html
+    assert 'data-testid="check-now"' in html and 'data-testid="mark-paid"' in html
+    assert 'data-testid="refund"' not in html  # not paid yet
+    assert admin.get("/admin/payments/999999").status_code == 404
+
+
+def test_check_now_applies_gateway_status(admin, payer, method):
+    p = _inpay(payer.account_id, method.id)
+    # pending: only recorded
+    admin.post(f"/admin/payments/{p.id}/check")
+    assert _state(p.id)[0] == "inpay"
+    assert ("check", p.id, SECRET) in fake.CALLS  # the hook got the decrypted settings
+    assert db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="poll").count() == 1
+    # paid with the right total: credited once
+    fake.CHECK[p.id] = GatewayStatus(state="paid", amount=Decimal("105.00"), currency="RUB", external_id="G1")
+    r = admin.post(f"/admin/payments/{p.id}/check", follow_redirects=True)
+    assert "Status updated" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    assert polling.check_payment(p.id, "cron").already  # the cron may ask again: credited once
+    # a paid payment is no longer offered a check, and a late "cancelled" never undoes it
+    assert 'data-testid="check-now"' not in admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert polling.apply_gateway_status(p.id, GatewayStatus(state="cancelled"), "cron") is None
+    assert _state(p.id)[0] == "paid"
+    outcome = polling.apply_gateway_status(p.id, fake.CHECK[p.id], "cron")
+    assert outcome.already and _state(p.id)[2] == Decimal("100.00")
+
+
+def test_check_now_wrong_amount_is_fraud_and_errors_are_recorded(admin, payer, method):
+    p = _inpay(payer.account_id, method.id)
+    fake.CHECK[p.id] = GatewayStatus(state="paid", amount=Decimal("1.00"), currency="RUB")
+    r = admin.post(f"/admin/payments/{p.id}/check", follow_redirects=True)
+    assert "marked as fraud" in r.get_data(as_text=True)
+    assert _state(p.id) == ("fraud", Decimal("0.00"), Decimal("0.00"))
+
+    q = _inpay(payer.account_id, method.id)
+    fake.CHECK[q.id] = RuntimeError(f"timeout talking to gateway with key {SECRET}")
+    r = admin.post(f"/admin/payments/{q.id}/check", follow_redirects=True)
+    text = r.get_data(as_text=True)
+    assert "could not be checked" in text and SECRET not in text
+    event = db.session.query(PaymentEvent).filter_by(payment_id=q.id, kind="poll").one()
+    assert "timeout" in event.outcome and SECRET not in event.outcome
+    with pytest.raises(polling.PollError):
+        polling.check_payment(q.id, "cron")
+
+    fake.CHECK[q.id] = GatewayStatus(state="cancelled", info="expired at the gateway")
+    assert polling.check_payment(q.id, "cron").changed
+    assert _state(q.id)[0] == "cancelled"
+
+
+def test_full_and_partial_refunds_bookkeeping(admin, payer, method):
+    p = _paid(payer.account_id, method.id, "100.00")
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    assert 'data-testid="refund"' in admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    # more than refundable: refused, nothing changed
+    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "100.01"}, follow_redirects=True)
+    assert "refused" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    # partial
+    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30.50", "reason": "customer asked"},
+                   follow_redirects=True)
+    assert "The refund was made." in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("30.50"), Decimal("69.50"))
+    refund = db.session.query(Refund).filter_by(payment_id=p.id).one()
+    assert (refund.status, refund.external_id, refund.actor, refund.reason) == (
+        "finished", f"R{refund.id}", ADMIN[0], "customer asked")
+    # the rest
+    admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "69.50"})
+    assert _state(p.id) == ("returned", Decimal("100.00"), Decimal("0.00"))
+    ledger = db.session.query(LedgerEntry).filter_by(account_id=payer.account_id).order_by(LedgerEntry.id).all()
+    assert [(e.kind, e.amount, e.balance_after) for e in ledger] == [
+        ("payment", Decimal("100.00"), Decimal("100.00")),
+        ("refund", Decimal("-30.50"), Decimal("69.50")),
+        ("refund", Decimal("-69.50"), Decimal("0.00")),
+    ]
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="refunds"' in html and "-30.50 RUB" in html and 'data-testid="refund"' not in html
+    account_page = admin.get(f"/admin/accounts/{payer.account_id}").get_data(as_text=True)
+    assert "0.00 RUB" in account_page and "-69.50 RUB" in account_page and f"#{p.id}" in account_page
+
+
+def test_failed_pending_and_unreachable_refunds(admin, payer, method):
+    p = _paid(payer.account_id, method.id, "100.00")
+    fake.REFUND["request"] = RefundResult(state="failed", info="card expired")
+    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "40"}, follow_redirects=True)
+    assert "refused the refund" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+    fake.REFUND["request"] = RefundResult(state="pending", external_id="RP-7")
+    result = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], "test")
+    assert result.state == "pending"
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    refund = db.session.get(Refund, result.refund_id)
+    assert (refund.status, refund.external_id) == ("requested", "RP-7")
+    fake.REFUND["status"] = RefundResult(state="finished")
+    r = admin.post(f"/admin/payments/{p.id}/refunds/{refund.id}/follow", follow_redirects=True)
+    assert "finished" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("40.00"), Decimal("60.00"))
+    assert refunds.follow_refund(refund.id).state == "finished"  # settled: not asked again
+    assert fake.CALLS.count(("refund_status", refund.id)) == 1
+
+    fake.REFUND["request"] = ConnectionError("gateway down")
+    result = refunds.refund_payment(p.id, Decimal("10.00"), ADMIN[0], None)
+    assert result.state == "error"
+    assert _state(p.id) == ("pending_return", Decimal("50.00"), Decimal("50.00"))  # money held meanwhile
+    fake.REFUND["status"] = RefundResult(state="failed", info="never arrived")
+    assert refunds.follow_refund(result.refund_id).state == "failed"
+    assert _state(p.id) == ("paid", Decimal("40.00"), Decimal("60.00"))
+
+
+def test_refund_not_offered_when_method_disallows(admin, payer, capp):  # noqa: F811
+    method = add_paymethod("pmfakepay", {"secret": SECRET}, allow_refund=False)
+    p = _paid(payer.account_id, method.id)
+    assert 'data-testid="refund"' not in admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "10"})
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    with pytest.raises(service.RefundError):
+        refunds.refund_payment(p.id, "10", ADMIN[0], None)
+
+
+def test_manual_mark_paid_and_cancel_need_a_reason(admin, payer, method):
+    p = _inpay(payer.account_id, method.id)
+    r = admin.post(f"/admin/payments/{p.id}/mark-paid", data={"reason": ""}, follow_redirects=True)
+    assert "Say why" in r.get_data(as_text=True)
+    assert _state(p.id)[0] == "inpay"
+    admin.post(f"/admin/payments/{p.id}/mark-paid", data={"reason": "bank transfer seen on statement"})
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    event = db.session.query(PaymentEvent).filter_by(payment_id=p.id, status_to="paid").one()
+    assert (event.kind, event.source, event.actor, event.data["reason"]) == (
+        "manual", "admin", ADMIN[0], "bank transfer seen on statement")
+    # a fraud payment can be paid by an admin too
+    f = _inpay(payer.account_id, method.id)
+    service.set_fraud(f.id, source="test", reason="amount mismatch")
+    admin.post(f"/admin/payments/{f.id}/mark-paid", data={"reason": "checked with the bank"})
+    assert _state(f.id)[0] == "paid"
+
+    c = _inpay(payer.account_id, method.id)
+    admin.post(f"/admin/payments/{c.id}/cancel", data={"reason": ""})
+    assert _state(c.id)[0] == "inpay"
+    admin.post(f"/admin/payments/{c.id}/cancel", data={"reason": "client asked by phone"})
+    assert _state(c.id)[0] == "cancelled"
+    event = db.session.query(PaymentEvent).filter_by(payment_id=c.id, status_to="cancelled").one()
+    assert (event.kind, event.actor) == ("manual", ADMIN[0])
+    # a paid payment cannot be cancelled
+    r = admin.post(f"/admin/payments/{p.id}/cancel", data={"reason": "oops"}, follow_redirects=True)
+    assert "could not be cancelled" in r.get_data(as_text=True)
+    assert _state(p.id)[0] == "paid"
+
+
+def test_accounts_list_and_page(admin, payer, method):
+    other = create_client(*OTHER_CLIENT, currency="USD")
+    p = _paid(payer.account_id, method.id, "123.45")
+    html = admin.get("/admin/accounts").get_data(as_text=True)
+    assert CLIENT[0] in html and OTHER_CLIENT[0] in html and "123.45 RUB" in html and "0.00 USD" in html
+    found = admin.get("/admin/accounts?q=other@").get_data(as_text=True)
+    assert OTHER_CLIENT[0] in found and CLIENT[0] not in found
+    page = admin.get(f"/admin/accounts/{payer.account_id}").get_data(as_text=True)
+    assert "123.45 RUB" in page and f"/admin/payments/{p.id}" in page
+    assert admin.get("/admin/accounts/99999").status_code == 404
+    assert other.account_id
+
+
+def test_clients_cannot_open_admin_pages(capp, payer, method):  # noqa: F811
+    p = _paid(payer.account_id, method.id)
+    c = capp.test_client()
+    login(c, *CLIENT)
+    for url in ("/admin/payments", f"/admin/payments/{p.id}", "/admin/accounts", f"/admin/accounts/{payer.account_id}"):
+        assert c.get(url).status_code == 403, url
+    assert c.post(f"/admin/payments/{p.id}/refund", data={"amount": "10"}).status_code == 403
+    assert _state(p.id)[0] == "paid"
