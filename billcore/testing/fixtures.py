@@ -1,0 +1,99 @@
+"""Helpers to build a billcore app, users and payment methods in tests, without pytest.
+
+They mirror billcore's own ``tests/conftest.py`` so a module's tests run the same way inside and outside
+the billcore source tree. ``BILLCORE_TEST_DATABASE_URL`` (a PostgreSQL URL) adds PostgreSQL to SQLite.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, request_started
+from sqlalchemy import create_engine, text
+
+from billcore import create_app
+from billcore.config import normalise_database_url
+from billcore.db import db
+from billcore.models import PaymentMethod
+from billcore.paymethods import store_settings
+from billcore.plugins import get_registry
+
+PG_URL = os.environ.get("BILLCORE_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+ADMIN = ("admin@test.example", "admin-pass-1")
+CLIENT = ("client@test.example", "client-pass-1")
+OTHER_CLIENT = ("other@test.example", "other-pass-1")
+BASE_URL = "https://billing.example.com"
+
+
+def make_app(tmp_path: Path, database_url: str, **config: Any) -> Flask:
+    """A testing app with its own instance folder and database (schema created from the models).
+
+    ``config`` overrides settings, e.g. ``EXTRA_MODULES={"pmfoo": "pmfoo"}`` for a module not installed.
+    """
+    settings: dict[str, Any] = {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": database_url,
+        "WTF_CSRF_ENABLED": False,
+        "BASE_URL": BASE_URL,
+        "SERVER_NAME": None,
+    }
+    settings.update(config)
+    app = create_app(settings)
+    # Tests keep an app context pushed, and Flask reuses it for test-client requests, so ``g`` (where
+    # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
+    request_started.connect(_forget_login_user, app, weak=False)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def _forget_login_user(sender: Flask, **extra: Any) -> None:
+    g.pop("_login_user", None)
+
+
+def database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Yield a fresh, empty database URL for ``backend`` (a SQLite file, or a new PostgreSQL schema that
+    is dropped when the generator is exhausted)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin_engine = create_engine(normalise_database_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        url = normalise_database_url(PG_URL)
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin_engine.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin_engine.dispose()
+
+
+def login(client, email: str, password: str):
+    """Log a test client in through the login form; returns the response (302 on success)."""
+    return client.post("/login", data={"email": email, "password": password}, follow_redirects=False)
+
+
+def add_paymethod(module: str, settings: dict[str, Any] | None = None, **fields: Any) -> PaymentMethod:
+    """Store an active RUB payment method of ``module`` with ``settings`` (secrets encrypted), bypassing
+    the wizard. ``fields`` override the method's columns (``currency``, ``allow_refund``, ``active`` ...)."""
+    info = get_registry().info(module)
+    if info is None:
+        raise LookupError(f"payment module {module!r} is not loaded: {get_registry().errors.get(module, 'not found')}")
+    values: dict[str, Any] = {"name": f"{module} test", "currency": "RUB", "active": True, "allow_refund": True,
+                              "commission_amount": Decimal("0"), "commission_percent": Decimal("0")}
+    values.update(fields)
+    method = PaymentMethod(module=module, settings={}, **values)
+    store_settings(method, info, settings or {})
+    db.session.add(method)
+    db.session.commit()
+    return method

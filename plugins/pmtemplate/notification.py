@@ -1,0 +1,106 @@
+"""The gateway's server-to-server notification (BILLmanager's ``result`` script, ``/mancgi/tplresult``).
+
+This is the one place where a gateway's word turns into money, so it follows the core's rules strictly:
+
+* it verifies the signature first (in constant time); unsigned or forged input changes nothing and is
+  only recorded as an event;
+* it never changes a payment itself: it hands amount (a ``Decimal``) and currency to the payment service,
+  which compares them with the payment and credits it exactly once;
+* a repeat gets the same success answer as the first delivery;
+* a database failure answers 503 so the gateway retries, never the success text.
+
+:func:`handle_notification` takes plain parameters so the view and the fake gateway's in-process delivery
+share it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from billcore.db import db
+from billcore.logs import file_logger
+from billcore.models import Payment
+from billcore.payments import service
+from billcore.paymethods import full_settings
+
+from .signing import verify
+
+KEY = "pmtemplate"
+SOURCE = "pmtemplate tplresult"
+SUCCESS_ANSWER = "OK"  # what the gateway expects when we accepted a notification (also for repeats)
+FRAUD_ANSWER = "amount mismatch"
+
+
+def _answer(outcome: service.Outcome) -> str:
+    """The reply recorded with the payment event (the service calls this with its outcome)."""
+    return FRAUD_ANSWER if outcome.result == "fraud" else SUCCESS_ANSWER
+
+
+def handle_notification(params: Mapping[str, str]) -> tuple[str, int]:
+    """Process one notification; returns ``(plain-text body, HTTP status)`` for the gateway."""
+    log = file_logger("tplresult")
+    data = {str(k): str(v) for k, v in params.items()}
+    try:
+        return _handle(data, log)
+    except SQLAlchemyError as exc:  # retryable: the gateway must try again later
+        db.session.rollback()
+        log.error("payment %s: database error %s; answered 503", data.get("payment_id"), type(exc).__name__)
+        return "temporary error, retry later", 503
+
+
+def _reject(payment_id: int | None, reason: str, data: dict[str, str], answer: str, log) -> tuple[str, int]:
+    """Record a refused notification (nothing changes) and answer 400."""
+    service.record_event(payment_id, kind="notification", source=SOURCE, outcome=f"rejected: {reason}",
+                         data=data, answer=answer)
+    log.warning("payment %s: rejected (%s)", payment_id if payment_id is not None else data.get("payment_id"),
+                reason)
+    return answer, 400
+
+
+def _handle(data: dict[str, str], log) -> tuple[str, int]:
+    try:
+        payment_id = int(data.get("payment_id", ""))
+    except ValueError:
+        return _reject(None, "no payment id", data, "bad request", log)
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.paymethod.module != KEY:
+        return _reject(None, f"unknown payment {payment_id}", data, "unknown payment", log)
+    settings = full_settings(payment.paymethod)
+    # The signature comes first: nothing below may be trusted before it verifies.
+    if not verify(data, str(settings.get("secret") or "")):
+        reason = "no signature" if not data.get("signature") else "bad signature"
+        return _reject(payment.id, reason, data, "bad signature", log)
+    if data.get("merchant_id") != settings.get("merchant_id"):
+        return _reject(payment.id, "another merchant", data, "bad merchant", log)
+    state = data.get("state")
+    if state == "paid":
+        try:
+            amount = Decimal(data.get("amount", ""))
+        except InvalidOperation:
+            return _reject(payment.id, "bad amount", data, "bad amount", log)
+        try:
+            outcome = service.set_paid(payment.id, amount=amount, currency=data.get("currency", ""), source=SOURCE,
+                                       data=data, external_id=data.get("op_id") or None, answer=_answer)
+        except service.IllegalTransition as exc:
+            # Only a payment flagged as fraud (or by an admin) refuses to be paid: answer as the first time.
+            answer = FRAUD_ANSWER if exc.current == service.FRAUD else f"payment is {exc.current}"
+            return _reject(payment.id, str(exc), data, answer, log)
+        log.info("payment %s: paid notification, %s %s, op %s -> %s (%s)", payment.id, amount,
+                 data.get("currency"), data.get("op_id"), outcome.status, outcome.result)
+        if outcome.result == "fraud":
+            return FRAUD_ANSWER, 400
+        return SUCCESS_ANSWER, 200
+    if state == "failed":
+        try:
+            outcome = service.set_cancelled(payment.id, source=SOURCE, reason="the gateway reported a failure",
+                                            data=data, answer=SUCCESS_ANSWER)
+            result = f"{outcome.status} ({outcome.result})"
+        except service.IllegalTransition as exc:  # a late failure never undoes a paid payment
+            service.record_event(payment.id, kind="notification", source=SOURCE, outcome=f"ignored: {exc}",
+                                 data=data, answer=SUCCESS_ANSWER)
+            result = f"ignored ({exc.current})"
+        log.info("payment %s: failure notification -> %s", payment.id, result)
+        return SUCCESS_ANSWER, 200
+    return _reject(payment.id, f"unknown state {state!r}", data, "bad state", log)
