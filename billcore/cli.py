@@ -141,6 +141,9 @@ COMMANDS = [init_command, create_admin_command, create_client_command, plugins_c
 from .cli_paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
 
 COMMANDS.append(paymethod_cli)
+from .cli_payments import payments_cli  # noqa: E402  (payments: cleanup; modules add check)
+
+COMMANDS.append(payments_cli)
 
 
 def init_app(app: Flask) -> None:
