@@ -79,6 +79,11 @@ def _integration_formdata(key: str, pairs: tuple[str, ...]) -> MultiDict:
                 data[name] = "y"
             continue
         data.add(name, value)
+    given = {pair.partition("=")[0].strip() for pair in pairs}
+    for name, field in fields.items():
+        # A box not mentioned keeps its default, as the wizard shows it pre-ticked or not.
+        if field.type == "BooleanField" and name not in given and field.data:
+            data[name] = "y"
     if errors:
         _fail(errors, "--set ")
     return data
