@@ -15,7 +15,9 @@ from typing import Any
 from flask import Flask, g, request_started
 from sqlalchemy import create_engine, text
 
-from billcore import create_app
+from alembic import command
+
+from billcore import create_app, migrate
 from billcore.config import normalise_database_url
 from billcore.db import db
 from billcore.models import PaymentMethod
@@ -50,7 +52,10 @@ def make_app(tmp_path: Path, database_url: str, **config: Any) -> Flask:
     # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
     request_started.connect(_forget_login_user, app, weak=False)
     with app.app_context():
+        # create_all is much faster than running the migrations for every test; stamping lets the
+        # ``init`` and ``demo`` commands see the schema as current.
         db.create_all()
+        command.stamp(migrate.alembic_config(), "head")
     return app
 
 
