@@ -252,3 +252,64 @@ def test_payments_list_keyset_paging(capp, web, client_user, method):
         m = re.search(r'rel="next" href="([^"]+)"', html)
         url = m.group(1).replace("&amp;", "&") if m else None
     assert seen == sorted(ids, reverse=True)
+
+
+# --- end to end through pmtemplate's fake gateway -------------------------------------------------
+
+TPL_SETTINGS = {"merchant_id": "shop-1", "secret": "tpl-s3cr3t-value", "gateway_url": "", "test_mode": True}
+
+
+def _split(location: str) -> tuple[str, dict[str, str]]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(location)
+    return parts.path, dict(parse_qsl(parts.query))
+
+
+def test_add_funds_end_to_end_through_pmtemplate(capp, web, client_user, other_user):
+    method = add_paymethod("pmtemplate", dict(TPL_SETTINGS), name="Template gateway",
+                           commission_amount=Decimal("1.00"), commission_percent=Decimal("3"))
+    assert "Template gateway" in web.get("/payments/new").get_data(as_text=True)
+    confirm = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50"})
+    assert "8.52 RUB" in confirm.get_data(as_text=True)  # 1.00 + 7.515 -> 8.52 (half up)
+    start = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50", "confirm": "1"})
+    payment = db.session.query(Payment).one()
+    assert _split(start.headers["Location"]) == ("/mancgi/tplpayment", {"elid": str(payment.id)})
+
+    # only the owner may open the redirect script
+    other = capp.test_client()
+    assert login(other, *OTHER_CLIENT).status_code == 302
+    assert other.get(start.headers["Location"]).status_code == 404
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "new"
+
+    to_gateway = web.get(start.headers["Location"])
+    path, params = _split(to_gateway.headers["Location"])
+    assert path == "/fakegw/pay" and params["amount"] == "259.02"
+    db.session.expire_all()
+    assert db.session.get(Payment, payment.id).status == "inpay"
+    # the browser is back (pending) before any notification: the return page waits and polls
+    waiting = web.get(f"/payments/{payment.id}/return/pending").get_data(as_text=True)
+    assert "data-poll-url" in waiting and 'data-status="inpay"' in waiting
+
+    paid = web.post("/fakegw/pay", data={**params, "action": "pay"})
+    back = web.get(paid.headers["Location"])  # the module's success return
+    assert back.status_code == 302
+    assert _balance(client_user.account_id) == Decimal("250.50")
+    assert web.get(f"/payments/{payment.id}/status.json").get_json()["status"] == "paid"
+    done = web.get(f"/payments/{payment.id}/return/success").get_data(as_text=True)
+    assert "balance was credited" in done and "data-poll-url" not in done
+
+    # the gateway repeats its notification: nothing is credited twice
+    from pmtemplate.signing import signed
+
+    repeat = signed({"merchant_id": "shop-1", "payment_id": str(payment.id), "op_id": "op-x", "amount": "259.02",
+                     "currency": "RUB", "state": "paid", "test": "1"}, TPL_SETTINGS["secret"])
+    assert web.post("/mancgi/tplresult", data=repeat).status_code == 200
+    assert _balance(client_user.account_id) == Decimal("250.50")
+    assert db.session.query(LedgerEntry).filter_by(payment_id=payment.id).count() == 1
+    kinds = [e.kind for e in db.session.query(PaymentEvent).filter_by(payment_id=payment.id).order_by(PaymentEvent.id)]
+    assert kinds[:3] == ["created", "redirect", "notification"] and "return" in kinds
+    history = web.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert "In pay" in history and "Paid" in history
+    assert "250.50 RUB" in web.get("/dashboard").get_data(as_text=True)

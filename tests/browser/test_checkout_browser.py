@@ -1,0 +1,92 @@
+"""A client adds funds in a real browser through pmtemplate's fake gateway and sees the balance change;
+the return page follows a payment that is still in pay until it settles, without a reload."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billcore.accounts import find_user
+from billcore.db import db
+from billcore.models import Payment
+from billcore.payments import service
+from tests.browser.conftest import log_in
+from tests.conftest import CLIENT, add_paymethod
+
+pytestmark = pytest.mark.browser
+
+TPL_SETTINGS = {"merchant_id": "shop-1", "secret": "browser-tpl-secret", "gateway_url": "", "test_mode": True}
+
+
+def _method(server, **fields) -> int:
+    with server.app_context():
+        method = add_paymethod("pmtemplate", dict(TPL_SETTINGS), name="Test card", description="Pay with the fake gateway",
+                               commission_amount=Decimal("1.00"), commission_percent=Decimal("3"),
+                               min_amount=Decimal("10.00"), max_amount=Decimal("5000.00"), **fields)
+        method_id = method.id
+        db.session.remove()
+    return method_id
+
+
+def test_client_adds_funds_through_the_fake_gateway(live_server, page, artifacts):
+    method_id = _method(live_server)
+    log_in(page, live_server, *CLIENT)
+    assert page.inner_text("[data-testid=balance]") == "0.00 RUB"
+    page.screenshot(path=artifacts / "0-dashboard.png", full_page=True)
+
+    page.click("[data-testid=add-funds]")
+    page.check(f"input[name=paymethod][value='{method_id}']")
+    # checkout.js: limits and the live commission as the amount is typed
+    page.fill("#amount", "5")
+    assert "minimum amount" in page.inner_text("#amount-live-error")
+    page.fill("#amount", "250.50")
+    assert page.is_hidden("#amount-live-error")
+    assert page.inner_text("#live-commission") == "8.52 RUB"  # 1.00 + 3 % of 250.50 = 8.515 -> 8.52
+    assert page.inner_text("#live-total-value") == "259.02 RUB"
+    page.screenshot(path=artifacts / "1-add-funds.png", full_page=True)
+
+    page.click("[data-testid=continue]")
+    assert page.inner_text("[data-testid=confirm-total]") == "259.02 RUB"
+    page.screenshot(path=artifacts / "2-confirm.png", full_page=True)
+    page.click("[data-testid=confirm-pay]")
+
+    page.wait_for_url("**/fakegw/pay?**")
+    assert "259.02" in page.content()
+    page.screenshot(path=artifacts / "3-gateway.png", full_page=True)
+    page.click("button[value=pay]")
+
+    page.wait_for_url("**/payments/*")
+    assert page.inner_text("[data-testid=payment-status]") == "Paid"
+    page.screenshot(path=artifacts / "4-payment-paid.png", full_page=True)
+    page.goto(f"{live_server.url}/dashboard")
+    assert page.inner_text("[data-testid=balance]") == "250.50 RUB"
+    page.screenshot(path=artifacts / "5-dashboard-credited.png", full_page=True)
+
+
+def test_return_page_follows_the_status_until_paid(live_server, page, artifacts):
+    method_id = _method(live_server)
+    with live_server.app_context():
+        user = find_user(CLIENT[0])
+        payment = service.create_payment(user.account_id, method_id, Decimal("100.00"))
+        service.set_in_pay(payment.id, source="test")
+        payment_id = payment.id
+        db.session.remove()
+    log_in(page, live_server, *CLIENT)
+    page.goto(f"{live_server.url}/payments/{payment_id}/return/success")
+    assert page.is_visible("[data-testid=return-open]")
+    assert page.is_hidden("[data-testid=return-paid]")
+    page.screenshot(path=artifacts / "0-waiting.png", full_page=True)
+    page.evaluate("window.__marker = 'no reload'")
+
+    with live_server.app_context():  # the gateway's notification arrives while the page is open
+        service.set_paid(payment_id, amount=Decimal("104.00"), currency="RUB", source="test")
+        assert db.session.get(Payment, payment_id).status == "paid"
+        db.session.remove()
+
+    page.wait_for_selector("[data-testid=return-paid]", state="visible", timeout=15_000)
+    assert page.is_hidden("[data-testid=return-open]")
+    assert page.inner_text("[data-testid=payment-status]") == "Paid"
+    assert page.inner_text("[data-balance]") == "100.00 RUB"
+    assert page.evaluate("window.__marker") == "no reload"
+    assert page.is_hidden("[data-testid=pay-again]")
+    page.screenshot(path=artifacts / "1-paid.png", full_page=True)
