@@ -26,6 +26,10 @@ from .common import CURRENCY, config
 
 REGISTRATION_URL = "https://partner.robokassa.ru/Reg/Register"
 
+def _choices(pairs) -> list[SelectChoice]:
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
 HASH_CHOICES = [(name, name.upper()) for name in protocol.HASH_ALGORITHMS]
 
 # Robokassa's GetCurrencies group codes -> the payment categories billcore shows (BILLMANAGER.md §7).
@@ -119,8 +123,6 @@ def payment_options(identifier: str | None, url: str | None, current: str | None
     for group in groups or protocol.BUILTIN_CURRENCIES:
         category = CATEGORY_OF_GROUP.get(group.code.lower())
         group_label = str(CATEGORY_LABELS[category]) if category else (group.description or group.code)
-        if groups is None and category:
-            group_label = str(CATEGORY_LABELS[category])
         for item in group.items:
             if item.label in seen:
                 continue
@@ -154,7 +156,7 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
         """Robokassa's integration settings (BILLMANAGER.md §7 plus refunds and receipts)."""
 
         client = RadioField(_l("Client"), default="existing", description=registration,
-                            choices=[("existing", _l("Use existing")), ("new", _l("Register new"))])
+                            choices=_choices([("existing", _l("Use existing")), ("new", _l("Register new"))]))
         identifier = StringField(
             _l("Identifier"), validators=[DataRequired(), Length(max=64), Regexp(IDENTIFIER_RE, message=_l(
                 "The identifier has only Latin letters, digits, dots, dashes and underscores."))],
@@ -173,7 +175,7 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
             description=_l("Optional: enables refunds through Robokassa's Refund API (request API refund "
                            "access in the cabinet, then generate Password #3). %(keep)s", keep=keep_hint))
         hash_algorithm = SelectField(
-            _l("Hash algorithm"), choices=HASH_CHOICES, default="md5",
+            _l("Hash algorithm"), choices=_choices(HASH_CHOICES), default="md5",
             description=_l("Must equal the algorithm chosen in Robokassa's technical settings."))
         payment_method = SelectField(
             _l("Payment method"), choices=options, default="", validate_choice=False,
@@ -192,13 +194,14 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
         receipt_enabled = BooleanField(_l("Send fiscal receipts (54-FZ)"), default=False)
         receipt_sno = SelectField(
             _l("Taxation system"), default="",
-            choices=[("", _l("As set in Robokassa's cabinet"))] + [(v, SNO_LABELS[v]) for v in protocol.SNO_CHOICES])
+            choices=_choices([("", _l("As set in Robokassa's cabinet"))]
+                             + [(v, SNO_LABELS[v]) for v in protocol.SNO_CHOICES]))
         receipt_tax = SelectField(_l("VAT rate"), default="none",
-                                  choices=[(v, TAX_LABELS.get(v, v)) for v in protocol.TAX_CHOICES])
+                                  choices=_choices((v, TAX_LABELS.get(v, v)) for v in protocol.TAX_CHOICES))
         receipt_payment_method = SelectField(_l("Payment method attribute"), default="full_payment",
-                                             choices=[(v, v) for v in protocol.PAYMENT_METHOD_CHOICES])
+                                             choices=_choices((v, v) for v in protocol.PAYMENT_METHOD_CHOICES))
         receipt_payment_object = SelectField(_l("Payment object attribute"), default="service",
-                                             choices=[(v, v) for v in protocol.PAYMENT_OBJECT_CHOICES])
+                                             choices=_choices((v, v) for v in protocol.PAYMENT_OBJECT_CHOICES))
         receipt_item_name = StringField(
             _l("Receipt item name"), validators=[Optional(), Length(max=protocol.RECEIPT_NAME_MAX)],
             default=lambda: str(_("Account top-up")))

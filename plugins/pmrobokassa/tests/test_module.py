@@ -1,0 +1,123 @@
+"""Module description, the integration form, settings validation and the gateway-side instructions."""
+from __future__ import annotations
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from billcore.db import db
+from billcore.models import PaymentMethod
+from billcore.paymodule import FEATURES
+from billcore.plugins import get_registry
+from pmrobokassa import protocol
+from pmrobokassa.forms import build_form
+from tests.conftest import add_paymethod
+
+from .helpers import SETTINGS
+
+
+def validate(settings: dict, currency: str | None = "RUB") -> dict:
+    return get_registry().call("pmrobokassa", "billcore_validate_integration", settings=settings, currency=currency)
+
+
+def test_module_info(app):
+    info = get_registry().info("pmrobokassa")
+    assert info.title == "Robokassa" and info.currencies == ("RUB",)
+    assert info.features == frozenset(FEATURES)
+    assert info.categories == ("Bank cards", "Cash", "E-wallets", "Mobile payments", "Online banking")
+    assert info.secret_fields == ("password1", "password2", "password3")
+    assert info.registration_url == "https://partner.robokassa.ru/Reg/Register"
+    logo = app.test_client().get(info.logo)
+    assert logo.status_code == 200 and b"<svg" in logo.data
+    assert str(info.description)
+
+
+def test_form_fields_and_defaults(app):
+    with app.test_request_context("/"):
+        form_class = get_registry().call("pmrobokassa", "billcore_integration_form", paymethod=None)
+        form = form_class(meta={"csrf": False})
+    names = [f.name for f in form]
+    for name in ("client", "identifier", "password1", "password2", "password3", "hash_algorithm",
+                 "payment_method", "url", "test_mode", "receipt_enabled", "receipt_sno", "receipt_tax",
+                 "receipt_payment_method", "receipt_payment_object", "receipt_item_name"):
+        assert name in names
+    assert form.client.data == "existing" and form.hash_algorithm.data == "md5"
+    assert form.url.data == protocol.STANDARD_PAYMENT_URL and form.payment_method.data == ""
+    assert [c.value for c in form.hash_algorithm.choices] == list(protocol.HASH_ALGORITHMS)
+    assert "partner.robokassa.ru/Reg/Register" in str(form.client.description)
+    html = form.payment_method()
+    for group in ("Bank cards", "Cash", "E-wallets", "Mobile payments", "Online banking"):
+        assert f'<optgroup label="{group}">' in html
+    assert form.receipt_enabled.data is False
+
+
+def test_form_checks_passwords_and_url(app):
+    with app.test_request_context("/", method="POST"):
+        form_class = build_form(None)
+        bad = form_class(formdata=MultiDict({"client": "existing", "identifier": "demo", "password1": "short",
+                                             "password2": "abcdefghij", "hash_algorithm": "md5",
+                                             "url": "ftp://x/Merchant/Index.aspx"}), meta={"csrf": False})
+        assert not bad.validate()
+        assert "at least 8 characters" in " ".join(bad.password1.errors)
+        assert "digit" in " ".join(bad.password2.errors)
+        assert bad.url.errors
+        good = form_class(formdata=MultiDict({"client": "existing", "identifier": "demo", "password1": "",
+                                              "password2": "", "hash_algorithm": "sha512",
+                                              "url": protocol.STANDARD_PAYMENT_URL, "payment_method": "BankCardPSR"}),
+                          meta={"csrf": False})
+        assert good.validate(), good.errors  # blank passwords: "keep"; the hook checks the merged value
+
+
+def test_validation_hook(app):
+    assert validate(dict(SETTINGS)) == {}
+    assert "password1" in validate({**SETTINGS, "password1": ""})
+    errors = validate({**SETTINGS, "password1": "abc1"})
+    assert any("at least 8 characters" in e for e in errors["password1"])
+    assert any("letter" in e for e in validate({**SETTINGS, "password2": "123456789"})["password2"])
+    assert any("digit" in e for e in validate({**SETTINGS, "password2": "abcdefghi"})["password2"])
+    same = validate({**SETTINGS, "password2": SETTINGS["password1"]})
+    assert any("must be different" in e for e in same["password2"])
+    usd = validate(dict(SETTINGS), currency="USD")
+    assert "RUB" in usd["currency"][0]
+    assert "url" in validate({**SETTINGS, "url": "https://example.com/pay"})
+    assert "url" in validate({**SETTINGS, "url": "javascript:alert(1)//Merchant/Index.aspx"})
+    assert validate({**SETTINGS, "url": "http://127.0.0.1:5000/sandbox/robokassa/Merchant/Index.aspx"}) == {}
+    assert "hash_algorithm" in validate({**SETTINGS, "hash_algorithm": "crc32"})
+    assert "receipt_tax" in validate({**SETTINGS, "receipt_enabled": True, "receipt_tax": "vat99",
+                                      "receipt_item_name": "x"})
+    assert validate(dict(SETTINGS), currency=None) == {}
+
+
+def test_edit_keeps_stored_payment_option(app):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "payment_method": "LegacyLabelR"})
+    with app.test_request_context("/"):
+        form_class = build_form(db.session.get(PaymentMethod, method.id))
+        form = form_class(data={"payment_method": "LegacyLabelR"}, meta={"csrf": False})
+        assert 'value="LegacyLabelR"' in form.payment_method()
+        assert "Leave blank to keep" in str(form.password1.description)
+
+
+@pytest.mark.parametrize("base,warn", [
+    ("https://billing.example.com", []),
+    ("https://billing.example.com:443", []),
+    ("https://billing.example.com:8443", ["port 8443"]),
+    ("http://billing.example.com", ["plain http"]),
+    ("http://billing.example.com:8080", ["port 8080", "plain http"]),
+])
+def test_gateway_setup(app, base, warn):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "hash_algorithm": "sha256"})
+    with app.test_request_context("/"):
+        setup = get_registry().call("pmrobokassa", "billcore_gateway_setup", paymethod=method,
+                                    settings=dict(SETTINGS, hash_algorithm="sha256"), base_url=base + "/")
+    values = [item.value for item in setup.items]
+    assert values == [f"{base}/mancgi/rkresult", "POST", f"{base}/mancgi/rksuccess", "POST",
+                      f"{base}/mancgi/rkfail", "POST", "SHA256"]
+    assert len(setup.warnings) == len(warn)
+    for expected, got in zip(warn, setup.warnings):
+        assert expected in got
+
+
+def test_start_payment_points_to_redirect_script(app, payment):
+    with app.test_request_context("/"):
+        action = get_registry().call("pmrobokassa", "billcore_start_payment", payment=payment,
+                                     paymethod=db.session.get(PaymentMethod, payment.paymethod_id))
+    assert action.url == f"/mancgi/rkpayment?elid={payment.id}" and action.method == "GET"
