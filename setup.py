@@ -32,7 +32,7 @@ setup(
         "pluggy>=1.3,<2",
         "SQLAlchemy>=2.0.25,<2.1",
         "Flask-SQLAlchemy>=3.1,<4",
-        "WTForms>=3.1,<4",
+        "WTForms>=3.1,<3.4",
         "Flask-WTF>=1.2,<2",
         "Flask-Login>=0.6.3,<0.7",
         "alembic>=1.13,<2",
