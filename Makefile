@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
 export BILLCORE_PMROBOKASSA_SANDBOX ?= true
 
-.PHONY: run test install install-test chromium clean
+.PHONY: run test install install-test chromium clean translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ test: install-test chromium
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts
+
+# Re-extract the translatable strings and merge them into the catalogues (then translate ru's new ones).
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 --no-location --sort-output -o billcore/translations/messages.pot . 
+	$(BIN)/pybabel update -i billcore/translations/messages.pot -d billcore/translations --no-fuzzy-matching --ignore-obsolete
