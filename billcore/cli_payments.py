@@ -107,3 +107,9 @@ def cleanup_command(dry_run: bool, batch: int, verbose: bool) -> None:
     else:
         click.echo(f"{result.cancelled} payment(s) cancelled, {result.already} already cancelled, "
                    f"{result.skipped} skipped (changed meanwhile)")
+
+
+# ``payments check``: status polling and refund following for every module that supports them.
+from .payments.sweep import check_command  # noqa: E402
+
+payments_cli.add_command(check_command)

@@ -1,0 +1,96 @@
+"""``flask --app billcore payments check [--module pmrobokassa]`` against the local fake gateway."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from billcore.db import db, is_sqlite
+from billcore.models import Refund
+from billcore.payments import service
+from billcore.payments.sweep import POLL_LOCK
+from pmrobokassa import protocol
+from tests.conftest import add_paymethod
+
+from .fakegateway import FakeGateway, Server
+from .helpers import SETTINGS, reload, result_params
+
+pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
+
+
+@pytest.fixture
+def fake():
+    gateway = FakeGateway()
+    with Server(gateway) as server:
+        gateway.url = f"{server.base}/rk/Merchant/Index.aspx"
+        yield gateway
+
+
+def _inpay(client_user, method, amount="100.00"):
+    p = service.create_payment(client_user.account_id, method.id, Decimal(amount))
+    service.set_in_pay(p.id, source="test")
+    return p
+
+
+def test_check_settles_inpay_payments(app, fake, client_user):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
+    paid, cancelled, waiting, wrong = (_inpay(client_user, method) for _ in range(4))
+    untouched = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))  # still new
+    fake.states[paid.id] = protocol.OpState(0, state_code=100, op_key="OK-1", out_sum=Decimal("100"))
+    fake.states[cancelled.id] = protocol.OpState(0, state_code=10, op_key="OK-2")
+    fake.states[waiting.id] = protocol.OpState(0, state_code=50, op_key="OK-3")
+    fake.states[wrong.id] = protocol.OpState(0, state_code=100, op_key="OK-4", out_sum=Decimal("1"))
+    result = app.test_cli_runner().invoke(args=["payments", "check", "--module", "pmrobokassa", "-v"])
+    assert result.exit_code == 0, result.output
+    assert "4 payment(s) checked: 1 paid, 1 cancelled, 1 flagged, 1 unchanged" in result.output
+    assert reload(paid.id).status == "paid" and reload(paid.id).external_id == "OK-1"
+    assert reload(cancelled.id).status == "cancelled"
+    assert reload(waiting.id).status == "inpay"
+    assert reload(wrong.id).status == "fraud"
+    assert reload(untouched.id).status == "new"
+    polled = [params["InvoiceID"] for path, params in fake.requests if path.endswith("OpStateExt")]
+    assert sorted(polled) == sorted(str(p.id) for p in (paid, cancelled, waiting, wrong))
+    # A second run asks only about what is still open, and changes nothing.
+    again = app.test_cli_runner().invoke(args=["payments", "check"])
+    assert "1 payment(s) checked: 0 paid" in again.output
+
+
+def test_check_follows_pending_refunds(app, fake, client_user):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
+    p = _inpay(client_user, method)
+    assert app.test_client().post("/mancgi/rkresult", data=result_params(p.id)).status_code == 200
+    service.set_gateway_data(p.id, op_key="OPKEY-R")
+    refunds = pytest.importorskip("billcore.payments.refunds")
+    outcome = refunds.refund_payment(p.id, Decimal("30.00"), actor="admin@test.example", reason="test")
+    assert outcome.state == "pending"
+    db.session.expire_all()
+    refund = db.session.query(Refund).filter_by(payment_id=p.id).one()
+    fake.refund_labels[refund.external_id] = "finished"
+    result = app.test_cli_runner().invoke(args=["payments", "check", "--module", "pmrobokassa"])
+    assert result.exit_code == 0 and "1 refund(s) followed: 1 finished" in result.output
+    db.session.expire_all()
+    assert db.session.get(Refund, refund.id).status == "finished"
+    assert reload(p.id).status == "paid" and reload(p.id).refunded_amount == Decimal("30.00")
+
+
+def test_check_unknown_module(app):
+    result = app.test_cli_runner().invoke(args=["payments", "check", "--module", "nosuch"])
+    assert result.exit_code != 0 and "unknown payment module" in result.output
+
+
+def test_check_skips_payment_claimed_by_another_host(app, fake, client_user):
+    if is_sqlite(db.engine):
+        pytest.skip("advisory locks exist on PostgreSQL only; SQLite serves a single host")
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
+    p = _inpay(client_user, method)
+    fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
+    with db.engine.connect() as other_host:
+        other_host.execute(text("SELECT pg_advisory_lock(:ns, :key)"), {"ns": POLL_LOCK, "key": p.id})
+        result = app.test_cli_runner().invoke(args=["payments", "check"])
+        assert "0 payment(s) checked" in result.output and "1 skipped" in result.output
+        assert reload(p.id).status == "inpay"
+        other_host.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), {"ns": POLL_LOCK, "key": p.id})
+        other_host.commit()
+    result = app.test_cli_runner().invoke(args=["payments", "check"])
+    assert "1 payment(s) checked: 1 paid" in result.output
