@@ -404,3 +404,30 @@ def test_index_lists_operations_and_csrf_does_not_apply(tmp_path):
     delivery.join_deliveries(10)
     with app.app_context():
         assert [a["chain"] for a in get_store().attempts(op.id)] == ["manual"]
+
+
+# --- the demo's payment method ------------------------------------------------------------------
+
+
+def test_demo_method_points_at_the_sandbox_and_is_created_once(sb_app):
+    from billcore.models import PaymentMethod
+    from billcore.paymethods import full_settings
+    from billcore.plugins import get_registry
+    from pmrobokassa.demo import create_demo_method
+    from pmrobokassa.sandbox.shops import DEFAULT_SHOP
+
+    sb_app.config["BASE_URL"] = "http://127.0.0.1:5000"
+    first = create_demo_method(sb_app)
+    sb_app.config["BASE_URL"] = "http://127.0.0.1:8080"
+    second = create_demo_method(sb_app)
+    assert first.id == second.id and PaymentMethod.query.filter_by(module="pmrobokassa").count() == 1
+    method = PaymentMethod.query.one()
+    settings = full_settings(method)
+    assert method.active and method.allow_refund and method.currency == "RUB"
+    assert settings["url"] == "http://127.0.0.1:8080/sandbox/robokassa/Merchant/Index.aspx"
+    assert settings["test_mode"] is True and settings["identifier"] == DEFAULT_SHOP["login"]
+    for name in ("password1", "password2", "password3"):
+        assert settings[name] == DEFAULT_SHOP[name] and name not in (method.settings or {})
+    # The module's own validation accepts it, so the admin can edit and save it unchanged.
+    assert get_registry().call("pmrobokassa", "billcore_validate_integration", settings=settings,
+                               currency="RUB") == {}
