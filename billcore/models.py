@@ -19,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -299,3 +300,64 @@ class PaymethodDraft(db.Model):
     secrets_encrypted: Mapped[str | None] = mapped_column(Text)
     method_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RecurringProfile(db.Model):
+    """A client's auto-payment (issue 9): charges against a stored parent payment, by a rule.
+
+    ``rule`` is ``fixed`` (``amount`` every month on ``charge_day``) or ``threshold`` (``amount`` whenever
+    the balance is below ``threshold``). ``monthly_max`` caps what the profile's children may total in a
+    calendar month. Only :mod:`billcore.recurring` changes a profile.
+    """
+
+    __tablename__ = "recurring_profiles"
+    __table_args__ = (
+        Index("ix_recurring_profiles_status_next", "status", "next_charge_at"),
+        Index("ix_recurring_profiles_account_id_id", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    paymethod_id: Mapped[int] = mapped_column(ForeignKey("paymethods.id"))
+    parent_payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(16))  # fixed | threshold
+    amount: Mapped[Decimal] = mapped_column(Money)
+    threshold: Mapped[Decimal | None] = mapped_column(Money)
+    monthly_max: Mapped[Decimal] = mapped_column(Money)
+    charge_day: Mapped[int | None] = mapped_column(Integer)  # fixed rule: day of the month (clamped)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | cancelled
+    next_charge_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sequence: Mapped[int] = mapped_column(Integer, default=0)  # threshold rule: top-ups made so far
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed charges
+    last_error: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    account: Mapped[Account] = relationship()
+    paymethod: Mapped[PaymentMethod] = relationship()
+    parent: Mapped[Payment] = relationship()
+
+
+class RecurringCharge(db.Model):
+    """One period of a profile (``2026-11`` for the fixed rule, ``t3`` for the third threshold top-up)
+    and the child payment charged for it. The unique (profile, period) pair is what makes a second
+    charge for the same period impossible, even from two hosts at once; a retry after a failed charge
+    replaces ``payment_id`` (the failed child stays cancelled in the payments list)."""
+
+    __tablename__ = "recurring_charges"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "period", name="uq_recurring_charges_profile_period"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("recurring_profiles.id"))
+    period: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed|accepted|paid|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    info: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    payment: Mapped[Payment | None] = relationship()
