@@ -147,18 +147,22 @@ def _run(store: SandboxStore, shop: Shop, op: Operation, mode: str, settings: De
                           timeout=settings.timeout)
 
 
-def start_delivery(store: SandboxStore, shop: Shop, op: Operation, mode: str,
-                   settings: DeliverySettings) -> threading.Thread:
-    """Deliver the notification of ``op`` according to the fault ``mode`` in a daemon thread."""
-    if mode not in FAULT_MODES:
-        mode = "normal"
-    thread = threading.Thread(target=_run, args=(store, shop, op, mode, settings),
-                              name=f"rk-sandbox-deliver-{op.id}", daemon=True)
+def _spawn(target, args: tuple, kwargs: dict, name: str) -> threading.Thread:
+    """Start a daemon thread and remember it (finished ones are forgotten) for :func:`join_deliveries`."""
+    thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
     with _threads_lock:
         _threads[:] = [t for t in _threads if t.is_alive()]
         _threads.append(thread)
     thread.start()
     return thread
+
+
+def start_delivery(store: SandboxStore, shop: Shop, op: Operation, mode: str,
+                   settings: DeliverySettings) -> threading.Thread:
+    """Deliver the notification of ``op`` according to the fault ``mode`` in a daemon thread."""
+    if mode not in FAULT_MODES:
+        mode = "normal"
+    return _spawn(_run, (store, shop, op, mode, settings), {}, f"rk-sandbox-deliver-{op.id}")
 
 
 def join_deliveries(timeout: float = 30.0) -> bool:
@@ -174,12 +178,5 @@ def join_deliveries(timeout: float = 30.0) -> bool:
 def resend(store: SandboxStore, shop: Shop, op: Operation, settings: DeliverySettings) -> threading.Thread:
     """Send a paid operation's notification once more (the sandbox page's "send again" button)."""
     fields = notification_fields(shop, op)
-    thread = threading.Thread(
-        target=deliver_chain, args=(store, shop, op, fields),
-        kwargs={"chain": "manual", "delays": (0.0,), "timeout": settings.timeout},
-        name=f"rk-sandbox-resend-{op.id}", daemon=True)
-    with _threads_lock:
-        _threads.append(thread)
-    thread.start()
-    return thread
-
+    return _spawn(deliver_chain, (store, shop, op, fields),
+                  {"chain": "manual", "delays": (0.0,), "timeout": settings.timeout}, f"rk-sandbox-resend-{op.id}")

@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 
 from .. import protocol
 from . import SANDBOX_PREFIX
-from .delivery import FAULT_MODES, notification_fields, resend, settings_from_config, six_decimals, start_delivery
+from .delivery import FAULT_MODES, resend, settings_from_config, six_decimals, start_delivery
 from .shops import Shop, configured_shops, find_shop
 from .store import Operation, get_store, now_iso
 
@@ -453,5 +453,3 @@ def resend_notification(op_id: int):
         flash(_("The notification of invoice %(inv)s is being sent again.", inv=op.inv_id), "info")
     return redirect(url_for("rksandbox.index"))
 
-
-__all__ = ["bp", "notification_fields"]
