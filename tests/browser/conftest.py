@@ -72,19 +72,31 @@ def live_server(tmp_path, request):
             db.engine.dispose()
 
 
+# One Playwright and one chromium per test process: Playwright's sync API refuses a second instance in
+# the same thread, and other test modules import the ``browser`` fixture (a second fixture definition).
+_SHARED: dict = {"playwright": None, "browser": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's chromium driven by Playwright (never a downloaded browser), shared by the session."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    if _SHARED["browser"] is None:
+        _SHARED["playwright"] = sync_playwright().start()
+        _SHARED["browser"] = _SHARED["playwright"].chromium.launch(executable_path=str(CHROMIUM),
+                                                                     args=CHROMIUM_ARGS)
+    _SHARED["users"] += 1
+    try:
+        yield _SHARED["browser"]
+    finally:
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            _SHARED["browser"].close()
+            _SHARED["playwright"].stop()
+            _SHARED.update(playwright=None, browser=None)
 
 
 @pytest.fixture
