@@ -259,3 +259,43 @@ def test_a_partial_refund_goes_through_the_refund_api(live, shopper):
     assert refund.external_id == gateway_refund["request_id"]
     assert balance(shopper[1]) == Decimal("60.00")
     assert payment_row(payment_id).refunded_amount == Decimal("40.00")
+
+
+def _charge(live, shopper, parent_id: int):
+    """A child payment charged against ``parent_id`` through the module's recurring hook."""
+    from billcore.paymethods import full_settings
+    from billcore.plugins import get_registry
+    from billcore.models import PaymentMethod
+
+    _, account_id, method_id = shopper
+    child = service.create_payment(account_id, method_id, Decimal("100.00"), source="recurring")
+    fresh()
+    method = db.session.get(PaymentMethod, method_id)
+    result = get_registry().call("pmrobokassa", "billcore_recurring_charge", payment=db.session.get(Payment, child.id),
+                                 parent=db.session.get(Payment, parent_id), paymethod=method,
+                                 settings=full_settings(method))
+    return child.id, result
+
+
+def test_a_recurring_charge_is_accepted_then_credited_by_its_notification(live, shopper):
+    parent_id, _ = pay_in_sandbox(live, shopper)
+    assert wait_for(lambda: payment_row(parent_id).status == "paid")
+    child_id, result = _charge(live, shopper, parent_id)
+    assert result.state == "accepted"  # "OK<InvoiceID>" means created, not paid (§7.1)
+    assert wait_for(lambda: payment_row(child_id).status == "paid")
+    assert delivery.join_deliveries(20)
+    [op] = get_store().find_operations(DEFAULT_SHOP["login"], str(child_id))
+    assert op.parent_inv_id == str(parent_id)
+    assert balance(shopper[1]) == Decimal("200.00") and credits(child_id) == 1
+
+
+def test_a_refused_recurring_charge_is_cancelled_by_polling(live, shopper):
+    parent_id, _ = pay_in_sandbox(live, shopper)
+    assert wait_for(lambda: payment_row(parent_id).status == "paid")
+    live.app.config["PMROBOKASSA_SANDBOX_RECURRING"] = "refuse"
+    child_id, result = _charge(live, shopper, parent_id)
+    assert result.state == "accepted"
+    assert not attempts_of(child_id)
+    check_payment(child_id, "test")
+    assert payment_row(child_id).status == "cancelled"
+    assert balance(shopper[1]) == Decimal("100.00")
