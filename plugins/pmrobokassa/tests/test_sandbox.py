@@ -431,3 +431,36 @@ def test_demo_method_points_at_the_sandbox_and_is_created_once(sb_app):
     # The module's own validation accepts it, so the admin can edit and save it unchanged.
     assert get_registry().call("pmrobokassa", "billcore_validate_integration", settings=settings,
                                currency="RUB") == {}
+
+
+# --- the store under several workers ------------------------------------------------------------
+
+
+def test_store_is_shared_by_workers_and_a_checkout_is_taken_once(tmp_path):
+    import threading
+
+    from pmrobokassa.sandbox.store import SandboxStore
+
+    path = tmp_path / "shared.sqlite"
+    worker_a, worker_b = SandboxStore(path), SandboxStore(path)  # two processes' views of one file
+    token = worker_a.add_checkout("demo", {"out_sum": "1.00"})
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(worker_b.take_checkout(token))) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r is not None for r in results) == 1
+    op = worker_b.add_operation(shop="demo", inv_id="7", state=100, out_sum=Decimal("10.00"), fee=Decimal("0.39"),
+                                inc_curr_label="BankCardPSR", payment_method="BankCard", email="", description="",
+                                is_test=True, shp={}, culture="", fault="normal")
+    assert worker_a.operation_by_key(op.op_key) == op
+    # Concurrent refunds never exceed the operation's amount.
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(worker_a.add_refund(op, Decimal("3.00"), 0)))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(request_id is not None for request_id, _ in answers) == 3
