@@ -112,6 +112,27 @@ def test_keyset_paging_keeps_filters(capp, admin, payer, method):  # noqa: F811
     assert seen == sorted(mine, reverse=True) and pages == 3
 
 
+def test_keyset_paging_with_a_date_range_follows_time_order(capp, admin, payer, method):  # noqa: F811
+    capp.config["ADMIN_PAGE_SIZE"] = 3
+    ids = [service.create_payment(payer.account_id, method.id, Decimal("100")).id for _ in range(9)]
+    base = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
+    # several payments share a timestamp (ties are broken by id); one is outside the range
+    times = [base, base, base + timedelta(hours=1), base + timedelta(hours=1), base + timedelta(hours=1),
+             base + timedelta(days=1), base - timedelta(hours=5), base, base + timedelta(days=5)]
+    with db.engine.begin() as conn:
+        for pid, when in zip(ids, times):
+            conn.execute(Payment.__table__.update().where(Payment.id == pid).values(created_at=when))
+    expected = [pid for pid, when in sorted(zip(ids, times), key=lambda x: (x[1], x[0]), reverse=True)
+                if when < base + timedelta(days=2)]
+    seen, url = [], "/admin/payments?date_from=2025-03-10&date_to=2025-03-11"
+    while url:
+        html = admin.get(url).get_data(as_text=True)
+        seen += _ids(html)
+        m = re.search(r'rel="next" href="([^"]+)"', html)
+        url = m.group(1).replace("&amp;", "&") if m else None
+    assert seen == expected and len(seen) == 8
+
+
 def test_payment_page_shows_history_with_data_less_secrets(admin, payer, method):
     p = _inpay(payer.account_id, method.id)
     service.record_event(p.id, kind="notification", source="fakegw", outcome="rejected: bad signature",
