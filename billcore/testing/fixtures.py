@@ -33,10 +33,11 @@ OTHER_CLIENT = ("other@test.example", "other-pass-1")
 BASE_URL = "https://billing.example.com"
 
 
-def make_app(tmp_path: Path, database_url: str, **config: Any) -> Flask:
+def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
     """A testing app with its own instance folder and database (schema created from the models).
 
-    ``config`` overrides settings, e.g. ``EXTRA_MODULES={"pmfoo": "pmfoo"}`` for a module not installed.
+    ``config`` overrides settings, e.g. ``EXTRA_MODULES={"pmfoo": "pmfoo"}`` for a module not installed;
+    ``stamp=True`` also stamps the schema at the migrations' head (for tests of ``init`` or ``demo``).
     """
     settings: dict[str, Any] = {
         "TESTING": True,
@@ -52,10 +53,11 @@ def make_app(tmp_path: Path, database_url: str, **config: Any) -> Flask:
     # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
     request_started.connect(_forget_login_user, app, weak=False)
     with app.app_context():
-        # create_all is much faster than running the migrations for every test; stamping lets the
-        # ``init`` and ``demo`` commands see the schema as current.
+        # create_all is much faster than running the migrations for every test. Stamping the schema as
+        # current (for tests of ``init``/``demo``) costs half a second a test, so only on request.
         db.create_all()
-        command.stamp(migrate.alembic_config(), "head")
+        if stamp:
+            command.stamp(migrate.alembic_config(), "head")
     return app
 
 

@@ -1,0 +1,102 @@
+"""``flask --app billcore module new``: the generated module loads, lists, passes its tests, and packages."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from billcore.scaffold import Names, ScaffoldError, generate, rename_text, validate_name
+from billcore.testing.fixtures import make_app
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLCORE_")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("name", ["foo", "Pmfoo", "pm", "pm1foo", "pm-foo", "pmfoo bar", "pmtemplate",
+                                  "pmrobokassa", "pmfoo.bar", ""])
+def test_bad_names_are_refused(name):
+    with pytest.raises(ScaffoldError):
+        validate_name(name, known={"pmrobokassa"})
+
+
+def test_cli_explains_a_bad_name(app, tmp_path):
+    result = app.test_cli_runner().invoke(args=["module", "new", "Stripe", "--dir", str(tmp_path)])
+    assert result.exit_code != 0 and "invalid module name 'Stripe'" in result.output
+    result = app.test_cli_runner().invoke(args=["module", "new", "pmrobokassa", "--dir", str(tmp_path)])
+    assert result.exit_code != 0 and "already exists" in result.output
+    assert not list(tmp_path.glob("pm*"))
+
+
+def test_renaming():
+    names = Names.of("pmstripe_eu")
+    assert names.short == "stripe_eu" and names.title == "Stripe Eu gateway" and names.camel == "StripeEu"
+    text = 'KEY = "pmtemplate"\n@bp.route("/mancgi/tplresult")\nfile_logger(f"tpl{kind}")\n"/fakegw/pay"\nhtml_tpl'
+    assert rename_text(text, names) == ('KEY = "pmstripe_eu"\n@bp.route("/mancgi/stripe_euresult")\n'
+                                        'file_logger(f"stripe_eu{kind}")\n"/fakegw/stripe_eu/pay"\nhtml_tpl')
+
+
+def test_generated_module_loads_beside_pmtemplate(tmp_path, monkeypatch):
+    name = "pmscafload"
+    dist = tmp_path / "out"
+    target = generate(name, dist)
+    assert target == (dist / name).resolve()
+    assert (target / name / "templates" / name / "fakegw.html").is_file()
+    pyproject = (target / "pyproject.toml").read_text()
+    assert f'[project.entry-points."billcore.paymethods"]\n{name} = "{name}"' in pyproject
+    source = (target / name / "views.py").read_text()
+    assert "/mancgi/scafloadresult" in source and "tpl" not in source.replace("template", "")
+    with pytest.raises(ScaffoldError, match="not empty"):
+        generate(name, dist)  # never overwrites
+
+    monkeypatch.syspath_prepend(str(target))
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", EXTRA_MODULES={name: name})
+    registry = app.extensions["billcore.modules"]
+    assert name in registry.modules and "pmtemplate" in registry.modules, registry.errors
+    rules = {r.rule: r.endpoint for r in app.url_map.iter_rules()}
+    assert rules["/mancgi/scafloadresult"] == f"{name}.{'scafload'}result"
+    assert rules["/fakegw/scafload/pay"] == f"{name}.fakegw_pay"
+    assert rules["/mancgi/tplresult"] == "pmtemplate.tplresult"
+    result = app.test_cli_runner().invoke(args=["plugins"])
+    assert result.exit_code == 0
+    line = next(line for line in result.output.splitlines() if line.startswith(name + " "))
+    assert "Scafload gateway" in line and "checkpay" in line
+    assert app.test_cli_runner().invoke(args=[name, "ops"]).exit_code == 0
+
+
+def test_generated_tests_and_conformance_pass(tmp_path):
+    """The generated module's own tests (including billcore's conformance suite) pass as generated."""
+    name = "pmscaftest"
+    target = generate(name, tmp_path)
+    env = _env(PYTHONPATH=str(target), BILLCORE_EXTRA_MODULES=json.dumps({name: name}))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], cwd=target,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "TestConformance" not in proc.stdout  # nothing failed
+    assert "no tests ran" not in proc.stdout
+
+
+def test_generated_distribution_installs_with_its_templates(tmp_path):
+    """Built and installed by pip (a wheel, into a private folder): the entry point finds the module and
+    the templates travel with it. Needs pip to fetch setuptools for the isolated build."""
+    name = "pmscafwheel"
+    target = generate(name, tmp_path / "src")
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                          str(target)], capture_output=True, text=True, timeout=600, env=_env())
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    assert (site / name / "templates" / name / "fakegw.html").is_file()
+    assert (site / name / "tests" / "adapter.py").is_file()
+    env = _env(PYTHONPATH=str(site), BILLCORE_INSTANCE_PATH=str(tmp_path / "instance"),
+               BILLCORE_DEV_MODULES="true")
+    flask = Path(sys.executable).with_name("flask")
+    proc = subprocess.run([str(flask), "--app", "billcore", "plugins"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{name}  0.1.0  Scafwheel gateway" in proc.stdout and f"(entry point {name})" in proc.stdout
