@@ -1,4 +1,8 @@
-"""Fixtures of the Robokassa module's tests: the core's app/users plus a Robokassa method and payment."""
+"""Fixtures of the Robokassa module's tests: billcore's testing kit (``app``, ``client_user``,
+``client_client`` ...) plus a Robokassa payment method and payment.
+
+pytest refuses ``pytest_plugins`` in a conftest below the root of the run, so the kit is imported.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-# The core's fixtures live in the source tree's tests/ package, which is importable only from the root.
+from billcore.payments import service
+from billcore.testing.fixtures import add_paymethod
+from billcore.testing.pytest_plugin import *  # noqa: F401,F403
+from pmrobokassa.gateway import clear_currencies_cache
+
+from .helpers import SETTINGS
+
+# Some tests here (the sandbox's) import billcore's own tests/ package, importable only from the root of a
+# source checkout; put that root on the path when it is one.
 ROOT = Path(__file__).resolve().parents[3]
 if (ROOT / "tests" / "conftest.py").is_file() and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-from billcore.payments import service  # noqa: E402
-from pmrobokassa.gateway import clear_currencies_cache
-from tests.conftest import (admin_client, admin_user, app, client_client, client_user,  # noqa: F401
-                            other_client_user, sqlite_app)
-from tests.conftest import add_paymethod
-
-from .helpers import SETTINGS
 
 
 @pytest.fixture(autouse=True)

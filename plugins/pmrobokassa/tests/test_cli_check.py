@@ -11,7 +11,7 @@ from billcore.models import Refund
 from billcore.payments import service
 from billcore.payments.sweep import POLL_LOCK
 from pmrobokassa import protocol
-from tests.conftest import add_paymethod
+from billcore.testing.fixtures import add_paymethod
 
 from .fakegateway import FakeGateway, Server
 from .helpers import SETTINGS, reload, result_params

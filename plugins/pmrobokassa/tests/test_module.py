@@ -10,7 +10,7 @@ from billcore.paymodule import FEATURES
 from billcore.plugins import get_registry
 from pmrobokassa import protocol
 from pmrobokassa.forms import build_form
-from tests.conftest import add_paymethod
+from billcore.testing.fixtures import add_paymethod
 
 from .helpers import SETTINGS
 

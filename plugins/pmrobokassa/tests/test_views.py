@@ -14,7 +14,7 @@ from billcore.db import db
 from billcore.models import Account, PaymentMethod
 from billcore.payments import service
 from pmrobokassa import protocol
-from tests.conftest import CLIENT, OTHER_CLIENT, add_paymethod, login
+from billcore.testing.fixtures import CLIENT, OTHER_CLIENT, add_paymethod, login
 
 from .helpers import LOGIN, P1, P2, P3, SETTINGS, events, ledger_count, reload, result_params, success_params
 
@@ -284,7 +284,7 @@ def test_result_ip_allow_list(app, payment):
 
 def test_callbacks_work_with_csrf_enabled(tmp_path):
     from billcore.accounts import create_client
-    from tests.conftest import make_app
+    from billcore.testing.fixtures import make_app
 
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'csrf.sqlite'}", WTF_CSRF_ENABLED=True)
     with app.app_context():
