@@ -1,0 +1,46 @@
+"""The plugin guide documents every hook with its exact signature, and every hook has a docstring."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from billcore import hookspecs
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+
+
+def _hooks() -> dict[str, object]:
+    return {name: f for name, f in vars(hookspecs).items() if getattr(f, "billcore_spec", None) is not None}
+
+
+def signature_line(name: str, func) -> str:
+    """``def name(arg: type, ...) -> type`` as the guide must show it (annotations as written)."""
+    sig = inspect.signature(func)
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
+    return f"def {name}({params}) -> {sig.return_annotation}"
+
+
+def test_hooks_are_found():
+    assert len(_hooks()) >= 13
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_every_hook_is_in_the_guide_with_its_signature(name):
+    text = GUIDE.read_text(encoding="utf-8")
+    assert f"### {name}\n" in text, f"docs/plugins.md has no section for {name}"
+    assert signature_line(name, _hooks()[name]) in text, f"docs/plugins.md shows an outdated signature of {name}"
+
+
+@pytest.mark.parametrize("name", sorted(_hooks()))
+def test_every_hook_has_a_docstring(name):
+    doc = inspect.getdoc(_hooks()[name])
+    assert doc and len(doc.split()) >= 8, f"{name} in billcore/hookspecs.py needs a docstring"
+
+
+def test_guide_sections_are_in_hookspecs():
+    """A hook removed from hookspecs.py must leave the guide too."""
+    text = GUIDE.read_text(encoding="utf-8")
+    documented = {line[4:].strip() for line in text.splitlines() if line.startswith("### billcore_")}
+    assert documented == set(_hooks())
