@@ -188,6 +188,11 @@ def test_check_now_wrong_amount_is_fraud_and_errors_are_recorded(admin, payer, m
     fake.CHECK[q.id] = GatewayStatus(state="cancelled", info="expired at the gateway")
     assert polling.check_payment(q.id, "cron").changed
     assert _state(q.id)[0] == "cancelled"
+    # the money arrived after all: a check of the cancelled payment credits it
+    assert 'data-testid="check-now"' in admin.get(f"/admin/payments/{q.id}").get_data(as_text=True)
+    fake.CHECK[q.id] = GatewayStatus(state="paid", amount=Decimal("105.00"), currency="RUB")
+    admin.post(f"/admin/payments/{q.id}/check")
+    assert _state(q.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
 
 
 def test_full_and_partial_refunds_bookkeeping(admin, payer, method):

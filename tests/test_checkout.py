@@ -230,6 +230,15 @@ def test_pay_again_and_cancel_by_owner(web, method, client_user):
     assert _balance(client_user.account_id) == Decimal("200.00")
 
 
+def test_pay_again_refused_when_the_method_was_disabled(web, method, client_user):
+    payment = service.create_payment(client_user.account_id, method.id, Decimal("200"))
+    method.active = False
+    db.session.commit()
+    r = web.post(f"/payments/{payment.id}/pay", follow_redirects=True)
+    assert "no longer available" in r.get_data(as_text=True)
+    assert fake.CALLS == []
+
+
 def test_actions_need_csrf(capp, method, client_user):
     capp.config["WTF_CSRF_ENABLED"] = True
     c = capp.test_client()

@@ -210,6 +210,10 @@ def pay_again(payment_id: int):
     if item.status not in OPEN_STATUSES:
         flash(_("This payment can no longer be paid."), "error")
         return redirect(url_for(".payment", payment_id=item.id))
+    if not item.paymethod.active:
+        flash(_("This payment method is no longer available. Please cancel the payment and start a new one."),
+              "error")
+        return redirect(url_for(".payment", payment_id=item.id))
     return _start(item)
 
 

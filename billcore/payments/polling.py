@@ -21,7 +21,8 @@ def failure_text(exc: Exception, paymethod: PaymentMethod) -> str:
     """A module's exception as text for the history, with the method's secrets masked."""
     return scrub(f"{type(exc).__name__}: {exc}", secret_values(paymethod))
 
-POLLABLE = ("new", "inpay")  # only an open payment can still be settled by a poll
+# statuses a poll can still settle (a cancelled payment may be paid late: money is never lost)
+POLLABLE = ("new", "inpay", "cancelled")
 
 
 class PollError(Exception):
