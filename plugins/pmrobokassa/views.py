@@ -166,6 +166,9 @@ def payment():
         return _error_page(409, _("This payment cannot be paid any more (its status is %(status)s).",
                                   status=row.status))
     settings = full_settings(method)
+    if not settings.get("identifier") or not settings.get("password1"):
+        log_line(LOG_PAYMENT, row.id, "refused: payment method not configured", logging.ERROR)
+        return _error_page(503, _("This payment method is not configured yet. Please choose another one."))
     fields = payment_fields(row, settings, email=current_user.email, culture=_culture())
     action = endpoints(settings).payment_url
     outcome = service.set_in_pay(row.id, source="rkpayment", actor=current_user.email,
@@ -198,6 +201,12 @@ def result():
         log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"database failure, answered 503: "
                  f"{type(exc).__name__}", logging.ERROR, **_facts(params))
         return _text("temporary failure, please retry", 503)
+    except Exception as exc:  # a bug must still answer non-OK (Robokassa retries) and leave a trace
+        db.session.rollback()
+        current_app.logger.exception("rkresult failed")
+        log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"internal error, answered 500: "
+                 f"{type(exc).__name__}", logging.ERROR, **_facts(params))
+        return _text("internal error, please retry", 500)
 
 
 def _result(params: dict[str, str]) -> Response:
@@ -212,14 +221,21 @@ def _result(params: dict[str, str]) -> Response:
         raise Rejected(400, "malformed field OutSum", payment_id) from None
     _row, method = _load(payment_id)
     settings = full_settings(method)
-    valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
-                                          password2=str(settings.get("password2") or ""))
+    try:
+        valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
+                                              password2=str(settings.get("password2") or ""))
+    except protocol.UnsupportedAlgorithm:
+        raise Rejected(500, "the payment method's hash algorithm is misconfigured", payment_id) from None
     # End the request's read transaction (returning its connection to the pool) before the service
     # takes its own: a burst of notifications must not exhaust the pool with connections that wait
     # for each other. Nothing was written, so rolling back loses nothing.
     db.session.rollback()
     if not valid:
         raise Rejected(400, "bad signature", payment_id)
+    if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
+        # A test payment moves no money: it must never credit a method that is in live mode, even when
+        # the shop's test and live passwords happen to be the same.
+        raise Rejected(400, "test payment for a payment method in live mode", payment_id)
 
     ok = protocol.result_answer(payment_id)
     try:

@@ -209,6 +209,26 @@ def test_result_failures_change_nothing(app, client_user, payment):
     assert events(None, "rkresult")  # the unknown payment is recorded without a payment
 
 
+def test_result_test_payment_never_credits_live_method(app, client_user, payment):
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id, IsTest="1"))
+    assert response.status_code == 400 and "live mode" in response.get_data(as_text=True)
+    assert reload(payment.id).status == "new"
+    test_method = add_paymethod("pmrobokassa", {**SETTINGS, "test_mode": True})
+    p = service.create_payment(client_user.account_id, test_method.id, Decimal("100.00"))
+    ok = app.test_client().post("/mancgi/rkresult", data=result_params(p.id, IsTest="1"))
+    assert ok.get_data(as_text=True) == f"OK{p.id}" and reload(p.id).status == "paid"
+
+
+def test_result_unexpected_error_is_not_ok(app, payment, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(service, "set_paid", broken)
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.status_code == 500 and not response.get_data(as_text=True).startswith("OK")
+    assert reload(payment.id).status == "new"
+
+
 def test_result_payment_of_another_module(app, client_user):
     other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
     p = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
