@@ -121,7 +121,9 @@ def payments_query(filters: PaymentFilters, before: int | None = None, limit: in
         # is the same "newest first"; the cursor is still the last id shown, its time looked up by key.
         if before is not None:
             anchor = select(Payment.created_at).where(Payment.id == before).scalar_subquery()
-            query = query.where(tuple_(Payment.created_at, Payment.id) < tuple_(anchor, before))
+            # the plain "created_at <= anchor" is implied by the tuple; it lets SQLite bound its index scan
+            query = query.where(Payment.created_at <= anchor,
+                                tuple_(Payment.created_at, Payment.id) < tuple_(anchor, before))
         return query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Payment.id < before)
