@@ -144,6 +144,9 @@ COMMANDS.append(paymethod_cli)
 from .cli_payments import payments_cli  # noqa: E402  (payments: cleanup; modules add check)
 
 COMMANDS.append(payments_cli)
+from .cli_recurring import recurring_cli  # noqa: E402  (recurring: run, list)
+
+COMMANDS.append(recurring_cli)
 from .scaffold import module_cli  # noqa: E402  (module new: a payment module from pmtemplate)
 
 COMMANDS.append(module_cli)

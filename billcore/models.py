@@ -357,6 +357,7 @@ class RecurringCharge(db.Model):
     state: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed|accepted|paid|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     info: Mapped[str | None] = mapped_column(Text)
+    charged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the latest attempt (monthly maximum)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -23,10 +23,12 @@ ADMIN_NAV = [
     ("admin.paymethods", _l("Payment methods")),
     ("admin.payments", _l("Payments")),
     ("admin.accounts", _l("Accounts")),
+    ("admin.recurring", _l("Auto-payments")),
 ]
 CLIENT_NAV = [
     ("checkout.new_payment", _l("Add funds")),
     ("checkout.payments", _l("Payments")),
+    ("recurring.profiles", _l("Auto-payments")),
 ]
 
 CURRENCY_SIGNS = {"RUB": "₽", "USD": "$", "EUR": "€"}

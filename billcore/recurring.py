@@ -1,0 +1,574 @@
+"""Recurring payments (auto top-ups): opt-in, profiles, due dates and ``recurring run`` (issue 9).
+
+A customer marks a payment as the *parent* of future charges while paying (:func:`mark_parent`: the
+module sends it as such, e.g. Robokassa's ``Recurring=true``); once it is paid, a profile is created from
+it (:func:`create_profile`) with a rule: ``fixed`` (an amount every month on the parent's day) or
+``threshold`` (an amount whenever the balance falls below a threshold), and a monthly maximum.
+
+``flask --app billcore recurring run`` (cron) calls :func:`run_due`. For each due profile it *claims* a
+period in a short transaction that locks the profile (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
+write lock) and inserts the ``(profile, period)`` row whose unique constraint makes a second charge of the
+same period impossible, even from two hosts. Then the child payment is created through the payment
+service and the module is asked to charge it; its answer is booked through the service as well. A failed
+charge is retried with backoff; after ``RECURRING_MAX_FAILURES`` failures the profile is suspended and the
+customer sees a notice on the dashboard (:func:`notices_for_account`).
+"""
+from __future__ import annotations
+
+import calendar
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from flask_babel import gettext as _
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import db
+from .models import Account, Payment, PaymentMethod, RecurringCharge, RecurringProfile, Status, utcnow
+from .money import MoneyError, parse_amount
+from .paymethods import full_settings
+from .paymodule import FEATURE_RECURRING, ChargeResult
+from .payments import service
+from .payments.service import write_transaction
+from .plugins import get_registry
+
+log = logging.getLogger(__name__)
+
+FIXED, THRESHOLD = "fixed", "threshold"
+RULES = (FIXED, THRESHOLD)
+ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
+# States of a claimed period (RecurringCharge.state).
+CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = "claimed", "accepted", "paid", "failed", "abandoned"
+PARENT_FLAG = "recurring"  # Payment.gateway_data key: "send this payment as a recurring parent"
+SOURCE = "recurring"
+
+# While a period is being charged the profile is not due: another host must not pick it up meanwhile.
+LEASE = timedelta(minutes=15)
+DEFAULT_MAX_FAILURES = 3
+DEFAULT_RETRY_HOURS = (1, 6, 24)
+DEFAULT_CHECK_MINUTES = 60  # threshold rule: how often the balance is looked at; also accepted charges
+# Children that count towards the monthly maximum (money taken or being taken).
+COUNTED = (Status.NEW.value, Status.INPAY.value, Status.PAID.value, Status.PENDING_RETURN.value,
+           Status.RETURNED.value)
+OPEN = (Status.NEW.value, Status.INPAY.value)
+
+
+class RecurringError(Exception):
+    """A refused opt-in, cancellation or resumption; the message is translated for the user."""
+
+
+# --- dates ---------------------------------------------------------------------------------------------
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def month_start(moment: datetime) -> datetime:
+    """Midnight UTC of the first day of ``moment``'s month."""
+    moment = _aware(moment).astimezone(timezone.utc)
+    return datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
+
+
+def next_month_start(moment: datetime) -> datetime:
+    """Midnight UTC of the first day of the month after ``moment``'s."""
+    start = month_start(moment)
+    return datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def charge_date(charge_day: int, year: int, month: int) -> datetime:
+    """Midnight UTC of ``charge_day`` in that month, clamped to its last day (31 -> 30 Nov, 28/29 Feb)."""
+    day = min(max(int(charge_day), 1), calendar.monthrange(year, month)[1])
+    return datetime(year, month, day, tzinfo=timezone.utc)
+
+
+def next_fixed_due(charge_day: int, after: datetime) -> datetime:
+    """The fixed rule's charge date in the month after ``after``'s month."""
+    following = next_month_start(after)
+    return charge_date(charge_day, following.year, following.month)
+
+
+def fixed_period(due: datetime) -> str:
+    """The period key of a fixed-rule charge: its month, ``2026-12``."""
+    due = _aware(due).astimezone(timezone.utc)
+    return f"{due.year:04d}-{due.month:02d}"
+
+
+def retry_delay(failures: int) -> timedelta:
+    """How long to wait after the ``failures``-th consecutive failure (the last step repeats)."""
+    hours = list(current_app.config.get("RECURRING_RETRY_HOURS") or DEFAULT_RETRY_HOURS)
+    return timedelta(hours=float(hours[min(max(failures, 1), len(hours)) - 1]))
+
+
+def max_failures() -> int:
+    """Consecutive failed charges after which a profile is suspended (``RECURRING_MAX_FAILURES``)."""
+    return max(1, int(current_app.config.get("RECURRING_MAX_FAILURES") or DEFAULT_MAX_FAILURES))
+
+
+def _check_interval() -> timedelta:
+    return timedelta(minutes=float(current_app.config.get("RECURRING_CHECK_MINUTES") or DEFAULT_CHECK_MINUTES))
+
+
+# --- opt-in --------------------------------------------------------------------------------------------
+
+def method_refusal(method: PaymentMethod | None) -> str | None:
+    """Why payments of ``method`` cannot be parents of auto-payments (None when they can)."""
+    if method is None or not method.active:
+        return _("This payment method is not available.")
+    if not method.recurring:
+        return _("This payment method does not offer automatic payments.")
+    if not get_registry().has_feature(method.module, FEATURE_RECURRING):
+        return _("This payment system does not support automatic payments.")
+    return None
+
+
+def can_mark_parent(payment: Payment) -> bool:
+    """True when ``payment`` is still unpaid, its method allows auto-payments and it is not marked yet."""
+    return (payment.status in OPEN and not (payment.gateway_data or {}).get(PARENT_FLAG)
+            and method_refusal(db.session.get(PaymentMethod, payment.paymethod_id)) is None)
+
+
+def mark_parent(payment_id: int) -> None:
+    """Opt in while paying: the module sends this unpaid payment as the parent of future charges.
+
+    Raises :class:`RecurringError` when the payment is paid already or its method does not allow it.
+    """
+    payment = db.session.get(Payment, payment_id)
+    if payment is None or payment.status not in OPEN:
+        raise RecurringError(_("Only an unpaid payment can be set up for automatic payments."))
+    reason = method_refusal(db.session.get(PaymentMethod, payment.paymethod_id))
+    if reason:
+        raise RecurringError(reason)
+    service.set_gateway_data(payment_id, **{PARENT_FLAG: True})
+    db.session.expire_all()
+
+
+def offer_refusal(payment: Payment) -> str | None:
+    """Why a profile cannot be created from ``payment`` (None when it can)."""
+    if payment.status != Status.PAID.value:
+        return _("Only a paid payment can start automatic payments.")
+    if not (payment.gateway_data or {}).get(PARENT_FLAG):
+        return _("This payment was not made as the first of automatic payments.")
+    reason = method_refusal(db.session.get(PaymentMethod, payment.paymethod_id))
+    if reason:
+        return reason
+    live = db.session.execute(select(RecurringProfile.id).where(
+        RecurringProfile.parent_payment_id == payment.id,
+        RecurringProfile.status.in_((ACTIVE, SUSPENDED)))).first()
+    if live is not None:
+        return _("Automatic payments are already set up with this payment.")
+    return None
+
+
+def _money(value: Any, currency: str, label: str, *, required: bool = True) -> Decimal | None:
+    if value is None or str(value).strip() == "":
+        if required:
+            raise RecurringError(_("Enter the %(field)s.", field=label))
+        return None
+    try:
+        amount = parse_amount(value, currency)
+    except MoneyError as exc:
+        raise RecurringError(f"{label}: {exc}") from None
+    if amount < 0:
+        raise RecurringError(_("The %(field)s cannot be negative.", field=label))
+    return amount
+
+
+def create_profile(parent_payment_id: int, *, account_id: int, rule: str, amount: Any,
+                   monthly_max: Any, threshold: Any = None, actor: str | None = None,
+                   now: datetime | None = None) -> RecurringProfile:
+    """Create an active auto-payment profile from a paid parent payment of ``account_id``.
+
+    ``fixed``: ``amount`` monthly, first one month after ``now`` on the same day. ``threshold``: ``amount``
+    whenever the balance is below ``threshold``, first checked at once. Children of one calendar month
+    never total more than ``monthly_max``. Raises :class:`RecurringError` with the reason otherwise.
+    """
+    now = _aware(now or utcnow())
+    parent = db.session.get(Payment, parent_payment_id)
+    if parent is None or parent.account_id != account_id:
+        raise RecurringError(_("No such payment."))
+    reason = offer_refusal(parent)
+    if reason:
+        raise RecurringError(reason)
+    if rule not in RULES:
+        raise RecurringError(_("Choose how to top up."))
+    method = db.session.get(PaymentMethod, parent.paymethod_id)
+    currency = parent.currency
+    value = _money(amount, currency, _("amount"))
+    cap = _money(monthly_max, currency, _("monthly maximum"))
+    limit = _money(threshold, currency, _("threshold"), required=rule == THRESHOLD)
+    if value <= 0:
+        raise RecurringError(_("The amount must be positive."))
+    if method.min_amount is not None and value < method.min_amount:
+        raise RecurringError(_("The minimum amount is %(amount)s %(currency)s.", amount=method.min_amount,
+                               currency=currency))
+    if method.max_amount is not None and value > method.max_amount:
+        raise RecurringError(_("The maximum amount is %(amount)s %(currency)s.", amount=method.max_amount,
+                               currency=currency))
+    if cap < value:
+        raise RecurringError(_("The monthly maximum must be at least the amount."))
+    profile = RecurringProfile(
+        account_id=account_id, paymethod_id=method.id, parent_payment_id=parent.id, rule=rule, amount=value,
+        threshold=limit if rule == THRESHOLD else None, monthly_max=cap, status=ACTIVE, failures=0, sequence=0,
+        charge_day=now.day if rule == FIXED else None,
+        next_charge_at=next_fixed_due(now.day, now) if rule == FIXED else now,
+        actor=actor, created_at=now, updated_at=now)
+    db.session.add(profile)
+    db.session.commit()
+    return profile
+
+
+def cancel_profile(profile_id: int, *, account_id: int | None = None, actor: str | None = None) -> RecurringProfile:
+    """Cancel a profile for good (a client passes its ``account_id``: someone else's is "not found").
+
+    A charge already sent to the gateway is still booked when its result arrives.
+    """
+    with write_transaction() as session:
+        profile = _lock_profile(session, profile_id, skip_locked=False)
+        if profile is None or (account_id is not None and profile.account_id != account_id):
+            raise RecurringError(_("No such automatic payment."))
+        if profile.status != CANCELLED:
+            profile.status = CANCELLED
+            profile.next_charge_at = None
+            profile.actor = actor or profile.actor
+            profile.updated_at = utcnow()
+    db.session.expire_all()
+    return db.session.get(RecurringProfile, profile_id)
+
+
+def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime | None = None) -> RecurringProfile:
+    """Reactivate a suspended profile (admin): failures reset, failed periods abandoned, due at once."""
+    now = _aware(now or utcnow())
+    with write_transaction() as session:
+        profile = _lock_profile(session, profile_id, skip_locked=False)
+        if profile is None:
+            raise RecurringError(_("No such automatic payment."))
+        if profile.status != SUSPENDED:
+            raise RecurringError(_("Only a suspended automatic payment can be resumed."))
+        for charge in session.execute(select(RecurringCharge).where(
+                RecurringCharge.profile_id == profile.id, RecurringCharge.state.in_((CLAIMED, FAILED)))).scalars():
+            charge.state, charge.updated_at = ABANDONED, now
+        profile.status, profile.failures, profile.last_error = ACTIVE, 0, None
+        profile.next_charge_at = now
+        if profile.rule == FIXED:
+            profile.charge_day = profile.charge_day or now.day
+        profile.actor, profile.updated_at = actor or profile.actor, now
+    db.session.expire_all()
+    return db.session.get(RecurringProfile, profile_id)
+
+
+# --- notices -------------------------------------------------------------------------------------------
+
+def notices_for_account(account_id: int) -> list[str]:
+    """Texts for the client's dashboard: suspended auto-payments and failed charges awaiting a retry."""
+    rows = db.session.execute(select(RecurringProfile).where(
+        RecurringProfile.account_id == account_id, RecurringProfile.status.in_((ACTIVE, SUSPENDED)),
+        RecurringProfile.failures > 0).order_by(RecurringProfile.id)).scalars().all()
+    notices = []
+    for p in rows:
+        if p.status == SUSPENDED:
+            notices.append(_("Automatic payment #%(id)s was suspended after %(count)s failed charges "
+                             "(%(error)s). Please add funds manually or set up automatic payments again.",
+                             id=p.id, count=p.failures, error=p.last_error or "-"))
+        else:
+            notices.append(_("The last charge of automatic payment #%(id)s failed (%(error)s); it will be "
+                             "retried on %(when)s.", id=p.id, error=p.last_error or "-",
+                             when=p.next_charge_at.strftime("%Y-%m-%d %H:%M UTC") if p.next_charge_at else "-"))
+    return notices
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+@dataclass
+class Ticket:
+    """A claimed period, ready to be charged: what the claim transaction read under the profile's lock."""
+
+    profile_id: int
+    charge_id: int
+    period: str
+    amount: Decimal
+    account_id: int
+    paymethod_id: int
+    parent_payment_id: int
+    payment_id: int | None  # a child created by an interrupted earlier run, still ``new``
+
+
+@dataclass
+class RunResult:
+    """What one :func:`run_due` did: ``(profile id, period, payment id, outcome)`` per charge tried."""
+
+    charges: list[tuple[int, str, int | None, str]] = field(default_factory=list)
+    suspended: list[int] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        """How many charges ended with ``outcome`` (paid, accepted, failed)."""
+        return sum(1 for c in self.charges if c[3] == outcome)
+
+
+def _lock_profile(session: Session, profile_id: int, *, skip_locked: bool) -> RecurringProfile | None:
+    query = select(RecurringProfile).where(RecurringProfile.id == profile_id)
+    query = query.with_for_update(skip_locked=skip_locked)  # SQLite ignores it: its write lock is held
+    return session.execute(query).scalar_one_or_none()
+
+
+def _month_total(session: Session, profile: RecurringProfile, now: datetime) -> Decimal:
+    amounts = session.execute(
+        select(Payment.amount).join(RecurringCharge, RecurringCharge.payment_id == Payment.id)
+        .where(RecurringCharge.profile_id == profile.id, Payment.status.in_(COUNTED),
+               RecurringCharge.charged_at >= month_start(now),
+               RecurringCharge.charged_at < next_month_start(now))).scalars()
+    return sum(amounts, Decimal("0"))
+
+
+def _succeeded(profile: RecurringProfile, charge: RecurringCharge, now: datetime) -> None:
+    charge.state, charge.updated_at = PAID, now
+    profile.failures, profile.last_error, profile.updated_at = 0, None, now
+    if profile.status == ACTIVE:
+        if profile.rule == FIXED:
+            year, month = (int(x) for x in charge.period.split("-"))
+            profile.next_charge_at = next_fixed_due(profile.charge_day or 1, datetime(year, month, 1, tzinfo=timezone.utc))
+        else:
+            profile.next_charge_at = now + _check_interval()
+
+
+def _failed(profile: RecurringProfile, charge: RecurringCharge, now: datetime, error: str) -> bool:
+    """Book a failed charge; True when it suspended the profile."""
+    charge.state, charge.info, charge.updated_at = FAILED, error[:1000], now
+    profile.failures = (profile.failures or 0) + 1
+    profile.last_error, profile.updated_at = error[:1000], now
+    if profile.status != ACTIVE:
+        return False
+    if profile.failures >= max_failures():
+        profile.status, profile.next_charge_at = SUSPENDED, None
+        return True
+    profile.next_charge_at = now + retry_delay(profile.failures)
+    return False
+
+
+def _reconcile(session: Session, profile: RecurringProfile, charge: RecurringCharge, now: datetime) -> str | None:
+    """Settle an accepted (or interrupted) charge from its child's status; returns the outcome or None
+    while the child is still open."""
+    payment = session.get(Payment, charge.payment_id) if charge.payment_id else None
+    if payment is None or payment.status in OPEN:
+        return None
+    if payment.status in (Status.PAID.value, Status.PENDING_RETURN.value, Status.RETURNED.value):
+        _succeeded(profile, charge, now)
+        return PAID
+    _failed(profile, charge, now, payment.info or _("payment %(id)s was %(status)s", id=payment.id,
+                                                        status=payment.status))
+    return FAILED
+
+
+def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
+    """Lock a due profile and claim the period to charge; None when there is nothing to charge now."""
+    try:
+        with write_transaction() as session:
+            profile = _lock_profile(session, profile_id, skip_locked=True)
+            if profile is None or profile.status != ACTIVE or profile.next_charge_at is None \
+                    or profile.next_charge_at > now:
+                return None  # another host has it, or it is no longer due
+            pending = session.execute(select(RecurringCharge).where(
+                RecurringCharge.profile_id == profile.id, RecurringCharge.state.in_((CLAIMED, ACCEPTED, FAILED)))
+                .order_by(RecurringCharge.id.desc())).scalars().first()
+            if pending is not None and pending.state in (CLAIMED, ACCEPTED) and pending.payment_id:
+                child = session.get(Payment, pending.payment_id)
+                if child.status == Status.INPAY.value or (child.status == Status.NEW.value and pending.state == ACCEPTED):
+                    # the gateway is working on it: look again later (or book the outcome then)
+                    profile.next_charge_at = now + _check_interval()
+                    return None
+                if child.status != Status.NEW.value:
+                    outcome = _reconcile(session, profile, pending, now)
+                    result.charges.append((profile.id, pending.period, pending.payment_id, outcome))
+                    if profile.status == SUSPENDED:
+                        result.suspended.append(profile.id)
+                    return None
+                # else: a child left ``new`` by an interrupted run: charge it again (same payment id)
+            elif pending is not None and pending.state == ACCEPTED:
+                pending.state = FAILED  # accepted without a child cannot happen; never leave it dangling
+            account = session.get(Account, profile.account_id)
+            if pending is not None and pending.state in (CLAIMED, FAILED):
+                charge = pending  # retry the same period: never a second period while one is unpaid
+            else:
+                charge = None
+                if profile.rule == FIXED:
+                    period = fixed_period(profile.next_charge_at)
+                    done = session.execute(select(RecurringCharge.id).where(
+                        RecurringCharge.profile_id == profile.id, RecurringCharge.period == period)).first()
+                    if done is not None:  # this month was charged already: go on to the next one
+                        profile.next_charge_at = next_fixed_due(profile.charge_day or 1, profile.next_charge_at)
+                        return None
+                else:
+                    if account.balance >= (profile.threshold or Decimal("0")):
+                        profile.next_charge_at = now + _check_interval()
+                        return None
+                    period = f"t{profile.sequence + 1}"
+            keep_child = charge is not None and charge.payment_id is not None and \
+                session.get(Payment, charge.payment_id).status == Status.NEW.value
+            if charge is not None and not keep_child and profile.rule == THRESHOLD \
+                    and account.balance >= (profile.threshold or Decimal("0")):
+                # topped up meanwhile (by hand): the failed top-up is no longer needed
+                charge.state, charge.updated_at = ABANDONED, now
+                profile.failures, profile.last_error, profile.updated_at = 0, None, now
+                profile.next_charge_at = now + _check_interval()
+                return None
+            if not keep_child and _month_total(session, profile, now) + profile.amount > profile.monthly_max:
+                profile.last_error = _("monthly maximum of %(max)s %(currency)s reached",
+                                       max=profile.monthly_max, currency=account.currency)
+                profile.next_charge_at = next_month_start(now)
+                profile.updated_at = now
+                return None
+            if charge is None:
+                charge = RecurringCharge(profile_id=profile.id, period=period, state=CLAIMED, attempts=0,
+                                         created_at=now)
+                session.add(charge)
+                if profile.rule == THRESHOLD:
+                    profile.sequence = (profile.sequence or 0) + 1
+            elif not keep_child:
+                charge.payment_id = None  # the failed child stays cancelled; a new one is made
+            charge.state, charge.attempts, charge.updated_at = CLAIMED, (charge.attempts or 0) + 1, now
+            if not keep_child:
+                charge.charged_at = now
+            profile.next_charge_at, profile.updated_at = now + LEASE, now
+            session.flush()  # a concurrent claim of the same period fails here, on the unique constraint
+            return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id,
+                          profile.paymethod_id, profile.parent_payment_id, charge.payment_id)
+    except IntegrityError:
+        log.info("recurring profile %s: period already claimed elsewhere", profile_id)
+        return None
+
+
+def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: str = "", payment_id: int | None = None,
+          result: RunResult) -> None:
+    """Record a charge's outcome on its period and profile: ``ok`` True (paid), None (accepted), False."""
+    with write_transaction() as session:
+        profile = _lock_profile(session, ticket.profile_id, skip_locked=False)
+        charge = session.get(RecurringCharge, ticket.charge_id)
+        if payment_id is not None:
+            charge.payment_id = payment_id
+        if ok is True:
+            _succeeded(profile, charge, now)
+        elif ok is None:
+            charge.state, charge.updated_at = ACCEPTED, now
+            if profile.status == ACTIVE:
+                profile.next_charge_at = now + _check_interval()  # then the outcome is booked
+        elif _failed(profile, charge, now, error):
+            result.suspended.append(profile.id)
+
+
+def _link(ticket: Ticket, payment_id: int) -> None:
+    with write_transaction() as session:
+        charge = session.get(RecurringCharge, ticket.charge_id)
+        charge.payment_id = payment_id
+
+
+def _ask_module(method: PaymentMethod, child: Payment, parent: Payment) -> ChargeResult:
+    try:
+        answer = get_registry().call(method.module, "billcore_recurring_charge", payment=child, parent=parent,
+                                     paymethod=method, settings=full_settings(method))
+    except Exception as exc:  # a module bug or an unexpected network error: the charge may have happened
+        log.exception("module %s failed to charge payment %s", method.module, child.id)
+        return ChargeResult("error", info=f"{type(exc).__name__}")
+    if not isinstance(answer, ChargeResult):
+        return ChargeResult("failed", info=_("the payment system does not support automatic payments"))
+    return answer
+
+
+def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
+    """Create (or reuse) the claimed period's child payment, ask the module to charge it and book the
+    answer through the payment service. Returns ``paid``, ``accepted`` or ``failed``."""
+    child_id = ticket.payment_id
+    if child_id is None:
+        try:
+            child = service.create_payment(ticket.account_id, ticket.paymethod_id, ticket.amount, source=SOURCE,
+                                           description=_("Automatic payment %(period)s", period=ticket.period)[:255],
+                                           check_limits=True)
+        except service.PaymentCreateError as exc:
+            _book(ticket, now, ok=False, error=str(exc), result=result)
+            result.charges.append((ticket.profile_id, ticket.period, None, FAILED))
+            return FAILED
+        child_id = child.id
+        _link(ticket, child_id)
+        service.set_gateway_data(child_id, recurring_profile_id=ticket.profile_id, recurring_period=ticket.period,
+                                 recurring_parent_id=ticket.parent_payment_id)
+    db.session.expire_all()
+    method = db.session.get(PaymentMethod, ticket.paymethod_id)
+    parent = db.session.get(Payment, ticket.parent_payment_id)
+    child = db.session.get(Payment, child_id)
+    answer = _ask_module(method, child, parent)
+    data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
+    outcome = _apply_answer(method, child, answer, data)
+    if outcome == "error":  # unknown whether the gateway charged: keep the child, retry it with the same id
+        _book(ticket, now, ok=False, error=_("the payment system failed: %(info)s", info=answer.info), result=result)
+        with write_transaction() as session:  # the same child is charged again next time
+            charge = session.get(RecurringCharge, ticket.charge_id)
+            charge.state = CLAIMED
+        outcome = FAILED
+    elif outcome == PAID:
+        _book(ticket, now, ok=True, result=result)
+    elif outcome == ACCEPTED:
+        _book(ticket, now, ok=None, result=result)
+    else:
+        _book(ticket, now, ok=False, error=answer.info or _("the charge was refused"), result=result)
+    if ticket.profile_id in result.suspended:
+        service.record_event(child_id, kind=SOURCE, source=SOURCE, data={"profile_id": ticket.profile_id},
+                             outcome=f"automatic payment {ticket.profile_id} suspended after failed charges")
+    db.session.expire_all()
+    result.charges.append((ticket.profile_id, ticket.period, child_id, outcome))
+    return outcome
+
+
+def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, data: dict[str, Any]) -> str:
+    """Book the module's answer on the child through the payment service; returns paid/accepted/failed/error."""
+    source = method.module
+    try:
+        if answer.state == "paid":
+            amount = Decimal(str((answer.data or {}).get("amount") or child.total))
+            currency = str((answer.data or {}).get("currency") or child.currency)
+            outcome = service.set_paid(child.id, amount=amount, currency=currency, source=source, kind=SOURCE,
+                                       data=data, external_id=answer.external_id, info=answer.info or None)
+            return PAID if outcome.result != "fraud" else FAILED
+        if answer.state == "accepted":
+            service.set_in_pay(child.id, source=source, kind=SOURCE, data=data, external_id=answer.external_id,
+                               info=answer.info or None)
+            return ACCEPTED
+        if answer.state == "error":
+            service.record_event(child.id, kind=SOURCE, source=SOURCE, data=data,
+                                 outcome=f"charge failed in the module: {answer.info}")
+            return "error"
+        service.set_cancelled(child.id, source=source, kind=SOURCE, data=data,
+                              reason=(answer.info or "charge refused")[:500])
+        return FAILED
+    except service.IllegalTransition:
+        # a notification settled the child before the module answered (a fast gateway): its status rules
+        db.session.expire_all()
+        status = db.session.get(Payment, child.id).status
+        if status in (Status.PAID.value, Status.PENDING_RETURN.value, Status.RETURNED.value):
+            return PAID
+        if status == Status.INPAY.value:
+            return ACCEPTED
+        return FAILED
+
+
+def due_profile_ids(now: datetime, limit: int = 500) -> list[int]:
+    """Ids of active profiles due at ``now``, oldest due first."""
+    ids = list(db.session.execute(
+        select(RecurringProfile.id).where(RecurringProfile.status == ACTIVE,
+                                          RecurringProfile.next_charge_at <= now)
+        .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(limit)).scalars())
+    db.session.commit()  # end the read snapshot before the claims
+    return ids
+
+
+def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
+    """Charge every due profile once (the cron job). Safe to run on several hosts at once."""
+    now = _aware(now or utcnow())
+    result = RunResult()
+    for profile_id in due_profile_ids(now, limit):
+        ticket = _claim(profile_id, now, result)
+        if ticket is not None:
+            charge_ticket(ticket, now, result)
+    return result

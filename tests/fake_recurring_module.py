@@ -1,0 +1,55 @@
+"""A tiny payment module for the recurring tests (loaded through ``EXTRA_MODULES``).
+
+Its charge answer is chosen by ``app.config["FAKEREC_MODE"]`` (``paid``, ``accepted``, ``failed``,
+``error`` = raise, ``none`` = no answer); every charge is recorded in :data:`CHARGES` so tests can see how
+often the gateway was asked, and ``FAKEREC_DELAY`` (seconds) widens the window for race tests.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from flask import current_app
+
+from billcore import hookimpl
+from billcore.paymodule import FEATURE_RECURRING, ChargeResult, ModuleInfo, StartAction
+
+KEY = "pmfakerec"
+CHARGES: list[int] = []  # child payment ids, in call order
+_lock = threading.Lock()
+
+
+@hookimpl
+def billcore_module_info() -> ModuleInfo:
+    """A module with recurring charges."""
+    return ModuleInfo(key=KEY, title="Fake recurring", features=frozenset({FEATURE_RECURRING}))
+
+
+@hookimpl
+def billcore_start_payment(module: str, payment, paymethod) -> StartAction | None:
+    """Send the browser to a made-up gateway page."""
+    if module != KEY:
+        return None
+    return StartAction(url=f"https://gateway.invalid/pay/{payment.id}")
+
+
+@hookimpl
+def billcore_recurring_charge(module: str, payment, parent, paymethod, settings: dict[str, Any]) -> ChargeResult | None:
+    """Answer as ``FAKEREC_MODE`` says."""
+    if module != KEY:
+        return None
+    delay = float(current_app.config.get("FAKEREC_DELAY") or 0)
+    if delay:
+        time.sleep(delay)
+    with _lock:
+        CHARGES.append(payment.id)
+    mode = current_app.config.get("FAKEREC_MODE", "paid")
+    if mode == "error":
+        raise RuntimeError("gateway timed out")
+    if mode == "none":
+        return None
+    if mode == "failed":
+        return ChargeResult("failed", info="card declined")
+    return ChargeResult(mode, external_id=f"fake-{payment.id}",
+                        data={"amount": str(payment.total), "currency": payment.currency})
