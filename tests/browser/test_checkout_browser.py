@@ -2,6 +2,7 @@
 the return page follows a payment that is still in pay until it settles, without a reload."""
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -11,7 +12,7 @@ from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
 from tests.browser.conftest import log_in
-from tests.conftest import CLIENT, add_paymethod
+from tests.conftest import ADMIN, CLIENT, add_paymethod
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +29,7 @@ def _method(server, **fields) -> int:
     return method_id
 
 
-def test_client_adds_funds_through_the_fake_gateway(live_server, page, artifacts):
+def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, artifacts):
     method_id = _method(live_server)
     log_in(page, live_server, *CLIENT)
     assert page.inner_text("[data-testid=balance]") == "0.00 RUB"
@@ -55,12 +56,30 @@ def test_client_adds_funds_through_the_fake_gateway(live_server, page, artifacts
     page.screenshot(path=artifacts / "3-gateway.png", full_page=True)
     page.click("button[value=pay]")
 
-    page.wait_for_url("**/payments/*")
+    # back in the client area: the return page (or the payment's page), showing the real status
+    page.wait_for_url(re.compile(r"/payments/\d+(/return/success)?$"))
     assert page.inner_text("[data-testid=payment-status]") == "Paid"
     page.screenshot(path=artifacts / "4-payment-paid.png", full_page=True)
     page.goto(f"{live_server.url}/dashboard")
     assert page.inner_text("[data-testid=balance]") == "250.50 RUB"
     page.screenshot(path=artifacts / "5-dashboard-credited.png", full_page=True)
+
+    # the admin follows the same payment: list, then its history
+    admin_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    try:
+        admin = admin_context.new_page()
+        log_in(admin, live_server, *ADMIN)
+        admin.goto(f"{live_server.url}/admin/payments?status=paid")
+        admin.screenshot(path=artifacts / "6-admin-payments.png", full_page=True)
+        admin.click("[data-testid=admin-payments] tbody tr:first-child a")
+        assert admin.inner_text("[data-testid=payment-status]") == "Paid"
+        events = admin.inner_text("[data-testid=events]")
+        for kind in ("created", "redirect", "notification", "return"):
+            assert kind in events
+        assert TPL_SETTINGS["secret"] not in admin.content()
+        admin.screenshot(path=artifacts / "7-admin-payment.png", full_page=True)
+    finally:
+        admin_context.close()
 
 
 def test_return_page_follows_the_status_until_paid(live_server, page, artifacts):
