@@ -1,0 +1,83 @@
+"""Recurring payments end to end against the Robokassa sandbox over real HTTP (issue 9, "done when").
+
+The customer pays once through the sandbox with ``Recurring=true`` and sets up an auto-payment;
+``recurring run`` charges the child through ``/Merchant/Recurring``, which only answers "accepted"; the
+sandbox's ResultURL notification credits it, and the next run books it. A refused charge is settled as
+cancelled by status polling and counted as a failure. The live server, shopper and helpers are the
+Robokassa module's own sandbox test kit.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+pytest.importorskip("pmrobokassa.sandbox")
+
+from billcore import recurring  # noqa: E402
+from billcore.models import RecurringProfile, utcnow  # noqa: E402
+from billcore.payments import service  # noqa: E402
+from billcore.payments.polling import check_payment  # noqa: E402
+from pmrobokassa.sandbox import delivery  # noqa: E402
+from pmrobokassa.tests.test_sandbox_live import (  # noqa: E402,F401  (live and shopper are fixtures)
+    balance, credits, forms_of, fresh, live, payment_row, shopper, wait_for)
+
+pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
+
+
+def pay_parent(live, shopper, amount="100.00") -> int:
+    """Pay through the sandbox after opting in on the payment page (the parent is sent Recurring=true)."""
+    session, account_id, method_id = shopper
+    payment = service.create_payment(account_id, method_id, Decimal(amount))
+    page = session.get(f"{live.url}/payments/{payment.id}")
+    assert 'data-testid="recurring-prepare"' in page.text
+    to_module = session.post(f"{live.url}/payments/{payment.id}/recurring/prepare", allow_redirects=True)
+    [to_gateway] = [f for f in forms_of(to_module.text) if f["autosubmit"]]
+    assert dict(to_gateway["fields"])["Recurring"] == "true"
+    gateway_page = session.post(to_gateway["action"], data=to_gateway["fields"])
+    assert gateway_page.status_code == 200, gateway_page.text
+    [pay_form] = [f for f in forms_of(gateway_page.text) if "token" in f["fields"]]
+    back = session.post(f"{live.url}{pay_form['action']}", data=dict(pay_form["fields"], action="pay"))
+    [to_shop] = [f for f in forms_of(back.text) if f["autosubmit"]]
+    session.post(to_shop["action"], data=to_shop["fields"])
+    assert wait_for(lambda: payment_row(payment.id).status == "paid")
+    return payment.id
+
+
+def test_auto_payment_through_the_sandbox(live, shopper):
+    session, account_id, method_id = shopper
+    live.app.config["PMROBOKASSA_SANDBOX_RECURRING"] = ""
+    from billcore.db import db
+    from billcore.models import PaymentMethod
+
+    db.session.get(PaymentMethod, method_id).recurring = True
+    db.session.commit()
+    parent_id = pay_parent(live, shopper)
+    form = session.post(f"{live.url}/payments/{parent_id}/recurring", allow_redirects=False, data={
+        "rule": "threshold", "amount": "50.00", "threshold": "1000", "monthly_max": "100"})
+    assert form.status_code == 302, form.text
+    fresh()
+    profile = db.session.query(RecurringProfile).one()
+    now = utcnow()
+
+    result = recurring.run_due(now)
+    [(pid, period, child_id, outcome)] = result.charges
+    assert (pid, period, outcome) == (profile.id, "t1", "accepted")  # OK<InvoiceID> only means "created"
+    assert wait_for(lambda: payment_row(child_id).status == "paid")  # credited by its ResultURL
+    assert delivery.join_deliveries(20)
+    assert credits(child_id) == 1 and balance(account_id) == Decimal("150.00")
+    assert recurring.run_due(now + timedelta(minutes=61)).charges[0] == (profile.id, "t1", child_id, "paid")
+
+    # the bank refuses the next charge: the sandbox never notifies, polling cancels, the run counts a failure
+    live.app.config["PMROBOKASSA_SANDBOX_RECURRING"] = "refuse"
+    result = recurring.run_due(now + timedelta(minutes=122))
+    [(_, period, refused_id, outcome)] = result.charges
+    assert (period, outcome) == ("t2", "accepted")
+    check_payment(refused_id, "test")
+    assert payment_row(refused_id).status == "cancelled"
+    result = recurring.run_due(now + timedelta(minutes=183))
+    assert result.charges == [(profile.id, "t2", refused_id, "failed")]
+    fresh()
+    assert db.session.get(RecurringProfile, profile.id).failures == 1
+    assert balance(account_id) == Decimal("150.00")
