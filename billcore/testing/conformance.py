@@ -198,22 +198,22 @@ class ConformanceSuite:
 
     def fresh(self, payment_id: int) -> Payment:
         """The payment as the database has it now."""
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         return db.session.get(Payment, payment_id)
 
     def fresh_method(self, method_id: int) -> PaymentMethod:
         """The payment method as the database has it now."""
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         return db.session.get(PaymentMethod, method_id)
 
     def balance(self, account_id: int) -> Decimal:
         """The account's balance as the database has it now."""
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         return db.session.get(Account, account_id).balance
 
     def events(self, payment_id: int) -> list[PaymentEvent]:
         """The payment's events, oldest first."""
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         return db.session.query(PaymentEvent).filter_by(payment_id=payment_id).order_by(PaymentEvent.id).all()
 
     def validate(self, app: Flask, settings: dict[str, Any]) -> dict[str, Any]:
@@ -327,7 +327,7 @@ class ConformanceSuite:
             again = send(app.test_client(), self.adapter.genuine_notification(payment, settings))
             assert (again.status_code, again.get_data()) == (first.status_code, first.get_data())
         assert self.balance(payment.account_id) == balance + paid.amount
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         credits = db.session.query(LedgerEntry).filter_by(payment_id=payment.id, kind="payment").count()
         assert credits == 1
 
@@ -342,7 +342,7 @@ class ConformanceSuite:
             bodies.append(resp.get_data(as_text=True) + str(dict(resp.headers)))
         for text in bodies:
             assert not any(s in text for s in secrets), "a response carries a secret"
-        db.session.expire_all()
+        db.session.commit()  # end the read snapshot: others committed meanwhile
         for event in db.session.query(PaymentEvent).all():
             text = f"{event.outcome} {event.answer} {event.data}"
             assert not any(s in text for s in secrets), f"event {event.id} ({event.kind}) carries a secret"

@@ -43,8 +43,13 @@ def base_url() -> str:
     return current_app.config.get("BASE_URL") or request.url_root.rstrip("/")
 
 
-def payment_page(payment_id: int) -> str:
-    """The client's page of one payment (the checkout's ``checkout.payment``), or the dashboard."""
+def payment_page(payment_id: int, outcome: str | None = None) -> str:
+    """Where the client's browser goes back to: the checkout's return page for ``outcome`` (``success``,
+    ``fail``, ``pending``: it shows the real status and polls while the payment is open), else the
+    client's payment page, else the dashboard (whichever the installed checkout provides)."""
+    views = current_app.view_functions
+    if outcome and "checkout.payment_return" in views:
+        return url_for("checkout.payment_return", payment_id=payment_id, outcome=outcome)
     rules = current_app.url_map._rules_by_endpoint.get("checkout.payment")  # noqa: SLF001
     if rules:
         argument = next(iter(rules[0].arguments), "payment_id")
@@ -95,7 +100,7 @@ def tplpayment():
         "result_url": f"{base}/mancgi/tplresult",
         "success_url": f"{base}/mancgi/tplsuccess?elid={payment.id}",
         "fail_url": f"{base}/mancgi/tplfail?elid={payment.id}",
-        "return_url": base + payment_page(payment.id),
+        "return_url": base + payment_page(payment.id, "pending"),
     }
     gateway_url = str(settings.get("gateway_url") or "").rstrip("/")
     # Blank gateway URL: the fake gateway inside this billcore (a relative URL keeps the same host).
@@ -138,8 +143,10 @@ def deliver_notification(params: dict[str, str], url: str) -> tuple[str, int] | 
         def post() -> None:
             import requests
 
+            session = requests.Session()
+            session.trust_env = False  # the gateway calls billcore directly, not through our HTTP proxy
             try:
-                resp = requests.post(url, data=params, timeout=10)
+                resp = session.post(url, data=params, timeout=10)
                 log.info("fake gateway: notification for payment %s answered %s", params["payment_id"],
                          resp.status_code)
             except requests.RequestException as exc:
@@ -211,8 +218,10 @@ def _return_page(kind: str, message: str, category: str):
                          outcome=f"client returned ({kind}); payment is {payment.status}",
                          data=dict(request.args))
     log.info("payment %s: client returned (%s), status %s", payment.id, kind, payment.status)
-    flash(message, category)
-    return redirect(payment_page(payment.id))
+    target = payment_page(payment.id, kind)
+    if "checkout.payment_return" not in current_app.view_functions:
+        flash(message, category)  # the checkout's return page says it itself
+    return redirect(target)
 
 
 @bp.route("/mancgi/tplsuccess")

@@ -34,13 +34,13 @@ def notification(payment_id: int, amount: str = "100.00", secret: str = SECRET, 
 
 def fresh(payment_id: int) -> Payment:
     """The payment as the database has it now."""
-    db.session.expire_all()
+    db.session.commit()  # end the read snapshot: others committed meanwhile
     return db.session.get(Payment, payment_id)
 
 
 def balance(account_id: int) -> Decimal:
     """The account's balance as the database has it now."""
-    db.session.expire_all()
+    db.session.commit()  # end the read snapshot: others committed meanwhile
     return db.session.get(Account, account_id).balance
 
 
