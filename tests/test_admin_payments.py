@@ -131,6 +131,10 @@ def test_keyset_paging_with_a_date_range_follows_time_order(capp, admin, payer, 
         m = re.search(r'rel="next" href="([^"]+)"', html)
         url = m.group(1).replace("&amp;", "&") if m else None
     assert seen == expected and len(seen) == 8
+    # a cursor outside the range (a hand-made URL) gives an empty page, never rows outside it
+    outside = ids[-1]
+    html = admin.get(f"/admin/payments?date_from=2025-03-10&date_to=2025-03-11&before={outside}").get_data(as_text=True)
+    assert _ids(html) == []
 
 
 def test_payment_page_shows_history_with_data_less_secrets(admin, payer, method):
