@@ -70,16 +70,49 @@ def test_generated_module_loads_beside_pmtemplate(tmp_path, monkeypatch):
     assert app.test_cli_runner().invoke(args=[name, "ops"]).exit_code == 0
 
 
-def test_generated_tests_and_conformance_pass(tmp_path):
-    """The generated module's own tests (including billcore's conformance suite) pass as generated."""
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory) -> Path:
+    """billcore's own wheel (built from setup.py), unpacked into a folder that can go on PYTHONPATH."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    dist = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(root)],
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    site = dist / "site"
+    with zipfile.ZipFile(next(dist.glob("billcore-*.whl"))) as wheel:
+        wheel.extractall(site)
+    return site
+
+
+def test_scaffold_from_the_wheel_and_its_tests_pass(tmp_path, wheel_site):
+    """``module new`` run from an installed (wheel) billcore copies pmtemplate's packaged files, and the
+    generated module's own tests and the conformance suite pass against that billcore."""
     name = "pmscaftest"
-    target = generate(name, tmp_path)
-    env = _env(PYTHONPATH=str(target), BILLCORE_EXTRA_MODULES=json.dumps({name: name}))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], cwd=target,
+    env = _env(PYTHONPATH=str(wheel_site), BILLCORE_INSTANCE_PATH=str(tmp_path / "instance"))
+    made = subprocess.run([sys.executable, "-m", "flask", "--app", "billcore", "module", "new", name,
+                           "--dir", str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
+    target = tmp_path / "out" / name
+    assert f"Created {target}" in made.stdout
+    assert (target / name / "templates" / name / "fakegw.html").is_file()
+    assert (target / name / "tests" / "test_conformance.py").is_file()
+
+    env = _env(PYTHONPATH=os.pathsep.join([str(target), str(wheel_site)]),
+               BILLCORE_EXTRA_MODULES=json.dumps({name: name}))
+    check = subprocess.run([sys.executable, "-c", "import billcore.testing, pmtemplate; "
+                            "print(billcore.testing.__file__); print(pmtemplate.__file__)"],
+                           cwd=target, env=env, capture_output=True, text=True, timeout=60)
+    assert check.stdout.count(str(wheel_site)) == 2, check.stdout + check.stderr  # the wheel's, not the tree's
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=target,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "TestConformance" not in proc.stdout  # nothing failed
-    assert "no tests ran" not in proc.stdout
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert "TestConformance" in subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider"], cwd=target, env=env,
+        capture_output=True, text=True, timeout=120).stdout
 
 
 def test_generated_distribution_installs_with_its_templates(tmp_path):
