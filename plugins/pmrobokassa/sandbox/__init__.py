@@ -6,6 +6,25 @@ the payment page (``Merchant/Index.aspx``), the ResultURL notification with retr
 injection, the Success/Fail redirects, the XML web service (``OpStateExt``, ``GetCurrencies``), child
 recurring charges and the Refund API. A payment method whose URL is
 ``<base>/sandbox/robokassa/Merchant/Index.aspx`` then uses it for every endpoint.
+
+Configuration (``app.config`` keys, or environment variables with the ``BILLCORE_`` prefix):
+
+* ``PMROBOKASSA_SANDBOX`` - true to serve the sandbox (never on a production installation: its pages
+  and its "send again" button need no login, like a public gateway).
+* ``PMROBOKASSA_SANDBOX_SHOPS`` - list of shops ``{login, password1, password2, password3,
+  hash_algorithm, result_url, success_url, fail_url, result_method, success_method, fail_method,
+  test_password1, test_password2}``; missing URLs default to ``<BASE_URL>/mancgi/rkresult`` (``rksuccess``,
+  ``rkfail``). Absent: one shop ``demo-shop`` (see :data:`.shops.DEFAULT_SHOP`), as the demo uses.
+* ``PMROBOKASSA_SANDBOX_FAULT`` - the notification mode preselected on the payment page: ``normal``,
+  ``twice``, ``parallel``, ``late``, ``bad_signature`` or ``none``.
+* ``PMROBOKASSA_SANDBOX_RETRY_DELAYS`` (default ``[0, 1, 2, 5]`` seconds; at most 20 attempts),
+  ``PMROBOKASSA_SANDBOX_TIMEOUT`` (10 s), ``PMROBOKASSA_SANDBOX_PARALLEL`` (5 concurrent deliveries),
+  ``PMROBOKASSA_SANDBOX_LATE_SECONDS`` (3 s).
+* ``PMROBOKASSA_SANDBOX_FEE_PERCENT`` (3.9) - the ``Fee`` reported in notifications.
+* ``PMROBOKASSA_SANDBOX_REFUND_SECONDS`` (2) - a refund stays ``processing`` at most this long (or until
+  the second GetState); ``PMROBOKASSA_SANDBOX_REFUND=cancel`` makes refunds end ``canceled``.
+* ``PMROBOKASSA_SANDBOX_RECURRING=refuse`` - child recurring charges are created and then refused.
+* ``PMROBOKASSA_SANDBOX_DB`` - the SQLite file of the sandbox (default: in the instance folder).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")]
 
 SANDBOX_CONFIG = {"PMROBOKASSA_SANDBOX": True, "PMROBOKASSA_SANDBOX_RETRY_DELAYS": [0, 0.5, 1],
-                  "PMROBOKASSA_SANDBOX_LATE_SECONDS": 2.5, "PMROBOKASSA_SANDBOX_REFUND_SECONDS": 0}
+                  "PMROBOKASSA_SANDBOX_LATE_SECONDS": 3, "PMROBOKASSA_SANDBOX_REFUND_SECONDS": 0}
 
 
 def shot(pg, folder, name):

@@ -264,6 +264,27 @@ def test_notification_fields_follow_section_3(sb_app, gw):
     assert not protocol.verify_result_params(bad, algorithm="md5", password2=P2)
 
 
+def test_index_says_when_a_notification_is_withheld_on_purpose(gw):
+    paid_operation(gw)  # fault "none"
+    assert "fault mode: none" in gw.get(f"{PREFIX}/").get_data(as_text=True)
+
+
+def test_test_payments_use_the_test_password_pair(sb_app, gw):
+    sb_app.config["PMROBOKASSA_SANDBOX_SHOPS"] = [dict(SHOP, test_password1="test_pass_1", test_password2="test_pass_2")]
+    assert open_page(gw, password="test_pass_1", IsTest="1")[0].status_code == 200
+    # Live passwords with IsTest=1, or test passwords without it: error 29 (§1.3).
+    assert 'data-error-code="29"' in open_page(gw, IsTest="1")[1]
+    assert 'data-error-code="29"' in open_page(gw, password="test_pass_1")[1]
+    _, html = open_page(gw, password="test_pass_1", IsTest="1")
+    fields = form_fields(pay(gw, token_of(html)).get_data(as_text=True))
+    assert fields["IsTest"] == "1"
+    assert protocol.verify_success_params(fields, algorithm="md5", password1="test_pass_1")
+    [op] = get_store().find_operations(LOGIN, "12")
+    note = delivery.notification_fields(find_shop(LOGIN), op)
+    assert protocol.verify_result_params(note, algorithm="md5", password2="test_pass_2")
+    assert opstate(gw, password="test_pass_2").is_paid
+
+
 def test_failed_deliveries_are_recorded_with_their_answer(sb_app, gw):
     _, html = open_page(gw)
     pay(gw, token_of(html), fault="normal")
