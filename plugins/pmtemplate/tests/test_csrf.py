@@ -1,0 +1,29 @@
+"""With CSRF on (as in production), only the gateway-facing views are exempt."""
+from __future__ import annotations
+
+import pytest
+
+from billcore.testing.fixtures import CLIENT
+
+from .helpers import fresh, make_payment, notification
+
+
+@pytest.fixture
+def app_config():
+    """Production-like: CSRF protection on."""
+    return {"WTF_CSRF_ENABLED": True}
+
+
+def test_callbacks_are_exempt_and_nothing_else(app, client_user):
+    _, payment = make_payment(client_user)
+    c = app.test_client()
+    # The notification is processed (signature checked), not refused for a missing CSRF token.
+    resp = c.post("/mancgi/tplresult", data=notification(payment.id))
+    assert resp.status_code == 200 and resp.data == b"OK"
+    assert fresh(payment.id).status == "paid"
+    # The fake gateway's own form is exempt too: it answers about the signature, not the token.
+    resp = c.post("/fakegw/pay", data={"merchant_id": "shop-1", "payment_id": str(payment.id), "action": "pay"})
+    assert resp.status_code == 400 and b"not signed" in resp.data
+    # Everything else still needs the token.
+    resp = c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1]})
+    assert resp.status_code == 400
