@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from contextlib import nullcontext
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -22,7 +23,9 @@ from .delivery import FAULT_MODES, resend, settings_from_config, six_decimals, s
 from .shops import Shop, configured_shops, find_shop
 from .store import Operation, get_store, now_iso
 
-bp = Blueprint("rksandbox", __name__, url_prefix=SANDBOX_PREFIX, template_folder="templates")
+# The templates live in the module's own folder (templates/pmrobokassa/sandbox/), which the wheel ships.
+bp = Blueprint("rksandbox", __name__, url_prefix=SANDBOX_PREFIX,
+               template_folder=str(Path(__file__).resolve().parent.parent / "templates"))
 
 MAX_DESCRIPTION = 100
 MAX_INV_ID = 9223372036854775807
