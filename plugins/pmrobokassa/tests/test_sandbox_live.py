@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -63,13 +64,12 @@ class Live:
     url: str
 
 
-@pytest.fixture(params=BACKENDS)
-def live(request, tmp_path):
+@contextmanager
+def serve(tmp_path, database_url: str, *, threaded: bool = True):
     """billcore with the sandbox on, served on a free port; BASE_URL is the server's URL."""
-    urls = _database_url_for(request.param, tmp_path)
-    server = make_server("127.0.0.1", 0, Flask("placeholder"), threaded=True)
+    server = make_server("127.0.0.1", 0, Flask("placeholder"), threaded=threaded)
     url = f"http://127.0.0.1:{server.server_port}"
-    app = make_app(tmp_path, next(urls), BASE_URL=url, LOG_DIR=str(tmp_path / "logs"), PMROBOKASSA_SANDBOX=True,
+    app = make_app(tmp_path, database_url, BASE_URL=url, LOG_DIR=str(tmp_path / "logs"), PMROBOKASSA_SANDBOX=True,
                    PMROBOKASSA_SANDBOX_RETRY_DELAYS=[0, 0.3, 0.6, 1.0], PMROBOKASSA_SANDBOX_LATE_SECONDS=1.5,
                    PMROBOKASSA_SANDBOX_PARALLEL=6, PMROBOKASSA_SANDBOX_REFUND_SECONDS=0)
     server.app = app
@@ -88,8 +88,16 @@ def live(request, tmp_path):
         ctx.pop()
         with app.app_context():
             db.engine.dispose()
-        for _ in urls:
-            pass
+
+
+@pytest.fixture(params=BACKENDS)
+def live(request, tmp_path):
+    """A threaded server (like ``flask run``) on each configured database."""
+    urls = _database_url_for(request.param, tmp_path)
+    with serve(tmp_path, next(urls)) as server:
+        yield server
+    for _ in urls:  # drop the PostgreSQL schema
+        pass
 
 
 @pytest.fixture
@@ -299,3 +307,19 @@ def test_a_refused_recurring_charge_is_cancelled_by_polling(live, shopper):
     check_payment(child_id, "test")
     assert payment_row(child_id).status == "cancelled"
     assert balance(shopper[1]) == Decimal("100.00")
+
+
+def test_a_single_threaded_server_does_not_deadlock(tmp_path):
+    """One worker, one thread (gunicorn's default): the sandbox answers the browser first and notifies
+    from its own thread, so the shop's server is free to take the notification."""
+    with serve(tmp_path, f"sqlite:///{tmp_path / 'single.sqlite'}", threaded=False) as server:
+        user = create_client(*CLIENT, currency="RUB")
+        method = add_paymethod("pmrobokassa", demo_settings(server.url))
+        session = requests.Session()
+        session.post(f"{server.url}/login", data={"email": CLIENT[0], "password": CLIENT[1]})
+        started = time.monotonic()
+        payment_id, final = pay_in_sandbox(server, (session, user.account_id, method.id))
+        assert final.status_code == 200 and time.monotonic() - started < 10
+        assert wait_for(lambda: payment_row(payment_id).status == "paid")
+        assert delivery.join_deliveries(20)
+        assert credits(payment_id) == 1 and [a["accepted"] for a in attempts_of(payment_id)] == [1]
