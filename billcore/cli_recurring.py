@@ -35,14 +35,21 @@ def run_command(now_text: str | None, limit: int, as_json: bool) -> None:
     rows = [{"profile_id": p, "period": period, "payment_id": pay, "outcome": outcome}
             for p, period, pay, outcome in result.charges]
     if as_json:
-        click.echo(json.dumps({"charges": rows, "suspended": result.suspended}, indent=2))
+        click.echo(json.dumps({"charges": rows, "suspended": result.suspended,
+                               "errors": [{"profile_id": p, "error": e} for p, e in result.errors]}, indent=2))
+        if result.errors:
+            raise SystemExit(1)
         return
     for row in rows:
         click.echo(f"profile {row['profile_id']} period {row['period']}: payment {row['payment_id']} {row['outcome']}")
     for profile_id in result.suspended:
         click.echo(f"profile {profile_id} suspended")
+    for profile_id, error in result.errors:
+        click.echo(f"profile {profile_id} ERROR: {error}", err=True)
     click.echo(f"{len(rows)} charge(s): {result.count('paid')} paid, {result.count('accepted')} accepted, "
                f"{result.count('failed')} failed")
+    if result.errors:
+        raise SystemExit(1)  # cron mails the operator
 
 
 @recurring_cli.command("list")

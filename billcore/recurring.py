@@ -303,6 +303,7 @@ class RunResult:
 
     charges: list[tuple[int, str, int | None, str]] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (profile id, what went wrong)
 
     def count(self, outcome: str) -> int:
         """How many charges ended with ``outcome`` (paid, accepted, failed)."""
@@ -568,7 +569,12 @@ def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
     now = _aware(now or utcnow())
     result = RunResult()
     for profile_id in due_profile_ids(now, limit):
-        ticket = _claim(profile_id, now, result)
-        if ticket is not None:
-            charge_ticket(ticket, now, result)
+        try:
+            ticket = _claim(profile_id, now, result)
+            if ticket is not None:
+                charge_ticket(ticket, now, result)
+        except Exception as exc:  # one profile's trouble (a database hiccup) must not stop the others
+            log.exception("recurring profile %s could not be processed", profile_id)
+            db.session.rollback()
+            result.errors.append((profile_id, f"{type(exc).__name__}: {exc}"[:300]))
     return result

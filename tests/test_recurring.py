@@ -459,7 +459,7 @@ def test_cli_run_and_list(app, client_user):
     runner = app.test_cli_runner()
     out = runner.invoke(args=["recurring", "run", "--now", "2026-02-10T00:00:00", "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output) == {"charges": [], "suspended": []}
+    assert json.loads(out.output) == {"charges": [], "suspended": [], "errors": []}
     out = runner.invoke(args=["recurring", "run", "--now", "2026-02-28T00:10:00+00:00"])
     assert out.exit_code == 0, out.output
     assert f"profile {p.id} period 2026-02" in out.output and "1 paid" in out.output
@@ -506,3 +506,25 @@ def test_end_to_end_through_pmtemplate(app, client_client, client_user):
     assert [(c[0], c[3]) for c in result.charges] == [(q.id, "failed")]
     assert "not paid at the gateway" in profile_of(q.id).last_error
     assert balance(client_user.account_id) == Decimal("230.00")
+
+
+def test_one_broken_profile_does_not_stop_the_run(app, client_user, monkeypatch):
+    _, first = paid_parent(client_user)
+    _, second = paid_parent(client_user)
+    a = recurring.create_profile(first.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    b = recurring.create_profile(second.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    real = recurring._claim
+
+    def flaky(profile_id, now, result):
+        if profile_id == a.id:
+            raise RuntimeError("database hiccup")
+        return real(profile_id, now, result)
+
+    monkeypatch.setattr(recurring, "_claim", flaky)
+    result = recurring.run_due(T0)
+    assert result.errors == [(a.id, "RuntimeError: database hiccup")]
+    assert [c[0] for c in result.charges] == [b.id]
+    out = app.test_cli_runner().invoke(args=["recurring", "run", "--now", "2026-01-31T10:00:00+00:00"])
+    assert out.exit_code == 1 and f"profile {a.id} ERROR" in out.output
