@@ -87,6 +87,9 @@ def rename_text(text: str, names: Names) -> str:
     text = text.replace(TEMPLATE, names.name)  # key, package, blueprint, templates folder, pmtemplate.log
     text = _SCRIPT_RE.sub(names.short, text)  # /mancgi/tplresult -> /mancgi/fooresult, tplresult.log
     text = text.replace("/fakegw/", f"/fakegw/{names.short}/")  # its own fake gateway beside pmtemplate's
+    text = text.replace("The template payment module: a complete, working example to copy for every new gateway.",
+                        f"The {names.title} payment module for billcore (generated from pmtemplate).")
+    text = text.replace("The template module's fake gateway.", f"The {names.name} module's fake gateway.")
     text = text.replace("Template gateway", names.title)
     text = text.replace("TemplateAdapter", f"{names.camel}Adapter")
     return text
