@@ -340,6 +340,11 @@ class ConformanceSuite:
                      self.adapter.genuine_notification, self.adapter.genuine_notification):
             resp = send(app.test_client(), make(payment, settings))
             bodies.append(resp.get_data(as_text=True) + str(dict(resp.headers)))
+        action = self.registry(app).call(self.adapter.module, "billcore_start_payment", payment=payment,
+                                         paymethod=method)
+        if isinstance(action, StartAction) and action.url.startswith("/"):  # the owner's browser starts paying
+            resp = client.open(action.url, method=action.method, data=dict(action.fields) or None)
+            bodies.append(resp.get_data(as_text=True) + str(dict(resp.headers)))
         for text in bodies:
             assert not any(s in text for s in secrets), "a response carries a secret"
         db.session.commit()  # end the read snapshot: others committed meanwhile

@@ -13,7 +13,7 @@ only, but returning None for another key keeps the module correct under any plug
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -28,6 +28,11 @@ from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REF
 
 from . import gateway
 from .forms import IntegrationForm, validate_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flask_wtf import FlaskForm
+
+    from billcore.models import Payment, PaymentMethod, Refund
 
 KEY = "pmtemplate"
 VERSION = "0.1.0"
@@ -96,7 +101,7 @@ def billcore_register_commands(cli: click.Group) -> None:
 # --- the integration settings (wizard step 2) ------------------------------------------------------
 
 @hookimpl
-def billcore_integration_form(module: str, paymethod) -> type | None:
+def billcore_integration_form(module: str, paymethod: PaymentMethod | None) -> type[FlaskForm] | None:
     """The integration form class (BILLmanager's ``pmtune``).
 
     When: the wizard's step 2 and the edit page (shown and submitted), and ``paymethod add --set``.
@@ -122,7 +127,7 @@ def billcore_validate_integration(module: str, settings: dict[str, Any], currenc
 
 
 @hookimpl
-def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
+def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
     """What the admin copies into the gateway's own cabinet, and warnings about this installation.
 
     When: the wizard's last page and the payment method's page. What: absolute callback URLs built from
@@ -157,7 +162,7 @@ def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], bas
 # --- paying ----------------------------------------------------------------------------------------
 
 @hookimpl
-def billcore_start_payment(module: str, payment, paymethod) -> StartAction | None:
+def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMethod) -> StartAction | None:
     """Where the client's browser goes to pay (BILLmanager's ``redirect``).
 
     When: right after the checkout created the payment (``new``), and when the client pays a ``new`` or
@@ -170,7 +175,7 @@ def billcore_start_payment(module: str, payment, paymethod) -> StartAction | Non
 
 
 @hookimpl
-def billcore_check_payment(module: str, payment, paymethod, settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> GatewayStatus | None:
     """Ask the gateway about one payment (BILLmanager's ``checkpay``).
 
     When: ``flask --app billcore payments check`` (cron) for ``inpay`` payments, and the admin's "check
@@ -193,7 +198,8 @@ def billcore_check_payment(module: str, payment, paymethod, settings: dict[str, 
 # --- refunds ---------------------------------------------------------------------------------------
 
 @hookimpl
-def billcore_refund(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+                    refund: Refund) -> RefundResult | None:
     """Ask the gateway to return ``refund.amount``.
 
     When: after the core recorded the refund (payment ``pending_return``, balance debited). What: the
@@ -208,7 +214,8 @@ def billcore_refund(module: str, payment, paymethod, settings: dict[str, Any], r
 
 
 @hookimpl
-def billcore_refund_status(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+                           refund: Refund) -> RefundResult | None:
     """Follow a refund the gateway accepted as ``pending``.
 
     When: ``payments check`` and the admin's payment page, for refunds still ``requested``. What: the
@@ -225,7 +232,8 @@ def billcore_refund_status(module: str, payment, paymethod, settings: dict[str, 
 # --- recurring charges -----------------------------------------------------------------------------
 
 @hookimpl
-def billcore_recurring_charge(module: str, payment, parent, paymethod, settings: dict[str, Any]) -> ChargeResult | None:
+def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, paymethod: PaymentMethod,
+                              settings: dict[str, Any]) -> ChargeResult | None:
     """Charge ``payment`` against the stored ``parent`` payment (a saved card, a subscription).
 
     When: ``flask --app billcore recurring run``. What: ``paid`` (settled now), ``accepted`` (the result
