@@ -86,6 +86,7 @@ def wheel_site(tmp_path_factory) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_scaffold_from_the_wheel_and_its_tests_pass(tmp_path, wheel_site):
     """``module new`` run from an installed (wheel) billcore copies pmtemplate's packaged files, and the
     generated module's own tests and the conformance suite pass against that billcore."""
@@ -115,6 +116,7 @@ def test_scaffold_from_the_wheel_and_its_tests_pass(tmp_path, wheel_site):
         capture_output=True, text=True, timeout=120).stdout
 
 
+@pytest.mark.slow
 def test_generated_distribution_installs_with_its_templates(tmp_path):
     """Built and installed by pip (a wheel, into a private folder): the entry point finds the module and
     the templates travel with it. Needs pip to fetch setuptools for the isolated build."""
