@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 from flask import g
-from flask_babel import refresh
+from flask_babel import gettext, refresh
 from sqlalchemy import select
 
 from billcore.accounts import create_admin, create_client
@@ -514,8 +514,13 @@ def test_csrf_required_for_wizard_and_actions(tmp_path):
         assert c.post("/admin/paymethods/new", data={"module": "pmfake", "csrf_token": token}).status_code == 302
 
 
-def test_pages_follow_accept_language(admin):
+def test_pages_follow_accept_language(admin, fapp):
     add_paymethod("pmfake", {}, name="Alpha", name_ru="Альфа")
+    with fapp.test_request_context(headers={"Accept-Language": "ru"}):
+        expected = [gettext(t) for t in ("Add a payment method", "Payment methods", "Select a payment module")]
+    assert expected[0] != "Add a payment method"  # the Russian catalogue translates the wizard
+    html = admin.get("/admin/paymethods/new", headers={"Accept-Language": "ru"}).get_data(as_text=True)
+    assert all(text in html for text in expected)
     for url in ("/admin/paymethods", "/admin/paymethods/new"):
         html = admin.get(url, headers={"Accept-Language": "ru"}).get_data(as_text=True)
         assert '<html lang="ru">' in html

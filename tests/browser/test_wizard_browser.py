@@ -79,3 +79,13 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     page.goto(f"{live_server.url}/admin/paymethods")
     assert "Cards" in page.inner_text("#paymethods")
     page.screenshot(path=artifacts / "5-list.png", full_page=True)
+
+    # The same pages in Russian, switched with the header's language button.
+    page.click("header button:has-text('Русский')")
+    page.wait_for_load_state()
+    assert page.get_attribute("html", "lang") == "ru"
+    assert "Карты" in page.inner_text("#paymethods")
+    page.screenshot(path=artifacts / "6-list-ru.png", full_page=True)
+    page.goto(f"{live_server.url}/admin/paymethods/new")
+    assert page.get_attribute("html", "lang") == "ru"
+    page.screenshot(path=artifacts / "7-module-ru.png", full_page=True)
