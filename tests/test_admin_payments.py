@@ -319,3 +319,13 @@ def test_clients_cannot_open_admin_pages(capp, payer, method):  # noqa: F811
         assert c.get(url).status_code == 403, url
     assert c.post(f"/admin/payments/{p.id}/refund", data={"amount": "10"}).status_code == 403
     assert _state(p.id)[0] == "paid"
+
+
+def test_admin_pages_in_russian(admin, payer, method):
+    p = _paid(payer.account_id, method.id)
+    admin.post("/language/ru")
+    for url, text in {"/admin/payments": "Платежи", f"/admin/payments/{p.id}": "Возврат",
+                      "/admin/accounts": "Баланс", f"/admin/accounts/{payer.account_id}": "Платёж"}.items():
+        r = admin.get(url)
+        assert r.status_code == 200, url
+        assert text in r.get_data(as_text=True), url

@@ -322,3 +322,22 @@ def test_add_funds_end_to_end_through_pmtemplate(capp, web, client_user, other_u
     history = web.get(f"/payments/{payment.id}").get_data(as_text=True)
     assert "In pay" in history and "Paid" in history
     assert "250.50 RUB" in web.get("/dashboard").get_data(as_text=True)
+
+
+def test_client_pages_in_russian(capp, web, client_user, method):
+    payment = service.create_payment(client_user.account_id, method.id, Decimal("200"))
+    web.post("/language/ru")
+    pages = {
+        "/dashboard": "Пополнить баланс",
+        "/payments/new": "Комиссия: 10.00 RUB + 2.5%",
+        "/payments": "Пополнить баланс",
+        f"/payments/{payment.id}": "Итого к оплате",
+        f"/payments/{payment.id}/return/pending": "Ожидаем подтверждения платежа",
+    }
+    for url, text in pages.items():
+        r = web.get(url)
+        assert r.status_code == 200, url
+        assert text in r.get_data(as_text=True), url
+    confirm = web.post("/payments/new", data={"paymethod": method.id, "amount": "99"})
+    assert "Фейковая карта" in confirm.get_data(as_text=True)
+    assert web.get(f"/payments/{payment.id}/status.json").get_json()["status_label"] != "New"
