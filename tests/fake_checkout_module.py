@@ -63,6 +63,8 @@ def billcore_start_payment(module, payment, paymethod):
     if module != KEY:
         return None
     CALLS.append(("start", payment.id))
+    if MODE.get("start") == "error":
+        raise ConnectionError("gateway unreachable")
     if MODE.get("start") == "post":
         return StartAction(url="https://gateway.invalid/form", method="POST",
                            fields=(("order", str(payment.id)), ("sum", str(payment.total))))

@@ -158,6 +158,16 @@ def test_post_start_renders_autosubmit_form(web, method):
     assert 'name="sum" value="215.00"' in html  # 200 + 10 + 5
 
 
+def test_a_failing_module_start_keeps_the_payment_and_says_so(web, method):
+    fake.MODE["start"] = "error"
+    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    payment = db.session.query(Payment).one()
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/payments/{payment.id}")
+    page = web.get(r.headers["Location"]).get_data(as_text=True)
+    assert "not available at the moment" in page and 'data-testid="pay-again"' in page
+    assert payment.status == "new"
+
+
 def test_owner_flow_return_pages_status_json_and_balance(web, client_user, method):
     web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
     payment = db.session.query(Payment).one()
