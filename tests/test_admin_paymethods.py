@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from flask import g
@@ -348,6 +349,17 @@ def test_core_warns_about_plain_http_and_missing_base_url(admin, fapp):
     page = admin.get(f"/admin/paymethods/{method_id}").get_data(as_text=True)
     assert "BILLCORE_BASE_URL is not set" in page
     assert 'data-copy="http://localhost/mancgi/pmfake/result"' in page
+
+
+def test_method_page_labels_and_a_failing_setup_hook(admin, fapp):
+    m = add_paymethod("pmfake", {"shop_id": "boom", "secret": SECRET, "test_mode": False}, name="Alpha")
+    resp = admin.get(f"/admin/paymethods/{m.id}")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "could not describe the gateway" in html and SECRET not in html
+    log = (Path(fapp.config["LOG_DIR"]) / "paymethods.log").read_text()
+    assert "RuntimeError: cannot reach the gateway with ***" in log and SECRET not in log
+    assert "<th>Shop id</th><td>boom</td>" in html and "<th>Test mode</th><td>No</td>" in html
+    assert re.search(r"<th>Secret key</th><td><span class=\"tag\">set</span>", html)
 
 
 def test_edit_integration_keeps_blank_secret_and_validates(admin):

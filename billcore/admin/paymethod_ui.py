@@ -8,6 +8,7 @@ from flask import current_app, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
+from ..logs import file_logger
 from ..models import PaymentMethod
 from ..paymethods import full_settings
 from ..paymodule import (
@@ -55,6 +56,13 @@ def core_warnings() -> list[str]:
     return warnings
 
 
+def log_module_failure(key: str, hook: str, exc: Exception) -> None:
+    """Log a module's exception to ``<LOG_DIR>/paymethods.log``: its type and message with known secrets
+    masked, and no traceback (a traceback's text is not masked and may quote the settings)."""
+    file_logger("paymethods").error("payment module %s failed in %s: %s: %s", key, hook,
+                                    type(exc).__name__, exc)
+
+
 def gateway_setup(method: PaymentMethod) -> tuple[GatewaySetup | None, list[str], str | None]:
     """The module's gateway-side instructions for ``method``, all the warnings, and an error text when
     the module failed to answer (its exception is logged, never shown: it may carry settings)."""
@@ -65,8 +73,8 @@ def gateway_setup(method: PaymentMethod) -> tuple[GatewaySetup | None, list[str]
     try:
         setup = registry.call(method.module, "billcore_gateway_setup", paymethod=method,
                               settings=full_settings(method), base_url=public_base_url())
-    except Exception:  # a module's bug must not take the method's page down
-        current_app.logger.exception("payment module %s failed in billcore_gateway_setup", method.module)
+    except Exception as exc:  # a module's bug must not take the method's page down
+        log_module_failure(method.module, "billcore_gateway_setup", exc)
         return None, warnings, _("The payment module could not describe the gateway's side (see the log).")
     if setup is not None:
         warnings = warnings + [str(w) for w in setup.warnings]

@@ -18,7 +18,7 @@ from sqlalchemy import delete
 from ..auth import admin_required
 from ..crypto import decrypt_json, encrypt_json
 from ..db import db
-from ..forms_paymethod import blank_secret_fields, make_integration_form, make_method_form
+from ..forms_paymethod import allowed_currencies, blank_secret_fields, make_integration_form, make_method_form
 from ..models import PaymethodDraft, utcnow
 from ..paymethod_service import create_paymethod, integration_values, next_sort_order, validate_integration, validate_method
 from ..paymethods import split_settings
@@ -216,8 +216,7 @@ def paymethod_wizard_settings(draft_id: str):
     else:
         data = dict(draft.method_settings or {})
         if not data:
-            currencies = form_currency_default(info)
-            data = {"name": info.title, "currency": currencies, "active": True, "commission_amount": "0",
+            data = {"name": info.title, "currency": form_currency_default(info), "active": True, "commission_amount": "0",
                     "commission_percent": "0", "sort_order": next_sort_order(),
                     "allow_refund": True}
         form = make_method_form(info, data=data)
@@ -227,8 +226,6 @@ def paymethod_wizard_settings(draft_id: str):
 
 def form_currency_default(info) -> str:
     """The installation's default currency when the module accepts it, else the module's first one."""
-    from ..forms_paymethod import allowed_currencies
-
     allowed = allowed_currencies(info)
     default = current_app.config.get("DEFAULT_CURRENCY", "RUB")
     return default if default in allowed else (allowed[0] if allowed else default)

@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 
 from ..auth import admin_required
 from ..db import db
-from ..forms_paymethod import blank_secret_fields, make_integration_form, make_method_form
+from ..forms_paymethod import blank_secret_fields, make_integration_form, make_method_form, setting_fields
 from ..models import PaymentMethod
 from ..paymethod_service import (
     PaymethodInUse,
@@ -28,7 +28,7 @@ from ..paymethod_service import (
 from ..paymethods import full_settings, secret_values
 from ..plugins import get_registry
 from . import bp
-from .paymethod_ui import feature_labels, gateway_setup
+from .paymethod_ui import feature_labels, gateway_setup, log_module_failure
 
 
 def _method(method_id: int) -> PaymentMethod:
@@ -54,10 +54,22 @@ def paymethod_view(method_id: int):
     info = get_registry().info(method.module)
     setup, warnings, setup_error = gateway_setup(method)
     stored_secrets = set(full_settings(method)) - set(method.settings or {})
+    labels = _setting_labels(method) if info else {}
     return render_template("admin/paymethods/view.html", method=method, info=info, setup=setup,
                            warnings=warnings, setup_error=setup_error, payments=payment_count(method.id),
                            stored_secrets=stored_secrets, features=feature_labels(),
-                           percent=_percent_text(method.commission_percent))
+                           percent=_percent_text(method.commission_percent), labels=labels)
+
+
+def _setting_labels(method: PaymentMethod) -> dict[str, str]:
+    """The module's labels of its integration settings, by setting name (the name when the module
+    fails to build its form: the page still shows the values)."""
+    try:
+        form = make_integration_form(method.module, method, formdata=None, csrf=False)
+    except Exception as exc:  # a module's bug must not take the method's page down
+        log_module_failure(method.module, "billcore_integration_form", exc)
+        return {}
+    return {f.name: str(f.label.text) for f in setting_fields(form)}
 
 
 def _method_form_data(method: PaymentMethod) -> dict:
