@@ -97,7 +97,7 @@ def test_add_funds_shows_commission_then_creates_and_starts(web, client_user, me
     assert "35.00 RUB" in text and "1 035.10 RUB" in text
     assert db.session.query(Payment).count() == 0  # nothing created before confirming
 
-    done = web.post("/payments/new", data={"paymethod": method.id, "amount": "1000.10", "confirm": "1"})
+    done = web.post("/payments/new", data={"paymethod": method.id, "amount": "1000.10", "confirm": "1", "total": "1035.10"})
     assert done.status_code == 302
     payment = db.session.query(Payment).one()
     assert done.headers["Location"].endswith(f"/fakepay/start?elid={payment.id}")
@@ -128,7 +128,7 @@ def test_min_max_and_format_are_refused_with_a_clear_message(web, method):
         assert r.status_code == 400, amount
         assert message in r.get_data(as_text=True), amount
     assert db.session.query(Payment).count() == 0
-    ok = web.post("/payments/new", data={"paymethod": method.id, "amount": "15000", "confirm": "1"})
+    ok = web.post("/payments/new", data={"paymethod": method.id, "amount": "15000", "confirm": "1", "total": "15385.00"})
     assert ok.status_code == 302
 
 
@@ -138,7 +138,7 @@ def test_only_active_methods_in_the_accounts_currency_are_offered(web, method):
     html = web.get("/payments/new").get_data(as_text=True)
     assert "Fake card" in html and "Dollar card" not in html and "Disabled card" not in html
     for other in (usd, off):
-        r = web.post("/payments/new", data={"paymethod": other.id, "amount": "200", "confirm": "1"})
+        r = web.post("/payments/new", data={"paymethod": other.id, "amount": "200", "confirm": "1", "total": "215.00"})
         assert r.status_code == 400
     assert db.session.query(Payment).count() == 0
 
@@ -151,16 +151,28 @@ def test_russian_names_and_descriptions(web, method, client_user):
 
 def test_post_start_renders_autosubmit_form(web, method):
     fake.MODE["start"] = "post"
-    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     assert r.status_code == 200
     html = r.get_data(as_text=True)
     assert re.search(r'<form method="post" action="https://gateway.invalid/form" data-autosubmit>', html)
     assert 'name="sum" value="215.00"' in html  # 200 + 10 + 5
 
 
+def test_a_commission_changed_after_confirmation_is_shown_again(web, method):
+    method.commission_amount = Decimal("20.00")
+    db.session.commit()
+    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
+    assert r.status_code == 200
+    text = r.get_data(as_text=True)
+    assert "The commission has changed" in text and "225.00 RUB" in text
+    assert db.session.query(Payment).count() == 0
+    done = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "225.00"})
+    assert done.status_code == 302 and db.session.query(Payment).one().total == Decimal("225.00")
+
+
 def test_a_failing_module_start_keeps_the_payment_and_says_so(web, method):
     fake.MODE["start"] = "error"
-    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    r = web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/payments/{payment.id}")
     page = web.get(r.headers["Location"]).get_data(as_text=True)
@@ -169,7 +181,7 @@ def test_a_failing_module_start_keeps_the_payment_and_says_so(web, method):
 
 
 def test_owner_flow_return_pages_status_json_and_balance(web, client_user, method):
-    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
     start = web.get(f"/fakepay/start?elid={payment.id}")
     assert start.status_code == 302
@@ -201,7 +213,7 @@ def test_owner_flow_return_pages_status_json_and_balance(web, client_user, metho
 
 
 def test_another_client_cannot_see_or_pay_someone_elses_payment(capp, web, other_user, method):
-    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
     other = capp.test_client()
     assert login(other, *OTHER_CLIENT).status_code == 302
@@ -219,7 +231,7 @@ def test_another_client_cannot_see_or_pay_someone_elses_payment(capp, web, other
 
 
 def test_pay_again_and_cancel_by_owner(web, method, client_user):
-    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1"})
+    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
     again = web.post(f"/payments/{payment.id}/pay")
     assert again.status_code == 302 and again.headers["Location"].endswith(f"elid={payment.id}")
@@ -291,7 +303,7 @@ def test_add_funds_end_to_end_through_pmtemplate(capp, web, client_user, other_u
     assert "Template gateway" in web.get("/payments/new").get_data(as_text=True)
     confirm = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50"})
     assert "8.52 RUB" in confirm.get_data(as_text=True)  # 1.00 + 7.515 -> 8.52 (half up)
-    start = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50", "confirm": "1"})
+    start = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50", "confirm": "1", "total": "259.02"})
     payment = db.session.query(Payment).one()
     assert _split(start.headers["Location"]) == ("/mancgi/tplpayment", {"elid": str(payment.id)})
 

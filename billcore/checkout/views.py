@@ -161,7 +161,7 @@ def new_payment():
         if problem:
             form.amount.errors.append(problem)
             status = 400
-        elif form.confirm.data == "1":
+        elif form.confirm.data == "1" and not _total_changed(method, value):
             try:
                 created = service.create_payment(account.id, method.id, value, source="checkout",
                                                  actor=current_user.email)
@@ -172,16 +172,26 @@ def new_payment():
             db.session.expire_all()
             return _start(db.session.get(Payment, created.id))
         else:
+            if form.confirm.data == "1":  # the method's commission changed after the client saw it
+                flash(_("The commission has changed. Please check the new total."), "warning")
             fee = commission(value, method.currency, method.commission_amount or Decimal(0),
                              method.commission_percent or Decimal(0))
             form.confirm.data = "1"
             form.amount.data = format_amount(value, method.currency)
             return render_template("client/confirm.html", form=form, method=method,
                                    method_name=method.display_name(language), amount=value, fee=fee,
-                                   total=value + fee, currency=method.currency)
+                                   total=value + fee, total_text=format_amount(value + fee, method.currency),
+                                   currency=method.currency)
     elif request.method == "POST":
         status = 400
     return render_template("client/new_payment.html", form=form, methods=views, account=account), status
+
+
+def _total_changed(method: PaymentMethod, value: Decimal) -> bool:
+    """True when the total the client confirmed (the form's ``total``) is not what it would pay now."""
+    fee = commission(value, method.currency, method.commission_amount or Decimal(0),
+                     method.commission_percent or Decimal(0))
+    return request.form.get("total", "") != format_amount(value + fee, method.currency)
 
 
 def _start(item: Payment):
