@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from . import protocol
-from .common import LOG_MODULE, config, endpoints, log_line
+from .common import LOG_MODULE, algorithm, config, endpoints, log_line
 
 USER_AGENT = "billcore-pmrobokassa/0.1"
 
@@ -59,7 +59,7 @@ def op_state(settings: Mapping[str, Any], inv_id: int) -> protocol.OpState:
     (unparsable answer). A non-zero result code is returned in ``OpState.result_code``.
     """
     login = str(settings.get("identifier") or "")
-    signature = protocol.opstate_signature(_algorithm(settings), login, str(inv_id),
+    signature = protocol.opstate_signature(algorithm(settings), login, str(inv_id),
                                            str(settings.get("password2") or ""))
     url = endpoints(settings).xml_method_url("OpStateExt")
     response = _post(url, data={"MerchantLogin": login, "InvoiceID": str(inv_id), "Signature": signature})
@@ -159,6 +159,3 @@ def recurring(settings: Mapping[str, Any], fields: Mapping[str, str], *, payment
     log_line(LOG_MODULE, payment_id, "Recurring answered", call="Recurring", answer=text[:100])
     return text
 
-
-def _algorithm(settings: Mapping[str, Any]) -> str:
-    return str(settings.get("hash_algorithm") or "md5").lower()

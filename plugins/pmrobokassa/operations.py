@@ -15,12 +15,12 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from billcore.db import db
-from billcore.models import Payment, PaymentMethod, Refund
+from billcore.models import Payment, Refund
 from billcore.paymodule import ChargeResult, GatewaySetup, GatewayStatus, RefundResult, SetupItem
 from billcore.payments import service
 
 from . import gateway, protocol
-from .common import CURRENCY, LOG_MODULE, algorithm, endpoints, log_line
+from .common import CURRENCY, LOG_MODULE, algorithm, log_line
 from .payform import description_for, receipt_for
 
 CALLBACK_PATHS = {"result": "/mancgi/rkresult", "success": "/mancgi/rksuccess", "fail": "/mancgi/rkfail"}
@@ -180,12 +180,3 @@ def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, A
     if answer == protocol.result_answer(payment.id):
         return ChargeResult("accepted", info=answer)
     return ChargeResult("failed", info=answer[:200] or "empty answer")
-
-
-def method_of(payment: Payment) -> PaymentMethod | None:
-    """The payment's method (helper for callers that only hold a payment)."""
-    return db.session.get(PaymentMethod, payment.paymethod_id)
-
-
-__all__ = ["check_payment", "gateway_setup", "method_of", "recurring_charge", "refund", "refund_status",
-           "endpoints"]
