@@ -149,6 +149,13 @@ def test_result_credits_once(app, client_user, payment, out_sum, upper, http_met
     assert len(recorded) == 3 and recorded[0].status_to == "paid" and recorded[0].answer == f"OK{payment.id}"
 
 
+def test_result_late_notification_credits_cancelled_payment(app, client_user, payment):
+    service.set_cancelled(payment.id, source="test", reason="client gave up")
+    response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
+    assert response.get_data(as_text=True) == f"OK{payment.id}"  # money that arrives is never lost
+    assert reload(payment.id).status == "paid" and balance(client_user.account_id) == Decimal("100.00")
+
+
 def test_result_with_shp_params(app, payment):
     shp = {"Shp_login": "Vasya", "Shp_item": "1"}
     c = app.test_client()
