@@ -11,8 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from flask import g
-from flask_babel import gettext, refresh
+from flask_babel import gettext
 from sqlalchemy import select
 
 from billcore.accounts import create_admin, create_client
@@ -22,7 +21,7 @@ from billcore.models import Payment, PaymentMethod, PaymethodDraft, utcnow
 from billcore.paymethods import full_settings
 from billcore.payments import service
 from billcore.plugins import get_registry
-from tests.conftest import ADMIN, BACKENDS, CLIENT, _database_url_for, add_paymethod, login, make_app
+from tests.conftest import ADMIN, CLIENT, add_paymethod, login, make_app
 
 SECRET = "s3cret-Typed-In-Step2"
 FAKE = {"pmfake": "tests.fake_module"}
@@ -33,28 +32,16 @@ STEP3 = {"name": "Cards", "name_ru": "Карты", "currency": "RUB", "min_amoun
          "comment": "internal", "action": "next"}
 
 
-@pytest.fixture(params=BACKENDS)
-def fapp(request, tmp_path):
+@pytest.fixture
+def app_config():
+    """Load the fake module beside the real ones."""
+    return {"EXTRA_MODULES": FAKE}
+
+
+@pytest.fixture
+def fapp(app):
     """The app with the fake module loaded, on each configured backend."""
-    urls = _database_url_for(request.param, tmp_path)
-    application = make_app(tmp_path, next(urls), EXTRA_MODULES=FAKE)
-
-    @application.before_request
-    def _forget_cached_user() -> None:
-        # Requests reuse the test's pushed app context, so Flask-Login's cached user would outlive a
-        # request and two logged-in clients would share it.
-        g.pop("_login_user", None)
-        refresh()  # the same for Flask-Babel's cached locale
-
-    ctx = application.app_context()
-    ctx.push()
-    yield application
-    db.session.remove()
-    ctx.pop()
-    with application.app_context():
-        db.engine.dispose()
-    for _ in urls:
-        pass
+    return app
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ADMIN, CLIENT, login, make_app
+from tests.conftest import CLIENT, login, make_app
 
 ADMIN_PAGES = ["/admin/"]
 

@@ -9,7 +9,6 @@ import re
 from decimal import Decimal
 
 import pytest
-from flask import g
 
 from billcore.accounts import create_client
 from billcore.db import db
@@ -17,27 +16,22 @@ from billcore.models import Account, LedgerEntry, Payment, PaymentEvent
 from billcore.money import commission
 from billcore.payments import service
 from tests import fake_checkout_module as fake
-from tests.conftest import BACKENDS, CLIENT, OTHER_CLIENT, _database_url_for, add_paymethod, login, make_app
+from tests.conftest import CLIENT, OTHER_CLIENT, add_paymethod, login
 
 FAKE = {"pmfakepay": "tests.fake_checkout_module"}
 
 
-@pytest.fixture(params=BACKENDS)
-def capp(request, tmp_path):
+@pytest.fixture
+def app_config():
+    """Load the fake checkout module beside the real ones."""
+    return {"EXTRA_MODULES": FAKE}
+
+
+@pytest.fixture
+def capp(app):
     """The app on each backend with the fake checkout module loaded."""
-    urls = _database_url_for(request.param, tmp_path)
-    application = make_app(tmp_path, next(urls), EXTRA_MODULES=FAKE)
-    forget_cached_user(application)
     fake.reset()
-    ctx = application.app_context()
-    ctx.push()
-    yield application
-    db.session.remove()
-    ctx.pop()
-    with application.app_context():
-        db.engine.dispose()
-    for _ in urls:
-        pass
+    return app
 
 
 @pytest.fixture
@@ -67,14 +61,6 @@ def method(capp):
                          description="Pay by card", commission_amount=Decimal("10.00"),
                          commission_percent=Decimal("2.5"), min_amount=Decimal("100.00"),
                          max_amount=Decimal("15000.00"))
-
-
-def forget_cached_user(application) -> None:
-    """Requests of the test client reuse the test's pushed app context, so ``g`` (where Flask-Login
-    caches the user) outlives a request; forget it so two logged-in clients never share a user."""
-    @application.before_request
-    def _forget() -> None:
-        g.pop("_login_user", None)
 
 
 def _balance(account_id: int) -> Decimal:

@@ -5,8 +5,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from flask import g
-from flask_babel import refresh
 from sqlalchemy import select
 
 from billcore.accounts import create_admin, create_client
@@ -16,7 +14,7 @@ from billcore.models import PaymentMethod
 from billcore.paymethods import full_settings
 from billcore.payments import service
 from billcore.plugins import get_registry
-from tests.conftest import ADMIN, BACKENDS, CLIENT, _database_url_for, add_paymethod, login, make_app
+from tests.conftest import ADMIN, CLIENT, add_paymethod, login
 from tests.test_admin_paymethods import STEP2, STEP3, walk
 
 SECRET = "cli-secret-value-1"
@@ -24,26 +22,16 @@ BASE = ["paymethod", "add", "pmfake", "--name", "Cards", "--currency", "RUB"]
 GOOD = BASE + ["--set", "shop_id=shop-1", "--set", f"secret={SECRET}"]
 
 
-@pytest.fixture(params=BACKENDS)
-def fapp(request, tmp_path):
+@pytest.fixture
+def app_config():
+    """Load the fake module beside the real ones."""
+    return {"EXTRA_MODULES": {"pmfake": "tests.fake_module"}}
+
+
+@pytest.fixture
+def fapp(app):
     """The app with the fake module loaded, on each configured backend."""
-    urls = _database_url_for(request.param, tmp_path)
-    application = make_app(tmp_path, next(urls), EXTRA_MODULES={"pmfake": "tests.fake_module"})
-
-    @application.before_request
-    def _forget_cached() -> None:
-        g.pop("_login_user", None)
-        refresh()
-
-    ctx = application.app_context()
-    ctx.push()
-    yield application
-    db.session.remove()
-    ctx.pop()
-    with application.app_context():
-        db.engine.dispose()
-    for _ in urls:
-        pass
+    return app
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from flask import g, request_started
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -19,34 +18,17 @@ from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
 from billcore.payments import service
 from tests import fake_recurring_module as fake
-from tests.conftest import ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, _database_url_for, add_paymethod, login, make_app
+from tests.conftest import ADMIN, CLIENT, OTHER_CLIENT, add_paymethod, login
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 31, 10, 0, tzinfo=UTC)
 
 
-def _forget_user(sender, **extra):
-    g.pop("_login_user", None)  # the pushed app context is reused by requests: no user leaks between clients
-
-
-@pytest.fixture(params=BACKENDS)
-def app(request, tmp_path):
-    """Overrides conftest's ``app``: the same, plus the fake recurring module (``tests.fake_recurring_module``)."""
-    urls = _database_url_for(request.param, tmp_path)
-    url = next(urls)
-    application = make_app(tmp_path, url, EXTRA_MODULES={fake.KEY: "tests.fake_recurring_module"},
-                           FAKEREC_MODE="paid")
-    request_started.connect(_forget_user, application, weak=False)
+@pytest.fixture
+def app_config():
+    """The fake recurring module (``tests.fake_recurring_module``) beside the real ones."""
     fake.CHARGES.clear()
-    ctx = application.app_context()
-    ctx.push()
-    yield application
-    db.session.remove()
-    ctx.pop()
-    with application.app_context():
-        db.engine.dispose()
-    for _ in urls:
-        pass
+    return {"EXTRA_MODULES": {fake.KEY: "tests.fake_recurring_module"}, "FAKEREC_MODE": "paid"}
 
 
 def balance(account_id: int) -> Decimal:

@@ -1,4 +1,3 @@
-from tests.conftest import ADMIN, CLIENT, login
 
 
 def test_login_page_renders(app):

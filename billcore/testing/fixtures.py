@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, request_started
+from flask_babel import refresh
 from sqlalchemy import create_engine, text
 
 from alembic import command
@@ -63,6 +64,7 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
 
 def _forget_login_user(sender: Flask, **extra: Any) -> None:
     g.pop("_login_user", None)
+    refresh()  # Flask-Babel caches the locale in the same context
 
 
 def database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
