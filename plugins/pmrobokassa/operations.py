@@ -173,10 +173,10 @@ def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, A
     }
     if receipt:
         fields["Receipt"] = receipt
-    try:
-        answer = gateway.recurring(settings, fields, payment_id=payment.id)
-    except gateway.GatewayUnavailable as exc:
-        return ChargeResult("failed", info=str(exc))
+    # GatewayUnavailable propagates: the charge may have reached Robokassa before the connection broke,
+    # so the core retries this same child (same InvoiceID, which Robokassa never charges twice) rather
+    # than cancelling it and charging a new one.
+    answer = gateway.recurring(settings, fields, payment_id=payment.id)
     if answer == protocol.result_answer(payment.id):
         return ChargeResult("accepted", info=answer)
     return ChargeResult("failed", info=answer[:200] or "empty answer")

@@ -52,15 +52,16 @@ def payment_fields(payment: Payment, settings: Mapping[str, Any], *, email: str 
         password1=str(settings["password1"]), receipt=receipt)
     fields = [("MerchantLogin", login), ("OutSum", out_sum), ("InvId", str(payment.id)),
               ("Description", description_for(payment)), ("SignatureValue", signature)]
+    recurring = bool((payment.gateway_data or {}).get("recurring"))
     label = str(settings.get("payment_method") or "")
-    if label:
+    if label and not recurring:  # Robokassa refuses IncCurrLabel together with Recurring (§7.1)
         fields.append(("IncCurrLabel", label))
     fields += [("Culture", culture if culture in ("ru", "en") else "en"), ("Encoding", "utf-8")]
     if email:
         fields.append(("Email", email))
     if receipt:
         fields.append(("Receipt", receipt))
-    if (payment.gateway_data or {}).get("recurring"):
+    if recurring:
         fields.append(("Recurring", "true"))  # the parent payment of a subscription (§7.1)
     if settings.get("test_mode"):
         fields.append(("IsTest", "1"))

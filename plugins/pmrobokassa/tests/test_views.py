@@ -91,6 +91,15 @@ def test_redirect_total_with_commission_test_mode_label_and_receipt(app, client_
     assert fields["SignatureValue"] == expected
 
 
+def test_recurring_parent_sends_recurring_without_inc_curr_label(app, client_client, client_user):
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "payment_method": "BankCardPSR"}, recurring=True)
+    p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
+    service.set_gateway_data(p.id, recurring=True)
+    fields = form_fields(client_client.get(f"/mancgi/rkpayment?elid={p.id}").get_data(as_text=True))
+    assert fields["Recurring"] == "true"
+    assert "IncCurrLabel" not in fields  # Robokassa refuses the two together (ROBOKASSA.md §7.1)
+
+
 def forget_user() -> None:
     """The app fixture keeps one app context (and so one ``g``) for every request of a test; Flask-Login
     caches the user in ``g``, so switch users only after forgetting it."""
