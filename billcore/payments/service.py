@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,11 +21,11 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..crypto import scrub
+from ..crypto import decrypt_json, scrub
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..money import MoneyError, check_currency, commission, parse_amount, quantize
-from ..paymethods import secret_values
+from ..logs import remember_secrets
 
 NEW, INPAY, PAID = Status.NEW.value, Status.INPAY.value, Status.PAID.value
 CANCELLED, FRAUD = Status.CANCELLED.value, Status.FRAUD.value
@@ -139,15 +140,36 @@ def _lock_account(session: Session, account_id: int) -> Account:
     return session.execute(select(Account).where(Account.id == account_id).with_for_update()).scalar_one()
 
 
+@lru_cache(maxsize=256)
+def _decrypted_secret_values(_key: str, token: str) -> tuple[str, ...]:
+    # Keyed by the installation's key and the stored token: a changed secret is a new token.
+    return tuple(str(v) for v in decrypt_json(token).values() if v)
+
+
+def _method_secret_values(session: Session, paymethod_id: int) -> list[str]:
+    """The payment method's secret values, to scrub event data (cf. ``paymethods.secret_values``).
+
+    Only the encrypted column is read and its decryption is cached: every notification records an
+    event, and loading and decrypting the whole method each time showed in bench/notify.py's profile.
+    """
+    token = session.execute(select(PaymentMethod.secrets_encrypted)
+                            .where(PaymentMethod.id == paymethod_id)).scalar_one_or_none()
+    if not token:
+        return []
+    values = list(_decrypted_secret_values(current_app.config["ENCRYPTION_KEY"], token))
+    remember_secrets(values)
+    return values
+
+
 def _event(session: Session, payment: Payment | None, *, kind: str, source: str, outcome: str,
            data: Mapping[str, Any] | None, answer: str | None = None, actor: str | None = None,
            status_from: str | None = None, status_to: str | None = None) -> PaymentEvent:
-    paymethod = session.get(PaymentMethod, payment.paymethod_id) if payment is not None else None
+    secrets = _method_secret_values(session, payment.paymethod_id) if payment is not None else []
     event = PaymentEvent(
         payment_id=payment.id if payment is not None else None,
         kind=kind, source=source, outcome=outcome[:255], answer=answer, actor=actor,
         status_from=status_from, status_to=status_to,
-        data=scrub(dict(data or {}), secret_values(paymethod)),
+        data=scrub(dict(data or {}), secrets),
     )
     session.add(event)
     return event
@@ -180,7 +202,8 @@ def _credit(session: Session, account_id: int, amount: Decimal, *, kind: str, pa
 def _transition(payment_id: int, target: str, *, kind: str, source: str, data, info: str | None,
                 answer: Answer, actor: str | None, external_id: str | None = None,
                 extra_allowed: frozenset[str] = frozenset(),
-                check: Callable[[Payment], str | None] | None = None) -> Outcome:
+                check: Callable[[Payment], str | None] | None = None,
+                gateway_data: Mapping[str, Any] | None = None) -> Outcome:
     """Move a payment to ``target`` under its lock; ``check`` may divert the change to ``fraud`` by
     returning the reason (used by :func:`set_paid` for amount and currency mismatches)."""
     with write_transaction() as session:
@@ -206,6 +229,8 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
             payment.external_id = external_id[:128]
         if info:
             payment.info = info
+        if gateway_data:
+            payment.gateway_data = {**(payment.gateway_data or {}), **gateway_data}
         if target == PAID:
             payment.paid_at = payment.updated_at
             _credit(session, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
@@ -269,13 +294,15 @@ def set_in_pay(payment_id: int, *, source: str, data: Mapping[str, Any] | None =
 def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
              data: Mapping[str, Any] | None = None, info: str | None = None, external_id: str | None = None,
              answer: Answer = None, actor: str | None = None, kind: str = "notification",
-             manual: bool = False) -> Outcome:
+             manual: bool = False, gateway_data: Mapping[str, Any] | None = None) -> Outcome:
     """Credit a payment once: ``amount`` and ``currency`` are what the gateway says it received.
 
     They must equal the payment's ``total`` and ``currency`` exactly (``amount`` compared as a Decimal at
     the currency's minor unit); otherwise the payment is flagged ``fraud`` and nothing is credited.
     A repeat finds the payment already paid and reports ``already``. ``manual`` lets an admin pay a
     ``fraud`` payment. ``answer`` (text or a function of the outcome) is recorded as the reply given.
+    ``gateway_data`` is merged into the payment's gateway data in the same transaction when the payment
+    changes (as :func:`set_gateway_data` would, without a second transaction per notification).
     """
     if isinstance(amount, float):
         raise TypeError("amount must be a Decimal, never a float")
@@ -294,7 +321,8 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
 
     return _transition(payment_id, PAID, kind=kind, source=source, data=data, info=info, answer=answer,
                        actor=actor, external_id=external_id,
-                       extra_allowed=frozenset({FRAUD}) if manual else frozenset(), check=check)
+                       extra_allowed=frozenset({FRAUD}) if manual else frozenset(), check=check,
+                       gateway_data=gateway_data)
 
 
 def set_cancelled(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
