@@ -14,7 +14,7 @@ from billcore.payments import polling, refunds, service
 from billcore.paymodule import GatewayStatus, RefundResult
 from tests import fake_checkout_module as fake
 from tests.conftest import ADMIN, CLIENT, OTHER_CLIENT, add_paymethod, login
-from tests.test_checkout import capp  # noqa: F401  (the app with the fake module, on each backend)
+from tests.test_checkout import app_config, capp  # noqa: F401  (the app with the fake module, on each backend)
 
 SECRET = "s3cr3t-value"
 

@@ -11,7 +11,7 @@ from billcore.db import db
 from billcore.models import Payment, PaymentEvent, utcnow
 from billcore.payments import service
 from tests.conftest import CLIENT, add_paymethod
-from tests.test_checkout import capp  # noqa: F401  (the app with the fake module, on each backend)
+from tests.test_checkout import app_config, capp  # noqa: F401  (the app with the fake module, on each backend)
 
 
 def _aged(account_id: int, method_id: int, days: float, status: str = "new") -> int:
