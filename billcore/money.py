@@ -8,8 +8,9 @@ from flask_babel import gettext as _
 # ISO 4217 codes billcore accepts, with their minor unit (digits after the decimal point).
 CURRENCIES: dict[str, int] = {"RUB": 2, "USD": 2, "EUR": 2, "KZT": 2, "BYN": 2, "UAH": 2}
 
-# The largest amount the schema stores (Numeric(18, 2)).
-MAX_AMOUNT = Decimal("9999999999999999.99")
+# The largest amount accepted anywhere. Numeric(18, 2) holds 16 integer digits; staying far below leaves
+# room for a commission on top and keeps every value exact where SQLite stores it as a double.
+MAX_AMOUNT = Decimal("999999999999.99")
 
 
 class MoneyError(ValueError):
@@ -44,10 +45,12 @@ def parse_amount(text: str | Decimal, currency: str) -> Decimal:
         raise MoneyError(_("Not an amount: %(text)s.", text=str(text)[:40])) from None
     if not value.is_finite():
         raise MoneyError(_("Not an amount: %(text)s.", text=str(text)[:40]))
-    if value != quantize(value, currency):
-        raise MoneyError(_("%(text)s has more decimals than %(currency)s allows.", text=text, currency=currency))
+    # checked before quantizing: quantize raises InvalidOperation past 28 significant digits
     if abs(value) > MAX_AMOUNT:
-        raise MoneyError(_("%(text)s is too large.", text=text))
+        raise MoneyError(_("%(text)s is too large.", text=str(text)[:40]))
+    if value != quantize(value, currency):
+        raise MoneyError(_("%(text)s has more decimals than %(currency)s allows.", text=str(text)[:40],
+                           currency=currency))
     return quantize(value, currency)
 
 

@@ -260,3 +260,18 @@ def test_database_forbids_second_credit_entry(app):
     with pytest.raises(IntegrityError):
         db.session.commit()
     db.session.rollback()
+
+
+@pytest.mark.parametrize("amount", ["1e30", "99999999999999999999999999999999", "1000000000000.00"])
+def test_huge_amounts_are_refused_cleanly(app, amount):
+    user = factories.client()
+    pm = factories.method()
+    with pytest.raises(service.PaymentCreateError, match="too large"):
+        service.create_payment(user.account_id, pm.id, amount)
+
+
+def test_amount_plus_commission_must_fit(app):
+    user = factories.client()
+    pm = factories.method(commission_percent=Decimal("50"))
+    with pytest.raises(service.PaymentCreateError, match="too large"):
+        service.create_payment(user.account_id, pm.id, "999999999999.99")

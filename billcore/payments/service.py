@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ..crypto import decrypt_json, scrub
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
-from ..money import MoneyError, check_currency, commission, parse_amount, quantize
+from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..logs import remember_secrets
 
 NEW, INPAY, PAID = Status.NEW.value, Status.INPAY.value, Status.PAID.value
@@ -274,6 +274,8 @@ def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *,
                                      currency=method.currency))
         fee = commission(value, account.currency, method.commission_amount or Decimal(0),
                          method.commission_percent or Decimal(0))
+        if value + fee > MAX_AMOUNT:
+            raise PaymentCreateError(_("The amount is too large."))
         payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
                           total=value + fee, currency=account.currency, status=NEW,
                           description=description, refunded_amount=Decimal("0.00"))

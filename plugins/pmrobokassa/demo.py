@@ -49,8 +49,8 @@ def _find_demo_method() -> PaymentMethod | None:
 
 
 def create_demo_method(app: Flask) -> PaymentMethod | None:
-    """Create or update the active demo Robokassa method pointing at the sandbox; returns it
-    (None when the module is not loaded)."""
+    """Create or update the demo Robokassa method pointing at the sandbox, active only while the sandbox
+    is enabled; returns it (None when the module is not loaded)."""
     info = get_registry().info(KEY)
     if info is None:
         return None
@@ -64,12 +64,14 @@ def create_demo_method(app: Flask) -> PaymentMethod | None:
                                description_ru="Оплата в локальной песочнице Робокассы: настоящие деньги не списываются.",
                                settings={})
         db.session.add(method)
-    method.active = True
+    # Its passwords are public (they are in this file): active only while the sandbox stands in for
+    # Robokassa, never as a method anyone could "pay" with forged notifications.
+    method.active = sandbox_enabled(app)
     method.allow_refund = True
     store_settings(method, info, demo_settings(base_url))
     db.session.commit()
     if not sandbox_enabled(app):
-        click.echo("Note: the Robokassa sandbox is off; start the server with BILLCORE_PMROBOKASSA_SANDBOX=true "
-                   "so that the demo payment method works.")
+        click.echo("Note: the Robokassa sandbox is off, so the demo payment method is left disabled; run "
+                   "`flask demo` with BILLCORE_PMROBOKASSA_SANDBOX=true to enable it.")
     click.echo(f"Robokassa demo method #{method.id} -> {method.settings.get('url')}")
     return method
