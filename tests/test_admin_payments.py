@@ -329,3 +329,10 @@ def test_admin_pages_in_russian(admin, payer, method):
         r = admin.get(url)
         assert r.status_code == 200, url
         assert text in r.get_data(as_text=True), url
+
+
+@pytest.mark.parametrize("query", ["before=99999999999999999999", "account_id=%C2%B2", "before=-1",
+                                   "paymethod_id=99999999999999999999"])
+def test_odd_query_arguments_never_fail(admin, query):
+    assert admin.get(f"/admin/payments?{query}").status_code == 200
+    assert admin.get(f"/admin/accounts?{query}").status_code == 200

@@ -8,6 +8,7 @@ from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, User
 from . import bp
+from ..args import MAX_ID, row_id
 
 ON_ACCOUNT_PAGE = 50  # latest ledger entries and payments shown; the payments list has the rest
 
@@ -17,14 +18,14 @@ ON_ACCOUNT_PAGE = 50  # latest ledger entries and payments shown; the payments l
 def accounts():
     """Accounts, newest first, with currency, balance and users; ``?q=`` finds by name or e-mail."""
     size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     q = (request.args.get("q") or "").strip()[:200]
     query = select(Account)
     if q:
         like = f"%{q.lower()}%"
         emails = select(User.account_id).where(func.lower(User.email).like(like))
         query = query.where((func.lower(Account.name).like(like)) | Account.id.in_(emails)
-                            | (Account.id == int(q) if q.isdigit() else False))
+                            | (Account.id == int(q) if q.isascii() and q.isdigit() and int(q) <= MAX_ID else False))
     if before:
         query = query.where(Account.id < before)
     rows = db.session.execute(query.order_by(Account.id.desc()).limit(size + 1)).scalars().all()

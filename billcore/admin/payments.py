@@ -28,6 +28,7 @@ from ..payments import polling, refunds, service
 from ..paymodule import FEATURE_REFUND
 from ..plugins import get_registry
 from . import bp
+from ..args import row_id
 
 STATUSES = [s.value for s in Status]
 MANUAL_PAY_FROM = ("new", "inpay", "cancelled", "fraud")
@@ -56,9 +57,9 @@ class PaymentFilters:
         for name in ("paymethod_id", "account_id"):
             text = (args.get(name) or "").strip().lstrip("#")
             if text:
-                if text.isdigit():
-                    setattr(f, name, int(text))
-                else:
+                try:
+                    setattr(f, name, row_id(text))
+                except ValueError:
                     f.errors.append(name)
         for name in ("date_from", "date_to"):
             text = (args.get(name) or "").strip()
@@ -149,7 +150,7 @@ def list_page(filters: PaymentFilters, before: int | None, size: int) -> tuple[l
 def payments():
     """Every payment, filtered by status, method, account, date range and amount; keyset paging."""
     filters = PaymentFilters.from_args(request.args)
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
     rows, next_before = list_page(filters, before, size)
     methods = db.session.execute(select(PaymentMethod).order_by(PaymentMethod.sort_order, PaymentMethod.id)).scalars().all()

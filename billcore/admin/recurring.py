@@ -12,6 +12,7 @@ from ..auth import admin_required
 from ..db import db
 from ..models import RecurringCharge, RecurringProfile
 from . import bp
+from ..args import row_id
 
 STATUSES = (recurring.ACTIVE, recurring.SUSPENDED, recurring.CANCELLED)
 
@@ -26,7 +27,7 @@ def recurring_profiles():
     """Auto-payment profiles, newest first; ``?status=`` filters, ``?before=`` pages."""
     size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
     status = request.args.get("status") if request.args.get("status") in STATUSES else None
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     query = select(RecurringProfile)
     if status:
         query = query.where(RecurringProfile.status == status)

@@ -20,6 +20,7 @@ from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amo
 from ..payments import service
 from ..plugins import get_registry
 from .forms import ActionForm, AddFundsForm
+from ..args import row_id
 
 bp = Blueprint("checkout", __name__)
 
@@ -75,7 +76,7 @@ def payments():
     """The account's payments, newest first, paged by id (``?before=<id>``: keyset, no OFFSET)."""
     account = _account()
     size = int(current_app.config.get("CLIENT_PAGE_SIZE") or 20)
-    before = request.args.get("before", type=int)
+    before = request.args.get("before", type=row_id)
     query = select(Payment).where(Payment.account_id == account.id)
     if before:
         query = query.where(Payment.id < before)
@@ -147,7 +148,7 @@ def new_payment():
     form = AddFundsForm()
     form.paymethod.choices = [(m.id, m.display_name(language)) for m in methods]
     if request.method == "GET":
-        wanted = request.args.get("paymethod", type=int)
+        wanted = request.args.get("paymethod", type=row_id)
         if wanted in {m.id for m in methods}:
             form.paymethod.data = wanted
         elif len(methods) == 1:

@@ -32,6 +32,7 @@ from . import gateway
 from .forms import as_bool
 from .notification import KEY, handle_notification
 from .signing import signed, verify
+from billcore.args import row_id
 
 bp = Blueprint(KEY, __name__, template_folder="templates")
 
@@ -70,7 +71,7 @@ def _own_payment(payment_id: int | None) -> Payment | None:
 def tplpayment():
     """The redirect script: mark the client's payment ``inpay`` and send the browser to the gateway."""
     log = file_logger("tplpayment")
-    payment_id = request.args.get("elid", type=int)
+    payment_id = request.args.get("elid", type=row_id)
     payment = _own_payment(payment_id)
     # Someone else's payment looks exactly like a missing one: do not confirm it exists.
     if payment is None or payment.account_id != current_user.account_id or not payment.paymethod.active:
@@ -210,7 +211,7 @@ def tplresult():
 def _return_page(kind: str, message: str, category: str):
     """A browser's return from the gateway: unsigned, so it is recorded and changes nothing."""
     log = file_logger(f"tpl{kind}")
-    payment = _own_payment(request.args.get("elid", type=int))
+    payment = _own_payment(request.args.get("elid", type=row_id))
     if payment is None:
         log.warning("unknown payment %s", request.args.get("elid"))
         return redirect(url_for("main.index"))
