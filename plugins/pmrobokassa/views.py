@@ -238,9 +238,14 @@ def _result(params: dict[str, str]) -> Response:
         raise Rejected(400, "test payment for a payment method in live mode", payment_id)
 
     ok = protocol.result_answer(payment_id)
+    # kept with the credit, in its own transaction, for polling and refunds later
+    gateway_facts = {name: params[key] for key, name in (
+        ("IncCurrLabel", "inc_curr_label"), ("PaymentMethod", "payment_method"), ("Fee", "fee"),
+        ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
     try:
         outcome = service.set_paid(
             payment_id, amount=amount, currency=CURRENCY, source="rkresult", data=params,
+            gateway_data=gateway_facts,
             answer=lambda o: ok if o.result != "fraud" else f"ERROR: {o.message}")
     except service.IllegalTransition as exc:
         # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
@@ -252,12 +257,6 @@ def _result(params: dict[str, str]) -> Response:
     if outcome.result == "fraud":
         log_line(LOG_RESULT, payment_id, f"fraud: {outcome.message}", logging.ERROR, **_facts(params))
         return _text(f"ERROR: {outcome.message}", 400)
-    if outcome.changed:
-        gateway_facts = {name: params[key] for key, name in (
-            ("IncCurrLabel", "inc_curr_label"), ("PaymentMethod", "payment_method"), ("Fee", "fee"),
-            ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
-        if gateway_facts:
-            service.set_gateway_data(payment_id, **gateway_facts)
     log_line(LOG_RESULT, payment_id, "credited" if outcome.changed else "repeat, already credited",
              answer=ok, **_facts(params))
     return _text(ok)
