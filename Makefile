@@ -6,9 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# The demo: SQLite in ./instance, the Robokassa sandbox standing in for the gateway.
-export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
-export BILLCORE_PMROBOKASSA_SANDBOX ?= true
+# The demo (only for `make run`, never for the tests): SQLite in ./instance, the Robokassa sandbox
+# standing in for the gateway.
+run: export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
+run: export BILLCORE_PMROBOKASSA_SANDBOX ?= true
 
 .PHONY: run test install install-test chromium clean translations
 
