@@ -102,15 +102,18 @@ Answer = str | Callable[[Outcome], str] | None
 @contextmanager
 def write_transaction() -> Iterator[Session]:
     """A session whose transaction holds the write lock from its first statement (see module doc)."""
-    with Session(db.engine, expire_on_commit=False) as session:
-        session.connection(execution_options={"billcore_write": True})
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-    _end_request_snapshot()
+    try:
+        with Session(db.engine, expire_on_commit=False) as session:
+            session.connection(execution_options={"billcore_write": True})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        # also after a refusal: the caller usually looks at the payment again to see why
+        _end_request_snapshot()
 
 
 def _end_request_snapshot() -> None:
