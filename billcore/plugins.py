@@ -71,6 +71,15 @@ class ModuleRegistry:
         return results
 
 
+def development_mode(app: Flask) -> bool:
+    """True when ``app`` runs for development: debug or testing mode, or ``DEV_MODULES``.
+
+    This one switch decides whether development-only modules load without being named in
+    ``PAYMENT_MODULES``, and whether modules serve development-only pages (pmtemplate's fake gateway).
+    """
+    return bool(app.debug or app.testing or app.config.get("DEV_MODULES"))
+
+
 def make_registry(app: Flask) -> ModuleRegistry:
     """Discover, import and register the payment modules allowed by the app's configuration."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -79,7 +88,7 @@ def make_registry(app: Flask) -> ModuleRegistry:
     allowed = app.config.get("PAYMENT_MODULES")
     if isinstance(allowed, str):
         allowed = [part.strip() for part in allowed.split(",") if part.strip()]
-    dev_ok = bool(app.debug or app.testing or app.config.get("DEV_MODULES"))
+    dev_ok = development_mode(app)
 
     for key, loader, source in _candidates(app.config.get("EXTRA_MODULES") or {}):
         if key in registry.modules or key in registry.errors:

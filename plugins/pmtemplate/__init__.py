@@ -139,8 +139,8 @@ def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict
     items = (
         SetupItem(_("Notification URL"), f"{base}/mancgi/tplresult"),
         SetupItem(_("Notification method"), "POST", copy=False),
-        SetupItem(_("Signature"), _("HMAC-SHA256 of the sorted name=value lines, keyed with the shared secret"),
-                  copy=False),
+        SetupItem(_("Signature"), _("HMAC-SHA256 of the fields as one compact JSON object with sorted names, "
+                                    "keyed with the shared secret"), copy=False),
         SetupItem(_("Success URL"), f"{base}/mancgi/tplsuccess"),
         SetupItem(_("Fail URL"), f"{base}/mancgi/tplfail"),
     )

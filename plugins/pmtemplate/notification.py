@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from billcore.args import row_id
 from billcore.db import db
 from billcore.logs import file_logger
 from billcore.models import Payment
@@ -60,8 +61,8 @@ def _reject(payment_id: int | None, reason: str, data: dict[str, str], answer: s
 
 
 def _handle(data: dict[str, str], log) -> tuple[str, int]:
-    try:
-        payment_id = int(data.get("payment_id", ""))
+    try:  # a huge, negative or non-ASCII id never reaches the database
+        payment_id = row_id(data.get("payment_id", ""))
     except ValueError:
         return _reject(None, "no payment id", data, "bad request", log)
     payment = db.session.get(Payment, payment_id)

@@ -4,7 +4,8 @@ BILLmanager calls its gateway scripts ``/mancgi/<name>``; billcore keeps the hab
 them. Paths carry no prefix: the gateway is given absolute URLs (see ``billcore_gateway_setup``).
 
 * ``/mancgi/tplpayment?elid=<id>``  the client's browser starts here (``billcore_start_payment``)
-* ``/fakegw/pay``                   the fake gateway's payment page (stands in for the real gateway)
+* ``/fakegw/pay``                   the fake gateway's payment page (stands in for the real gateway;
+                                    development and testing only, see :func:`fake_gateway_enabled`)
 * ``/mancgi/tplresult``             the gateway's signed server-to-server notification (CSRF exempt)
 * ``/mancgi/tplsuccess?elid=<id>``  the browser's return after paying (unsigned: changes nothing)
 * ``/mancgi/tplfail?elid=<id>``     the browser's return after a failure (unsigned: changes nothing)
@@ -20,6 +21,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
+from billcore.args import row_id
 from billcore.auth import client_required
 from billcore.db import db
 from billcore.logs import file_logger
@@ -27,14 +29,12 @@ from billcore.models import Payment, PaymentMethod
 from billcore.money import format_amount
 from billcore.payments import service
 from billcore.paymethods import full_settings
+from billcore.plugins import development_mode
 
 from . import gateway
 from .forms import as_bool
 from .notification import KEY, handle_notification
 from .signing import signed, verify
-from billcore.args import row_id
-
-bp = Blueprint(KEY, __name__, template_folder="templates")
 
 PAYABLE = (service.NEW, service.INPAY)
 
@@ -66,7 +66,6 @@ def _own_payment(payment_id: int | None) -> Payment | None:
     return payment
 
 
-@bp.route("/mancgi/tplpayment")
 @client_required
 def tplpayment():
     """The redirect script: mark the client's payment ``inpay`` and send the browser to the gateway."""
@@ -84,6 +83,12 @@ def tplpayment():
         return redirect(payment_page(payment.id))
     method = payment.paymethod
     settings = full_settings(method)
+    gateway_url = str(settings.get("gateway_url") or "").rstrip("/")
+    if not gateway_url and f"{KEY}.fakegw_pay" not in current_app.view_functions:
+        # No gateway URL and no fake gateway (a production install): there is nowhere to send the client.
+        log.error("payment %s: method %s has no gateway URL and the fake gateway is off", payment.id, method.id)
+        flash(_("This payment method is not configured yet. Please choose another one."), "error")
+        return redirect(payment_page(payment.id))
     try:
         service.set_in_pay(payment.id, source="pmtemplate tplpayment", actor=current_user.email,
                            data={"user_id": current_user.id})
@@ -103,7 +108,6 @@ def tplpayment():
         "fail_url": f"{base}/mancgi/tplfail?elid={payment.id}",
         "return_url": base + payment_page(payment.id, "pending"),
     }
-    gateway_url = str(settings.get("gateway_url") or "").rstrip("/")
     # Blank gateway URL: the fake gateway inside this billcore (a relative URL keeps the same host).
     target = (gateway_url + "/fakegw/pay") if gateway_url else url_for(f"{KEY}.fakegw_pay")
     log.info("payment %s: sent to the gateway (%s %s)", payment.id, params["amount"], payment.currency)
@@ -163,7 +167,6 @@ def deliver_notification(params: dict[str, str], url: str) -> tuple[str, int] | 
     return body, status
 
 
-@bp.route("/fakegw/pay", methods=["GET", "POST"])
 def fakegw_pay():
     """The fake gateway's payment page: GET shows Pay / Fail / Leave pending, POST acts on the choice."""
     log = file_logger(KEY)
@@ -174,8 +177,12 @@ def fakegw_pay():
         log.warning("fake gateway: request for payment %s with a bad signature", params.get("payment_id"))
         return Response(_("The payment request is not signed by a known merchant."), 400,
                         mimetype="text/plain")
-    op = gateway.open_operation(params["merchant_id"], int(params["payment_id"]), params["amount"],
-                                params["currency"], params.get("description", ""), params.get("test") == "1")
+    try:
+        payment_id = row_id(params.get("payment_id", ""))
+    except ValueError:
+        abort(400)
+    op = gateway.open_operation(params["merchant_id"], payment_id, params.get("amount", ""),
+                                params.get("currency", ""), params.get("description", ""), params.get("test") == "1")
     if request.method == "GET":
         return render_template("pmtemplate/fakegw.html", params=params, op=op)
     action = request.form.get("action")
@@ -201,7 +208,6 @@ def fakegw_pay():
 # ---------------------------------------------------------------------------------------------------
 
 
-@bp.route("/mancgi/tplresult", methods=["POST"])
 def tplresult():
     """The gateway's signed notification; plain-text answer (``OK`` when accepted or repeated)."""
     body, status = handle_notification(request.form)
@@ -225,23 +231,37 @@ def _return_page(kind: str, message: str, category: str):
     return redirect(target)
 
 
-@bp.route("/mancgi/tplsuccess")
 def tplsuccess():
     """Where the gateway sends the browser after paying."""
     return _return_page("success", _("Thank you! The payment will be credited as soon as the gateway "
                                      "confirms it."), "info")
 
 
-@bp.route("/mancgi/tplfail")
 def tplfail():
     """Where the gateway sends the browser when the payment failed or was abandoned."""
     return _return_page("fail", _("The payment was not completed."), "error")
 
 
+def fake_gateway_enabled(app: Flask) -> bool:
+    """True when ``app`` may serve the fake gateway's page: in development and testing only (debug,
+    ``TESTING`` or ``DEV_MODULES``), the same switch that lets development-only modules load. A production
+    install that names this module in ``PAYMENT_MODULES`` never serves a page that fakes a payment."""
+    return development_mode(app)
+
+
 def register(app: Flask) -> list[Blueprint]:
-    """The module's blueprints, with the gateway-facing views exempt from CSRF (they are signed)."""
+    """The module's blueprint (made per app), with the gateway-facing views exempt from CSRF (they are
+    signed). The fake gateway's page is only added by :func:`fake_gateway_enabled`."""
+    bp = Blueprint(KEY, __name__, template_folder="templates")
+    bp.add_url_rule("/mancgi/tplpayment", view_func=tplpayment)
+    bp.add_url_rule("/mancgi/tplresult", view_func=tplresult, methods=["POST"])
+    bp.add_url_rule("/mancgi/tplsuccess", view_func=tplsuccess)
+    bp.add_url_rule("/mancgi/tplfail", view_func=tplfail)
     csrf = app.extensions.get("csrf")
     if csrf is not None:
         csrf.exempt(tplresult)
-        csrf.exempt(fakegw_pay)  # the fake gateway is "another site": its form is protected by the signature
+    if fake_gateway_enabled(app):
+        bp.add_url_rule("/fakegw/pay", view_func=fakegw_pay, methods=["GET", "POST"])
+        if csrf is not None:
+            csrf.exempt(fakegw_pay)  # the fake gateway is "another site": its form is protected by the signature
     return [bp]
