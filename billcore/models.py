@@ -314,6 +314,10 @@ class RecurringProfile(db.Model):
     __table_args__ = (
         Index("ix_recurring_profiles_status_next", "status", "next_charge_at"),
         Index("ix_recurring_profiles_account_id_id", "account_id", "id"),
+        # at most one live (active or suspended) profile per parent payment, even with concurrent opt-ins
+        Index("uq_recurring_profiles_live_parent", "parent_payment_id", unique=True,
+              sqlite_where=text("status IN ('active', 'suspended')"),
+              postgresql_where=text("status IN ('active', 'suspended')")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FIXED, THRESHOLD = "fixed", "threshold"
 RULES = (FIXED, THRESHOLD)
 ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
+LIVE = (ACTIVE, SUSPENDED)  # at most one live profile per parent payment (uq_recurring_profiles_live_parent)
 # States of a claimed period (RecurringCharge.state).
 CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = "claimed", "accepted", "paid", "failed", "abandoned"
 PARENT_FLAG = "recurring"  # Payment.gateway_data key: "send this payment as a recurring parent"
@@ -149,19 +150,27 @@ def mark_parent(payment_id: int) -> None:
 
 def offer_refusal(payment: Payment) -> str | None:
     """Why a profile cannot be created from ``payment`` (None when it can)."""
+    return _offer_refusal(db.session, payment)
+
+
+def _offer_refusal(session: Session, payment: Payment) -> str | None:
     if payment.status != Status.PAID.value:
         return _("Only a paid payment can start automatic payments.")
     if not (payment.gateway_data or {}).get(PARENT_FLAG):
         return _("This payment was not made as the first of automatic payments.")
-    reason = method_refusal(db.session.get(PaymentMethod, payment.paymethod_id))
+    reason = method_refusal(session.get(PaymentMethod, payment.paymethod_id))
     if reason:
         return reason
-    live = db.session.execute(select(RecurringProfile.id).where(
+    live = session.execute(select(RecurringProfile.id).where(
         RecurringProfile.parent_payment_id == payment.id,
-        RecurringProfile.status.in_((ACTIVE, SUSPENDED)))).first()
+        RecurringProfile.status.in_(LIVE))).first()
     if live is not None:
-        return _("Automatic payments are already set up with this payment.")
+        return _already_set_up()
     return None
+
+
+def _already_set_up() -> str:
+    return _("Automatic payments are already set up with this payment.")
 
 
 def _money(value: Any, currency: str, label: str, *, required: bool = True) -> Decimal | None:
@@ -211,15 +220,28 @@ def create_profile(parent_payment_id: int, *, account_id: int, rule: str, amount
                                currency=currency))
     if cap < value:
         raise RecurringError(_("The monthly maximum must be at least the amount."))
-    profile = RecurringProfile(
-        account_id=account_id, paymethod_id=method.id, parent_payment_id=parent.id, rule=rule, amount=value,
-        threshold=limit if rule == THRESHOLD else None, monthly_max=cap, status=ACTIVE, failures=0, sequence=0,
-        charge_day=now.day if rule == FIXED else None,
-        next_charge_at=next_fixed_due(now.day, now) if rule == FIXED else now,
-        actor=actor, created_at=now, updated_at=now)
-    db.session.add(profile)
-    db.session.commit()
-    return profile
+    try:
+        with write_transaction() as session:
+            # Under the parent's lock (FOR UPDATE; SQLite's write lock) a concurrent opt-in with the same
+            # parent waits here, then finds this profile live; the partial unique index is the backstop.
+            parent = session.execute(select(Payment).where(Payment.id == parent_payment_id)
+                                     .with_for_update()).scalar_one()
+            reason = _offer_refusal(session, parent)
+            if reason:
+                raise RecurringError(reason)
+            profile = RecurringProfile(
+                account_id=account_id, paymethod_id=method.id, parent_payment_id=parent.id, rule=rule,
+                amount=value, threshold=limit if rule == THRESHOLD else None, monthly_max=cap, status=ACTIVE,
+                failures=0, sequence=0, charge_day=now.day if rule == FIXED else None,
+                next_charge_at=next_fixed_due(now.day, now) if rule == FIXED else now,
+                actor=actor, created_at=now, updated_at=now)
+            session.add(profile)
+            session.flush()
+            profile_id = profile.id
+    except IntegrityError:  # uq_recurring_profiles_live_parent: another live profile won the race
+        raise RecurringError(_already_set_up()) from None
+    db.session.expire_all()
+    return db.session.get(RecurringProfile, profile_id)
 
 
 def cancel_profile(profile_id: int, *, account_id: int | None = None, actor: str | None = None) -> RecurringProfile:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
@@ -130,6 +131,62 @@ def test_opt_in_rules(app, client_user, other_client_user):
     assert p.next_charge_at == datetime(2026, 2, 28, tzinfo=UTC)
     with pytest.raises(recurring.RecurringError, match="already"):
         recurring.create_profile(parent.id, account_id=client_user.account_id, **kw)
+
+
+def test_concurrent_opt_ins_create_one_live_profile(app, client_user, monkeypatch):
+    """Two requests set up automatic payments with the same parent at once: one profile, one refusal."""
+    _, parent = paid_parent(client_user)
+    real_due = recurring.next_fixed_due
+
+    def slow_due(day, after):  # computed between the check for a live profile and the insert
+        time.sleep(0.3)
+        return real_due(day, after)
+
+    monkeypatch.setattr(recurring, "next_fixed_due", slow_due)
+    barrier = threading.Barrier(2)
+    made, refused, errors = [], [], []
+
+    def opt_in():
+        try:
+            with app.app_context():
+                barrier.wait()
+                try:
+                    made.append(recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed",
+                                                         amount="50", monthly_max="100", now=T0).id)
+                except recurring.RecurringError as exc:
+                    refused.append(str(exc))
+                finally:
+                    db.session.remove()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opt_in) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(made) == 1 and refused == ["Automatic payments are already set up with this payment."]
+    db.session.commit()  # a fresh snapshot
+    live = db.session.execute(select(RecurringProfile.id).where(
+        RecurringProfile.parent_payment_id == parent.id, RecurringProfile.status.in_(("active", "suspended")))).all()
+    assert [row[0] for row in live] == made
+
+
+def test_live_profile_is_unique_per_parent_in_the_database(app, client_user, monkeypatch):
+    """The partial unique index refuses a second live profile; create_profile reports it as the check does."""
+    _, parent = paid_parent(client_user)
+    first = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
+                                     monthly_max="100", now=T0)
+    monkeypatch.setattr(recurring, "offer_refusal", lambda payment: None)
+    monkeypatch.setattr(recurring, "_offer_refusal", lambda session, payment: None)  # as if the check raced
+    with pytest.raises(recurring.RecurringError, match="already set up"):
+        recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
+                                 monthly_max="100", now=T0)
+    recurring.cancel_profile(first.id)
+    again = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
+                                     monthly_max="100", now=T0)  # a cancelled profile does not count
+    assert again.status == "active" and again.id != first.id
 
 
 def test_method_limits_apply_to_the_amount(app, client_user):
