@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from .db import db
 from .models import Account, Payment, PaymentMethod, RecurringCharge, RecurringProfile, Status, utcnow
-from .money import MoneyError, parse_amount
+from .money import MoneyError, commission, parse_amount
 from .paymethods import full_settings
 from .paymodule import FEATURE_RECURRING, ChargeResult
 from .payments import service
@@ -193,8 +193,8 @@ def create_profile(parent_payment_id: int, *, account_id: int, rule: str, amount
     """Create an active auto-payment profile from a paid parent payment of ``account_id``.
 
     ``fixed``: ``amount`` monthly, first one month after ``now`` on the same day. ``threshold``: ``amount``
-    whenever the balance is below ``threshold``, first checked at once. Children of one calendar month
-    never total more than ``monthly_max``. Raises :class:`RecurringError` with the reason otherwise.
+    whenever the balance is below ``threshold``, first checked at once. What the children of one calendar
+    month charge the customer (amounts plus the method's commission) never exceeds ``monthly_max``. Raises :class:`RecurringError` with the reason otherwise.
     """
     now = _aware(now or utcnow())
     parent = db.session.get(Payment, parent_payment_id)
@@ -220,6 +220,10 @@ def create_profile(parent_payment_id: int, *, account_id: int, rule: str, amount
                                currency=currency))
     if cap < value:
         raise RecurringError(_("The monthly maximum must be at least the amount."))
+    total = charge_total(method, value, currency)
+    if cap < total:
+        raise RecurringError(_("The monthly maximum must be at least the amount with the commission "
+                               "(%(total)s %(currency)s).", total=total, currency=currency))
     try:
         with write_transaction() as session:
             # Under the parent's lock (FOR UPDATE; SQLite's write lock) a concurrent opt-in with the same
@@ -338,9 +342,17 @@ def _lock_profile(session: Session, profile_id: int, *, skip_locked: bool) -> Re
     return session.execute(query).scalar_one_or_none()
 
 
+def charge_total(method: PaymentMethod, amount: Decimal, currency: str) -> Decimal:
+    """What a child of ``amount`` costs the customer: the amount plus the method's commission, computed
+    as :func:`billcore.payments.service.create_payment` does (the monthly maximum caps these totals)."""
+    return amount + commission(amount, currency, method.commission_amount or Decimal(0),
+                               method.commission_percent or Decimal(0))
+
+
 def _month_total(session: Session, profile: RecurringProfile, now: datetime) -> Decimal:
+    """What the profile's children charged (or are charging) the customer this calendar month."""
     amounts = session.execute(
-        select(Payment.amount).join(RecurringCharge, RecurringCharge.payment_id == Payment.id)
+        select(Payment.total).join(RecurringCharge, RecurringCharge.payment_id == Payment.id)
         .where(RecurringCharge.profile_id == profile.id, Payment.status.in_(COUNTED),
                RecurringCharge.charged_at >= month_start(now),
                RecurringCharge.charged_at < next_month_start(now))).scalars()
@@ -438,7 +450,9 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
                 profile.failures, profile.last_error, profile.updated_at = 0, None, now
                 profile.next_charge_at = now + _check_interval()
                 return None
-            if not keep_child and _month_total(session, profile, now) + profile.amount > profile.monthly_max:
+            method = session.get(PaymentMethod, profile.paymethod_id)
+            next_total = charge_total(method, profile.amount, account.currency)
+            if not keep_child and _month_total(session, profile, now) + next_total > profile.monthly_max:
                 profile.last_error = _("monthly maximum of %(max)s %(currency)s reached",
                                        max=profile.monthly_max, currency=account.currency)
                 profile.next_charge_at = next_month_start(now)

@@ -246,6 +246,24 @@ def test_threshold_rule_and_monthly_maximum(app, client_user):
     assert balance(client_user.account_id) == Decimal("160.00")
 
 
+def test_monthly_maximum_counts_what_the_customer_pays_with_the_commission(app, client_user):
+    _, parent = paid_parent(client_user, commission_amount=Decimal("5.00"))  # each 50.00 child costs 55.00
+    with pytest.raises(recurring.RecurringError, match="with the commission"):
+        recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="1000", monthly_max="54", now=T0)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="1000", monthly_max="105", now=T0)
+    assert [c[1] for c in recurring.run_due(T0).charges] == ["t1"]
+    (first,) = children(p.id)
+    assert (first.amount, first.total) == (Decimal("50.00"), Decimal("55.00"))
+    # amounts alone (50 + 50 = 100) would fit under 105; what the customer pays (55 + 55 = 110) does not
+    assert recurring.run_due(T0 + timedelta(minutes=61)).charges == []
+    prof = profile_of(p.id)
+    assert "monthly maximum" in prof.last_error and prof.next_charge_at == datetime(2026, 2, 1, tzinfo=UTC)
+    assert balance(client_user.account_id) == Decimal("60.00") and len(fake.CHARGES) == 1
+    assert [c[1] for c in recurring.run_due(datetime(2026, 2, 1, 0, 1, tzinfo=UTC)).charges] == ["t2"]
+
+
 def test_threshold_rule_waits_while_the_balance_is_enough(app, client_user):
     _, parent = paid_parent(client_user, amount="500.00")
     p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
