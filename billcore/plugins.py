@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -16,6 +17,7 @@ from typing import Any
 
 import pluggy
 from flask import Flask, current_app
+from werkzeug.routing import Rule
 
 from . import hookspecs
 from .paymodule import FEATURES, ModuleInfo
@@ -148,18 +150,116 @@ def _describe(pm: pluggy.PluginManager, module: ModuleType, key: str) -> ModuleI
 
 
 def init_app(app: Flask) -> ModuleRegistry:
-    """Create the app's registry, register the modules' blueprints and keep it in ``app.extensions``."""
+    """Create the app's registry, register the modules' blueprints and keep it in ``app.extensions``.
+
+    A module is refused whole (reported in ``registry.errors`` and logged, like a module that fails to
+    import) when its blueprints fail to register or when one of its URL rules takes a URL the core or an
+    earlier module already serves: whatever it had registered is removed again and it leaves the plugin
+    manager, so it never receives a hook call.
+    """
     registry = make_registry(app)
     app.extensions["billcore.modules"] = registry
     for key in list(registry.modules):
+        snapshot = _AppSnapshot(app)
         try:
             for bp in _blueprints(registry, app, key):
                 app.register_blueprint(bp)
+            clashes = _route_clashes(snapshot.rules, _rules_since(app, snapshot.rules))
+            if clashes:
+                raise RouteCollision(clashes)
         except Exception as exc:
-            log.exception("payment module %s failed to register its routes", key)
+            if isinstance(exc, RouteCollision):
+                log.error("payment module %s refused: %s", key, exc)
+            else:
+                log.exception("payment module %s failed to register its routes", key)
+            snapshot.restore(app)
             registry.errors[key] = f"{type(exc).__name__}: {exc}"
             del registry.modules[key]
+            if registry.pm.get_plugin(key) is not None:
+                registry.pm.unregister(name=key)
     return registry
+
+
+class RouteCollision(Exception):
+    """A module's URL rules take URLs that are already served (by the core or an earlier module)."""
+
+    def __init__(self, clashes: list[tuple[str, str, str]]) -> None:
+        self.clashes = clashes
+        described = "; ".join(f"{rule} (its {new}) is already served by {old}" for rule, new, old in clashes)
+        super().__init__(f"URL rules collide with existing ones: {described}")
+
+
+_CONVERTER_RE = re.compile(r"<(?:([^<>:]+):)?[^<>:]+>")
+
+
+def _rule_key(rule: Rule) -> tuple[str, str, str]:
+    """What makes two rules match the same URLs: host, subdomain and path with variable names dropped
+    (``/x/<int:a>`` and ``/x/<int:b>`` collide). Methods are ignored: a module may not add a method to
+    another's URL either."""
+    path = _CONVERTER_RE.sub(lambda m: f"<{(m.group(1) or 'default').replace(' ', '')}>", rule.rule)
+    return (rule.host or "", rule.subdomain or "", path)
+
+
+def _route_clashes(before: list[Rule], added: list[Rule]) -> list[tuple[str, str, str]]:
+    """``(rule, new endpoint, existing endpoint)`` for every added rule whose URLs were served already."""
+    existing = {}
+    for rule in before:
+        existing.setdefault(_rule_key(rule), rule.endpoint)
+    return [(rule.rule, rule.endpoint, existing[_rule_key(rule)]) for rule in added if _rule_key(rule) in existing]
+
+
+def _rules_since(app: Flask, before: list[Rule]) -> list[Rule]:
+    """The app's URL rules that are not in ``before``."""
+    known = {id(rule) for rule in before}
+    return [rule for rule in app.url_map.iter_rules() if id(rule) not in known]
+
+
+class _AppSnapshot:
+    """What registering blueprints changes on an app, saved so a refused module can be taken out again:
+    URL rules, view functions, blueprints, request and template hooks, error handlers and CLI commands."""
+
+    _HOOK_DICTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs",
+                   "template_context_processors", "url_value_preprocessors", "url_default_functions")
+
+    def __init__(self, app: Flask) -> None:
+        self.rules = list(app.url_map.iter_rules())
+        self.view_functions = dict(app.view_functions)
+        self.blueprints = dict(app.blueprints)
+        self.hooks = {name: {scope: list(funcs) for scope, funcs in getattr(app, name).items()}
+                      for name in self._HOOK_DICTS}
+        self.error_handlers = {scope: {code: dict(handlers) for code, handlers in codes.items()}
+                               for scope, codes in app.error_handler_spec.items()}
+        self.commands = dict(app.cli.commands)
+
+    def restore(self, app: Flask) -> None:
+        """Put the app back as it was when the snapshot was taken."""
+        url_map = app.url_map
+        if list(url_map.iter_rules()) != self.rules:
+            # Werkzeug cannot remove a rule: rebuild the matcher from the rules that were there before.
+            url_map._matcher = type(url_map._matcher)(url_map.merge_slashes)  # noqa: SLF001
+            url_map._rules_by_endpoint = {}  # noqa: SLF001
+            for rule in self.rules:
+                if not rule.build_only:
+                    url_map._matcher.add(rule)  # noqa: SLF001
+                url_map._rules_by_endpoint.setdefault(rule.endpoint, []).append(rule)  # noqa: SLF001
+            url_map._remap = True  # noqa: SLF001
+        app.view_functions.clear()
+        app.view_functions.update(self.view_functions)
+        app.blueprints.clear()
+        app.blueprints.update(self.blueprints)
+        for name, saved in self.hooks.items():
+            current = getattr(app, name)
+            current.clear()
+            current.update(saved)
+        spec = app.error_handler_spec  # nested defaultdicts: refill them, keep their types
+        for scope in [scope for scope in spec if scope not in self.error_handlers]:
+            del spec[scope]
+        for scope, codes in self.error_handlers.items():
+            spec[scope].clear()
+            for code, handlers in codes.items():
+                spec[scope][code] = dict(handlers)
+        app.cli.commands.clear()
+        app.cli.commands.update(self.commands)
 
 
 def _blueprints(registry: ModuleRegistry, app: Flask, key: str) -> list:

@@ -5,6 +5,7 @@ import inspect
 import json
 
 import pytest
+from flask import abort
 
 from billcore import create_app, hookspecs, plugins
 
@@ -108,3 +109,68 @@ def test_every_hook_is_documented(name):
     doc = inspect.getdoc(fn) or ""
     assert len(doc) > 40, f"{name} needs a docstring saying when it is called and what it returns"
     assert hasattr(fn, "billcore_spec"), f"{name} is not marked as a hookspec"
+
+
+ROUTE_SAMPLES = {
+    "pmclash": "tests.plugin_samples.route_clash",
+    "pmhalf": "tests.plugin_samples.half_registered",
+    "pmbpraise": "tests.plugin_samples.blueprints_raise",
+    "pmgood": "tests.plugin_samples.good",
+}
+
+
+def _assert_fully_unloaded(app, registry, key):
+    """Nothing of module ``key`` is left: not loaded, not in the plugin manager, no blueprint, route or view."""
+    assert key not in registry.modules
+    assert registry.pm.get_plugin(key) is None
+    assert not any(name.startswith(key) for name in app.blueprints)
+    assert not any(endpoint.startswith(key + ".") or endpoint.startswith(key + "_") for endpoint in app.view_functions)
+    assert not any(rule.endpoint.startswith(key) for rule in app.url_map.iter_rules())
+
+
+def test_module_whose_routes_collide_is_refused_with_a_reason(tmp_path, caplog):
+    app = _app(tmp_path, EXTRA_MODULES=ROUTE_SAMPLES)
+    registry = app.extensions["billcore.modules"]
+    error = registry.errors["pmclash"]
+    login_endpoint = next(rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/login")
+    assert "/login" in error and login_endpoint in error
+    assert "pmclash" in caplog.text and "/login" in caplog.text
+    _assert_fully_unloaded(app, registry, "pmclash")
+    assert "/mancgi/clashresult" not in {rule.rule for rule in app.url_map.iter_rules()}  # none of its routes
+    # The owners keep their URLs.
+    endpoints = {(rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()}
+    assert ("/mancgi/tplresult", "pmtemplate.tplresult") in endpoints
+    assert [rule.endpoint for rule in app.url_map.iter_rules() if rule.rule == "/login"] == [login_endpoint]
+    assert registry.call("pmclash", "billcore_start_payment", payment=None, paymethod=None) is None
+    assert "pmgood" in registry.modules and "pmtemplate" in registry.modules
+
+
+def test_module_whose_blueprint_fails_is_fully_unregistered(tmp_path):
+    app = _app(tmp_path, EXTRA_MODULES=ROUTE_SAMPLES)
+    registry = app.extensions["billcore.modules"]
+    assert "fails to register on purpose" in registry.errors["pmhalf"]
+    assert "no blueprints today" in registry.errors["pmbpraise"]
+    for key in ("pmhalf", "pmbpraise"):
+        _assert_fully_unloaded(app, registry, key)
+    client = app.test_client()
+    assert client.post("/mancgi/halfresult").status_code == 404  # its first blueprint's route is gone
+    assert client.get("/login").status_code == 200  # and its before_app_request with it
+    # Broadcasts no longer reach it (its listener would raise AssertionError, logged and skipped anyway).
+    impls = {impl.plugin_name for impl in registry.pm.hook.billcore_payment_changed.get_hookimpls()}
+    assert "pmhalf" not in impls
+
+
+def test_a_refused_module_leaves_the_app_working(tmp_path):
+    """After a refused module was taken out again, routes, error handlers and hooks all still work."""
+    app = _app(tmp_path, EXTRA_MODULES=ROUTE_SAMPLES)
+
+    @app.errorhandler(418)
+    def teapot(error):
+        return "teapot", 418
+
+    app.add_url_rule("/late-route", "late_route", lambda: "late")
+    app.add_url_rule("/teapot", "teapot_route", lambda: abort(418))
+    client = app.test_client()
+    assert client.get("/no/such/page").status_code == 404
+    assert client.get("/late-route").data == b"late"
+    assert client.get("/teapot").data == b"teapot"
