@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 TEMPLATE = "pmtemplate"
@@ -63,6 +63,28 @@ def validate_name(name: str, known: set[str] = frozenset()) -> Names:
     if importlib.util.find_spec(name) is not None:
         raise ScaffoldError(f"a Python package {name!r} is already installed: choose another name")
     return Names.of(name)
+
+
+# The routes pmtemplate serves (views.register); a generated module serves them renamed. A test keeps this
+# list equal to what pmtemplate registers.
+TEMPLATE_ROUTES = ("/mancgi/tplpayment", "/mancgi/tplresult", "/mancgi/tplsuccess", "/mancgi/tplfail", "/fakegw/pay")
+
+
+def planned_routes(names: Names) -> list[str]:
+    """The URL rules the generated module will serve (its fake gateway's page in development only)."""
+    return [rename_text(route, names) for route in TEMPLATE_ROUTES]
+
+
+def check_collisions(names: Names, app: Flask) -> None:
+    """Raise :class:`ScaffoldError` when the new module's routes or blueprint name are taken in ``app``
+    by the core or an installed module (billcore would refuse to load it)."""
+    served = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    taken = [f"{route} (served by {served[route]})" for route in planned_routes(names) if route in served]
+    if names.name in app.blueprints:
+        taken.append(f"blueprint name {names.name!r}")
+    if taken:
+        raise ScaffoldError(f"the module {names.name!r} would collide with what is already installed: "
+                            f"{', '.join(taken)}; choose another name")
 
 
 def template_dir() -> Path:
@@ -150,12 +172,15 @@ Next steps (see billcore's docs/plugins.md):
 """
 
 
-def generate(name: str, parent: Path, known: set[str] = frozenset()) -> Path:
+def generate(name: str, parent: Path, known: set[str] = frozenset(), app: Flask | None = None) -> Path:
     """Write the distribution of module ``name`` to ``parent/name`` and return that folder.
 
-    Raises :class:`ScaffoldError` for a bad or taken name, or when ``parent/name`` exists and is not empty.
+    Raises :class:`ScaffoldError` for a bad or taken name, when its routes or blueprint name collide
+    with ``app``'s (when given), or when ``parent/name`` exists and is not empty; nothing is written then.
     """
     names = validate_name(name, known)
+    if app is not None:
+        check_collisions(names, app)
     target = Path(parent).resolve() / name
     if target.exists() and any(target.iterdir()):
         raise ScaffoldError(f"{target} exists and is not empty")
@@ -186,7 +211,8 @@ def new_module(name: str, parent: Path) -> None:
     """Create a new payment module NAME (e.g. pmstripe) from the template, ready to install and test."""
     registry = current_app.extensions["billcore.modules"]
     try:
-        target = generate(name, parent, known=set(registry.modules) | set(registry.errors))
+        target = generate(name, parent, known=set(registry.modules) | set(registry.errors),
+                          app=current_app._get_current_object())
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Created {target}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from billcore.scaffold import Names, ScaffoldError, generate, rename_text, validate_name
+from billcore.scaffold import TEMPLATE_ROUTES, Names, ScaffoldError, generate, planned_routes, rename_text, validate_name
 from billcore.testing.fixtures import make_app
 
 
@@ -135,3 +135,31 @@ def test_generated_distribution_installs_with_its_templates(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{name}  0.1.0  Scafwheel gateway" in proc.stdout and f"(entry point {name})" in proc.stdout
+
+
+def test_planned_routes_are_pmtemplates_renamed(app):
+    template_routes = sorted(rule.rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("pmtemplate."))
+    assert template_routes == sorted(TEMPLATE_ROUTES)
+    assert planned_routes(Names.of("pmfoo")) == ["/mancgi/foopayment", "/mancgi/fooresult", "/mancgi/foosuccess",
+                                                 "/mancgi/foofail", "/fakegw/foo/pay"]
+
+
+@pytest.mark.parametrize("name, clash", [("pmrk", "/mancgi/rkresult"), ("pmtpl", "/mancgi/tplresult")])
+def test_cli_refuses_a_name_whose_routes_are_taken(app, tmp_path, name, clash):
+    out = tmp_path / "out"
+    result = app.test_cli_runner().invoke(args=["module", "new", name, "--dir", str(out)])
+    assert result.exit_code != 0, result.output
+    assert "collide" in result.output and clash in result.output
+    assert not out.exists() or not list(out.iterdir())  # nothing written
+
+
+def test_a_taken_blueprint_name_is_refused(app, tmp_path):
+    from flask import Blueprint
+
+    app.blueprints["pmnewbp"] = Blueprint("pmnewbp", __name__)  # as if something already used the name
+    out = tmp_path / "out"
+    with pytest.raises(ScaffoldError, match="blueprint name 'pmnewbp'"):
+        generate("pmnewbp", out, app=app)
+    assert not out.exists()
+    generate("pmfreebp", out, app=app)  # a free name still works
+    assert (out / "pmfreebp" / "pyproject.toml").is_file()
