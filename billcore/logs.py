@@ -26,16 +26,69 @@ def remember_secrets(values) -> None:
         _known_secrets.update(v for v in values if v and len(v) >= 4)
 
 
+def mask(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``."""
+    for secret in list(_known_secrets):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def mask_record(record: logging.LogRecord) -> None:
+    """Mask known secrets in a record's final message and its exception text, in place.
+
+    The message is formatted here (``args`` become part of ``msg``); a record whose arguments do not fit
+    its format is left as it is, for the handler to report as logging always does.
+    """
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format is the handler's to report, never the caller's problem
+        return
+    record.msg, record.args = mask(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = mask(record.exc_text)
+    if record.stack_info:
+        record.stack_info = mask(record.stack_info)
+
+
 class SecretMaskFilter(logging.Filter):
-    """Replaces every known secret in a record's final message by ``***``."""
+    """Replaces every known secret in a record's final message (and exception text) by ``***``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in list(_known_secrets):
-            if secret in message:
-                message = message.replace(secret, MASK)
-        record.msg, record.args = message, None
+        """Mask the record in place; never drops it."""
+        mask_record(record)
         return True
+
+
+CORE_LOGGER = "billcore"
+
+
+def install_core_masking() -> None:
+    """Mask known secrets in everything logged through the ``billcore`` logger tree (idempotent).
+
+    A filter on a logger only sees records logged on that very logger, not those of its children
+    (``billcore.plugins``, ``billcore.recurring``, loggers created later), so the filter goes on the
+    ``billcore`` logger and a record factory masks the records of every ``billcore.*`` logger as they are
+    made, before any handler (the root's, pytest's, a log shipper's) sees them. Other loggers' records are
+    left untouched.
+    """
+    core = logging.getLogger(CORE_LOGGER)
+    if not any(isinstance(f, SecretMaskFilter) for f in core.filters):
+        core.addFilter(SecretMaskFilter())
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_billcore_masking", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        if _known_secrets and (record.name == CORE_LOGGER or record.name.startswith(CORE_LOGGER + ".")):
+            mask_record(record)
+        return record
+
+    factory._billcore_masking = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def file_logger(stem: str, app: Flask | None = None) -> logging.Logger:
@@ -44,6 +97,15 @@ def file_logger(stem: str, app: Flask | None = None) -> logging.Logger:
     The level comes from ``LOG_LEVELS[stem]``, else ``LOG_LEVEL``.
     """
     app = app or current_app._get_current_object()
+    # Looked up on every callback: resolving the path and Logger.setLevel (which clears every
+    # logger's level cache) each time showed in bench/notify.py's profile.
+    known = app.extensions.setdefault("billcore.file_loggers", {})
+    logger = known.get(stem)
+    if logger is not None:
+        level = _level(app.config["LOG_LEVELS"].get(stem, app.config["LOG_LEVEL"]))
+        if logger.level != level:
+            logger.setLevel(level)
+        return logger
     log_dir = Path(app.config["LOG_DIR"]).resolve()
     path = log_dir / f"{stem}.log"
     name = f"billcore.file.{path}"
@@ -58,11 +120,22 @@ def file_logger(stem: str, app: Flask | None = None) -> logging.Logger:
                 logger.addHandler(handler)
                 logger.propagate = False
                 logger._billcore_ready = True  # type: ignore[attr-defined]
-    level = app.config["LOG_LEVELS"].get(stem, app.config["LOG_LEVEL"])
-    logger.setLevel(level)
+    logger.setLevel(_level(app.config["LOG_LEVELS"].get(stem, app.config["LOG_LEVEL"])))
+    known[stem] = logger
     return logger
 
 
+def _level(level: int | str) -> int:
+    """A logging level given as a number or a name (``"INFO"``) as its number."""
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(str(level).upper())
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
 def init_app(app: Flask) -> None:
-    """Make sure the log folder exists."""
+    """Make sure the log folder exists and the ``billcore`` logger tree masks known secrets."""
     Path(app.config["LOG_DIR"]).mkdir(parents=True, exist_ok=True)
+    install_core_masking()
