@@ -11,6 +11,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from . import recurring
 from .db import db, is_sqlite
 from .models import Payment, PaymentMethod, utcnow
 from .payments import service
@@ -40,7 +41,8 @@ def _expired_ids(method: PaymentMethod, now: datetime, batch: int, after_id: int
     cutoff = now - timedelta(days=method.delete_after_days)
     query = (select(Payment.id)
              .where(Payment.paymethod_id == method.id, Payment.status == service.NEW,
-                    Payment.created_at < cutoff, Payment.id > after_id)
+                    Payment.created_at < cutoff, Payment.id > after_id,
+                    ~recurring.held_child_clause())  # an auto-payment the gateway may still be charging
              .order_by(Payment.id).limit(batch))
     if not is_sqlite(db.engine):
         query = query.with_for_update(skip_locked=True)
@@ -55,7 +57,8 @@ def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_r
 
     Each payment goes through :func:`service.set_cancelled` (source ``cleanup``), so the history shows
     why and two hosts running this at once never cancel a payment twice or undo a payment that got
-    paid meanwhile. ``dry_run`` only counts. Methods without a period are left alone.
+    paid meanwhile. ``dry_run`` only counts. Methods without a period are left alone, and so are the
+    children of auto-payment periods still being charged (:func:`recurring.held_child_clause`).
     """
     now = now or utcnow()
     result = CleanupResult()

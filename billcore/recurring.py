@@ -24,12 +24,13 @@ from typing import Any
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import db
-from .models import Account, Payment, PaymentMethod, RecurringCharge, RecurringProfile, Status, utcnow
+from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
+                     utcnow)
 from .money import MoneyError, commission, parse_amount
 from .paymethods import full_settings
 from .paymodule import FEATURE_RECURRING, ChargeResult
@@ -45,6 +46,13 @@ ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
 LIVE = (ACTIVE, SUSPENDED)  # at most one live profile per parent payment (uq_recurring_profiles_live_parent)
 # States of a claimed period (RecurringCharge.state).
 CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = "claimed", "accepted", "paid", "failed", "abandoned"
+# A period still being charged: its child must not be cancelled by cleanup or the client (the gateway may
+# still take the money), and it is never replaced while the outcome of its charge is unknown.
+UNSETTLED = (CLAIMED, ACCEPTED, FAILED)
+UNKNOWN = "unknown"  # outcome of a run that found a charge's outcome unknowable (the profile is suspended)
+# Sources of cancellations made here, not by the gateway (cleanup, the client's or an admin's button):
+# they say nothing about whether the gateway charged the child.
+LOCAL_CANCEL_SOURCES = ("cleanup", "client", "admin")
 PARENT_FLAG = "recurring"  # Payment.gateway_data key: "send this payment as a recurring parent"
 SOURCE = "recurring"
 
@@ -267,7 +275,8 @@ def cancel_profile(profile_id: int, *, account_id: int | None = None, actor: str
 
 
 def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime | None = None) -> RecurringProfile:
-    """Reactivate a suspended profile (admin): failures reset, failed periods abandoned, due at once."""
+    """Reactivate a suspended profile (admin): failures reset, failed periods abandoned (a period whose
+    child was paid meanwhile is booked paid; one the gateway is still working on is kept), due at once."""
     now = _aware(now or utcnow())
     with write_transaction() as session:
         profile = _lock_profile(session, profile_id, skip_locked=False)
@@ -276,8 +285,15 @@ def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime |
         if profile.status != SUSPENDED:
             raise RecurringError(_("Only a suspended automatic payment can be resumed."))
         for charge in session.execute(select(RecurringCharge).where(
-                RecurringCharge.profile_id == profile.id, RecurringCharge.state.in_((CLAIMED, FAILED)))).scalars():
-            charge.state, charge.updated_at = ABANDONED, now
+                RecurringCharge.profile_id == profile.id, RecurringCharge.state.in_(UNSETTLED))).scalars():
+            child = session.get(Payment, charge.payment_id) if charge.payment_id else None
+            if child is not None and child.status in (Status.PAID.value, Status.PENDING_RETURN.value,
+                                                      Status.RETURNED.value):
+                charge.state, charge.updated_at = PAID, now  # paid late (e.g. after a cancel here)
+            elif charge.state == ACCEPTED and child is not None and child.status in OPEN:
+                continue  # the gateway is still working on it: booked when it answers
+            else:
+                charge.state, charge.updated_at = ABANDONED, now
         profile.status, profile.failures, profile.last_error = ACTIVE, 0, None
         profile.next_charge_at = now
         if profile.rule == FIXED:
@@ -285,6 +301,36 @@ def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime |
         profile.actor, profile.updated_at = actor or profile.actor, now
     db.session.expire_all()
     return db.session.get(RecurringProfile, profile_id)
+
+
+# --- children being charged -----------------------------------------------------------------------------
+
+def held_child_clause():
+    """A WHERE clause on :class:`Payment`: the payment is the child of a period still being charged.
+
+    ``payments cleanup`` and the client's cancel leave such children alone: the gateway may have been
+    asked to charge them (its answer lost or still pending), and cancelling one would let the next
+    ``recurring run`` charge a replacement for the same period.
+    """
+    return exists().where(RecurringCharge.payment_id == Payment.id, RecurringCharge.state.in_(UNSETTLED))
+
+
+def is_held_child(payment_id: int, session: Session | None = None) -> bool:
+    """True when ``payment_id`` is the child of a period still being charged (see :func:`held_child_clause`)."""
+    session = session or db.session
+    return session.execute(select(Payment.id).where(Payment.id == payment_id, held_child_clause())).first() \
+        is not None
+
+
+def _cancelled_here(session: Session, payment: Payment) -> bool:
+    """True when ``payment`` was cancelled by cleanup, the client or an admin rather than by the gateway's
+    answer: whether the gateway charged it is then unknown."""
+    if payment.status != Status.CANCELLED.value:
+        return False
+    source = session.execute(select(PaymentEvent.source).where(
+        PaymentEvent.payment_id == payment.id, PaymentEvent.status_to == Status.CANCELLED.value)
+        .order_by(PaymentEvent.id.desc()).limit(1)).scalar_one_or_none()
+    return source in LOCAL_CANCEL_SOURCES
 
 
 # --- notices -------------------------------------------------------------------------------------------
@@ -393,9 +439,26 @@ def _reconcile(session: Session, profile: RecurringProfile, charge: RecurringCha
     if payment.status in (Status.PAID.value, Status.PENDING_RETURN.value, Status.RETURNED.value):
         _succeeded(profile, charge, now)
         return PAID
+    if _cancelled_here(session, payment):
+        _hold_unknown(profile, charge, now, payment)
+        return UNKNOWN
     _failed(profile, charge, now, payment.info or _("payment %(id)s was %(status)s", id=payment.id,
                                                         status=payment.status))
     return FAILED
+
+
+def _hold_unknown(profile: RecurringProfile, charge: RecurringCharge, now: datetime, payment: Payment) -> None:
+    """The period's child was cancelled here while its charge's outcome was unknown (asked, no answer or
+    still pending): the gateway may still take the money, so no replacement is ever charged for the
+    period. The profile is suspended for an admin to check the payment at the gateway; the charge keeps
+    its state (a late payment of the child is still credited by the payment service)."""
+    error = _("the outcome of payment %(id)s is unknown: it was cancelled while the payment system was "
+              "charging it", id=payment.id)
+    charge.info, charge.updated_at = error[:1000], now
+    profile.failures = (profile.failures or 0) + 1
+    profile.last_error, profile.updated_at = error[:1000], now
+    if profile.status == ACTIVE:
+        profile.status, profile.next_charge_at = SUSPENDED, None
 
 
 def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
@@ -441,8 +504,14 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
                         profile.next_charge_at = now + _check_interval()
                         return None
                     period = f"t{profile.sequence + 1}"
-            keep_child = charge is not None and charge.payment_id is not None and \
-                session.get(Payment, charge.payment_id).status == Status.NEW.value
+            old_child = session.get(Payment, charge.payment_id) if charge is not None and charge.payment_id else None
+            keep_child = old_child is not None and old_child.status == Status.NEW.value
+            if old_child is not None and not keep_child and _cancelled_here(session, old_child):
+                # a failed period whose child was cancelled here, not by the gateway: never replaced
+                _hold_unknown(profile, charge, now, old_child)
+                result.charges.append((profile.id, charge.period, old_child.id, UNKNOWN))
+                result.suspended.append(profile.id)
+                return None
             if charge is not None and not keep_child and profile.rule == THRESHOLD \
                     and account.balance >= (profile.threshold or Decimal("0")):
                 # topped up meanwhile (by hand): the failed top-up is no longer needed
@@ -479,8 +548,13 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
 
 
 def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: str = "", payment_id: int | None = None,
-          result: RunResult) -> None:
-    """Record a charge's outcome on its period and profile: ``ok`` True (paid), None (accepted), False."""
+          result: RunResult, unknown: bool = False) -> None:
+    """Record a charge's outcome on its period and profile: ``ok`` True (paid), None (accepted), False.
+
+    ``unknown`` (with ``ok`` False): the module failed, so whether the gateway charged is unknown; the
+    failure counts, but the period stays ``claimed`` in the same transaction, so its child is never seen
+    as a settled failure (cleanup and the client leave it alone; the same child is charged again).
+    """
     with write_transaction() as session:
         profile = _lock_profile(session, ticket.profile_id, skip_locked=False)
         charge = session.get(RecurringCharge, ticket.charge_id)
@@ -494,6 +568,8 @@ def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: str = "", pa
                 profile.next_charge_at = now + _check_interval()  # then the outcome is booked
         elif _failed(profile, charge, now, error):
             result.suspended.append(profile.id)
+        if unknown and ok is False:
+            charge.state = CLAIMED
 
 
 def _link(ticket: Ticket, payment_id: int) -> None:
@@ -539,10 +615,8 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
     outcome = _apply_answer(method, child, answer, data)
     if outcome == "error":  # unknown whether the gateway charged: keep the child, retry it with the same id
-        _book(ticket, now, ok=False, error=_("the payment system failed: %(info)s", info=answer.info), result=result)
-        with write_transaction() as session:  # the same child is charged again next time
-            charge = session.get(RecurringCharge, ticket.charge_id)
-            charge.state = CLAIMED
+        _book(ticket, now, ok=False, error=_("the payment system failed: %(info)s", info=answer.info), result=result,
+              unknown=True)
         outcome = FAILED
     elif outcome == PAID:
         _book(ticket, now, ok=True, result=result)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billcore import recurring
 from billcore.accounts import create_admin, create_client
+from billcore.cli_payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
 from billcore.payments import service
@@ -336,6 +337,80 @@ def test_module_error_retries_the_same_child(app, client_user):
     assert fake.CHARGES == [child.id, child.id]  # the same payment id: the gateway's idempotency key
     assert [k.status for k in children(p.id)] == ["paid"]
     assert balance(client_user.account_id) == Decimal("60.00") and profile_of(p.id).failures == 0
+
+
+def _age(payment_id: int, days: float) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(Payment.__table__.update().where(Payment.id == payment_id)
+                     .values(created_at=datetime.now(UTC) - timedelta(days=days)))
+    db.session.commit()  # a fresh snapshot: the change was made on another connection
+
+
+def test_cleanup_leaves_a_child_whose_charge_outcome_is_unknown(app, client_user):
+    app.config["FAKEREC_MODE"] = "error"  # the module was asked; its answer was lost
+    method, parent = paid_parent(client_user, delete_after_days=1)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(p.id)
+    unrelated = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
+    _age(child.id, 3)
+    _age(unrelated.id, 3)
+    result = cancel_expired_payments()
+    assert result.cancelled == 1
+    assert (db.session.get(Payment, child.id).status, db.session.get(Payment, unrelated.id).status) == (
+        "new", "cancelled")
+    app.config["FAKEREC_MODE"] = "paid"
+    assert recurring.run_due(T0 + timedelta(hours=1)).charges == [(p.id, "t1", child.id, "paid")]
+    assert fake.CHARGES == [child.id, child.id] and [k.status for k in children(p.id)] == ["paid"]
+    assert balance(client_user.account_id) == Decimal("60.00")
+    _age(child.id, 3)
+    assert cancel_expired_payments().cancelled == 0
+
+
+def test_client_cannot_cancel_a_child_being_charged(app, client_user):
+    app.config["FAKEREC_MODE"] = "error"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(p.id)
+    c = app.test_client()
+    login(c, *CLIENT)
+    page = c.post(f"/payments/{child.id}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "cannot be cancelled" in page and children(p.id)[0].status == "new"
+    app.config["FAKEREC_MODE"] = "accepted"  # asked again (same child): the gateway works on it now
+    assert recurring.run_due(T0 + timedelta(hours=1)).charges == [(p.id, "t1", child.id, "accepted")]
+    c.post(f"/payments/{child.id}/cancel")
+    assert children(p.id)[0].status == "inpay"
+    service.set_paid(child.id, amount=child.total, currency="RUB", source="notification")
+    assert recurring.run_due(T0 + timedelta(hours=3)).charges == [(p.id, "t1", child.id, "paid")]
+    assert [k.id for k in children(p.id)] == [child.id] and fake.CHARGES == [child.id, child.id]
+    # a settled child is an ordinary payment again (here: paid, so no longer cancellable anyway)
+    assert not recurring.is_held_child(child.id)
+
+
+def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, client_user):
+    app.config["FAKEREC_MODE"] = "error"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(p.id)
+    service.set_cancelled(child.id, source="admin", kind="manual", reason="looked stuck")  # past the guards
+    app.config["FAKEREC_MODE"] = "paid"
+    result = recurring.run_due(T0 + timedelta(hours=1))
+    assert result.charges == [(p.id, "t1", child.id, "unknown")] and result.suspended == [p.id]
+    assert [k.id for k in children(p.id)] == [child.id] and fake.CHARGES == [child.id]
+    prof = profile_of(p.id)
+    assert prof.status == "suspended" and f"payment {child.id} is unknown" in prof.last_error
+    assert recurring.run_due(T0 + timedelta(days=1)).charges == []
+    # the gateway did charge it after all: the late money is credited, and resuming books the period paid
+    service.set_paid(child.id, amount=child.total, currency="RUB", source="notification")
+    recurring.resume_profile(p.id, now=T0 + timedelta(days=1))
+    charge = db.session.execute(select(RecurringCharge).where(RecurringCharge.profile_id == p.id)).scalar_one()
+    assert (charge.period, charge.state) == ("t1", "paid")
+    assert balance(client_user.account_id) == Decimal("60.00")
 
 
 def test_accepted_charge_is_booked_when_the_notification_credits_it(app, client_user):

@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
+from .. import recurring
 from ..auth import client_required
 from ..db import db
 from ..models import Account, Payment, PaymentEvent, PaymentMethod
@@ -235,6 +236,10 @@ def cancel(payment_id: int):
     item = _own_payment(payment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
+    if recurring.is_held_child(item.id):  # the gateway may still take the money: never cancelled here
+        flash(_("This automatic payment is being charged by the payment system and cannot be cancelled."),
+              "error")
+        return redirect(url_for(".payment", payment_id=item.id))
     try:
         service.set_cancelled(item.id, source="client", reason="cancelled by the client", kind="client",
                               actor=current_user.email)
