@@ -14,12 +14,17 @@ Configuration (``app.config`` keys, or environment variables with the ``BILLCORE
 * ``PMROBOKASSA_SANDBOX_SHOPS`` - list of shops ``{login, password1, password2, password3,
   hash_algorithm, result_url, success_url, fail_url, result_method, success_method, fail_method,
   test_password1, test_password2}``; missing URLs default to ``<BASE_URL>/mancgi/rkresult`` (``rksuccess``,
-  ``rkfail``). Absent: one shop ``demo-shop`` (see :data:`.shops.DEFAULT_SHOP`), as the demo uses.
+  ``rkfail``); without ``BASE_URL`` the configured ``SERVER_NAME``, else ``http://127.0.0.1:5000`` -
+  never the request's Host header. Absent: one shop ``demo-shop`` (see :data:`.shops.DEFAULT_SHOP`), as
+  the demo uses.
 * ``PMROBOKASSA_SANDBOX_FAULT`` - the notification mode preselected on the payment page: ``normal``,
   ``twice``, ``parallel``, ``late``, ``bad_signature`` or ``none``.
 * ``PMROBOKASSA_SANDBOX_RETRY_DELAYS`` (default ``[0, 1, 2, 5]`` seconds; at most 20 attempts),
   ``PMROBOKASSA_SANDBOX_TIMEOUT`` (10 s), ``PMROBOKASSA_SANDBOX_PARALLEL`` (5 concurrent deliveries),
   ``PMROBOKASSA_SANDBOX_LATE_SECONDS`` (3 s).
+* ``PMROBOKASSA_SANDBOX_WORKERS`` (4, at most 32) delivery threads per process and
+  ``PMROBOKASSA_SANDBOX_QUEUE`` (100) deliveries waiting for them; beyond that a delivery is dropped
+  with a line in ``pmrobokassa.log`` (status polling then settles the payment).
 * ``PMROBOKASSA_SANDBOX_FEE_PERCENT`` (3.9) - the ``Fee`` reported in notifications.
 * ``PMROBOKASSA_SANDBOX_REFUND_SECONDS`` (2) - a refund stays ``processing`` at most this long (or until
   the second GetState); ``PMROBOKASSA_SANDBOX_REFUND=cancel`` makes refunds end ``canceled``.

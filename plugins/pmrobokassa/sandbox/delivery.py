@@ -1,13 +1,22 @@
 """Sending the ResultURL notification from the sandbox gateway to the shop, server to server.
 
-Delivery runs in daemon threads so that a single-process server never waits on itself: the Pay
-request answers the browser at once while a thread POSTs to the shop (which may be this very
+Delivery runs in background threads so that a single-process server never waits on itself: the Pay
+request answers the browser at once while a worker POSTs to the shop (which may be this very
 server). Each attempt and the shop's answer are recorded in the sandbox store. The schedule is
 bounded: a notification that is never acknowledged with ``OK<InvId>`` is given up after the last
 delay, and status polling (OpStateExt) has to settle the payment.
+
+The threads are bounded too: a :class:`DeliveryPool` per process of ``PMROBOKASSA_SANDBOX_WORKERS``
+daemon workers (default 4, at most 32) takes deliveries from a queue of at most
+``PMROBOKASSA_SANDBOX_QUEUE`` waiting ones (default 100). A delivery waits in the queue while every
+worker is busy; when the queue is full too it is dropped, with a line in ``pmrobokassa.log`` (like a
+lost notification: status polling settles the payment). The ``parallel`` fault starts its
+``PMROBOKASSA_SANDBOX_PARALLEL`` (at most 50) short-lived senders inside one worker.
 """
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -15,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import requests
-from flask import current_app
+from flask import current_app, has_app_context
 
 from .. import protocol
 from .shops import Shop
@@ -27,19 +36,82 @@ FAULT_MODES = ("normal", "twice", "parallel", "late", "bad_signature", "none")
 DEFAULT_DELAYS = (0.0, 1.0, 2.0, 5.0)
 _SIX = Decimal("0.000001")
 
-_threads: list[threading.Thread] = []
-_threads_lock = threading.Lock()
+DEFAULT_WORKERS = 4
+DEFAULT_QUEUE = 100
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryPool:
+    """A fixed number of daemon worker threads fed by a bounded queue of deliveries."""
+
+    def __init__(self, workers: int, queue_size: int) -> None:
+        self.workers = workers
+        self.threads: list[threading.Thread] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._unfinished = 0
+
+    def submit(self, target, *args, **kwargs) -> bool:
+        """Queue ``target(*args, **kwargs)``; False (nothing queued) when the queue is full."""
+        with self._lock:
+            try:
+                self._queue.put_nowait((target, args, kwargs))
+            except queue.Full:
+                return False
+            self._unfinished += 1
+            if len(self.threads) < self.workers:  # start workers lazily, never more than ``workers``
+                thread = threading.Thread(target=self._work, name=f"rk-sandbox-deliver-{len(self.threads) + 1}",
+                                          daemon=True)
+                self.threads.append(thread)
+                thread.start()
+        return True
+
+    def _work(self) -> None:
+        while True:
+            target, args, kwargs = self._queue.get()
+            try:
+                target(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - one failed delivery must not kill the worker
+                log.exception("sandbox delivery failed")
+            finally:
+                with self._lock:
+                    self._unfinished -= 1
+                    if not self._unfinished:
+                        self._idle.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        """Wait until every queued and running delivery has ended; True when they have."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
+
+
+_pools: dict[tuple[int, int], DeliveryPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(settings: DeliverySettings) -> DeliveryPool:
+    """The process's pool for these limits (one per distinct configuration, made on first use)."""
+    key = (settings.workers, settings.queue_size)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = DeliveryPool(*key)
+        return _pools[key]
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
     """How notifications are sent: the retry delays (seconds before each attempt), the HTTP timeout,
-    the number of concurrent deliveries of the ``parallel`` fault and the delay of the ``late`` one."""
+    the number of concurrent deliveries of the ``parallel`` fault, the delay of the ``late`` one, and
+    the bounds of the delivery pool (worker threads, waiting deliveries)."""
 
     delays: tuple[float, ...] = DEFAULT_DELAYS
     timeout: float = 10.0
     parallel: int = 5
     late_seconds: float = 3.0
+    workers: int = DEFAULT_WORKERS
+    queue_size: int = DEFAULT_QUEUE
 
 
 def settings_from_config() -> DeliverySettings:
@@ -51,6 +123,8 @@ def settings_from_config() -> DeliverySettings:
         timeout=float(cfg.get("PMROBOKASSA_SANDBOX_TIMEOUT", 10)),
         parallel=max(2, min(int(cfg.get("PMROBOKASSA_SANDBOX_PARALLEL", 5)), 50)),
         late_seconds=float(cfg.get("PMROBOKASSA_SANDBOX_LATE_SECONDS", 3)),
+        workers=max(1, min(int(cfg.get("PMROBOKASSA_SANDBOX_WORKERS", DEFAULT_WORKERS)), 32)),
+        queue_size=max(1, min(int(cfg.get("PMROBOKASSA_SANDBOX_QUEUE", DEFAULT_QUEUE)), 10000)),
     )
 
 
@@ -147,36 +221,44 @@ def _run(store: SandboxStore, shop: Shop, op: Operation, mode: str, settings: De
                           timeout=settings.timeout)
 
 
-def _spawn(target, args: tuple, kwargs: dict, name: str) -> threading.Thread:
-    """Start a daemon thread and remember it (finished ones are forgotten) for :func:`join_deliveries`."""
-    thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
-    with _threads_lock:
-        _threads[:] = [t for t in _threads if t.is_alive()]
-        _threads.append(thread)
-    thread.start()
-    return thread
+def _submit(settings: DeliverySettings, op: Operation, what: str, target, *args, **kwargs) -> bool:
+    """Queue a delivery on the bounded pool; a full queue drops it with a line in ``pmrobokassa.log``."""
+    if _pool(settings).submit(target, *args, **kwargs):
+        return True
+    message = ("sandbox: %s of invoice %s dropped: %s deliveries already wait for %s workers "
+               "(PMROBOKASSA_SANDBOX_QUEUE / PMROBOKASSA_SANDBOX_WORKERS)")
+    values = (what, op.inv_id, settings.queue_size, settings.workers)
+    log.warning(message, *values)
+    if has_app_context():
+        from billcore.logs import file_logger
+
+        file_logger("pmrobokassa").warning(message, *values)
+    return False
 
 
-def start_delivery(store: SandboxStore, shop: Shop, op: Operation, mode: str,
-                   settings: DeliverySettings) -> threading.Thread:
-    """Deliver the notification of ``op`` according to the fault ``mode`` in a daemon thread."""
+def start_delivery(store: SandboxStore, shop: Shop, op: Operation, mode: str, settings: DeliverySettings) -> bool:
+    """Deliver the notification of ``op`` according to the fault ``mode`` on the bounded pool.
+
+    Returns False when the delivery was dropped because the pool's queue is full (logged).
+    """
     if mode not in FAULT_MODES:
         mode = "normal"
-    return _spawn(_run, (store, shop, op, mode, settings), {}, f"rk-sandbox-deliver-{op.id}")
+    return _submit(settings, op, "notification", _run, store, shop, op, mode, settings)
 
 
 def join_deliveries(timeout: float = 30.0) -> bool:
-    """Wait for every running delivery thread (tests use it); True when all have ended."""
+    """Wait for every queued and running delivery (tests use it); True when all have ended."""
     deadline = time.monotonic() + timeout
-    with _threads_lock:
-        threads = list(_threads)
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.is_alive() for t in threads)
+    with _pools_lock:
+        pools = list(_pools.values())
+    return all(pool.join(max(0.0, deadline - time.monotonic())) for pool in pools)
 
 
-def resend(store: SandboxStore, shop: Shop, op: Operation, settings: DeliverySettings) -> threading.Thread:
-    """Send a paid operation's notification once more (the sandbox page's "send again" button)."""
+def resend(store: SandboxStore, shop: Shop, op: Operation, settings: DeliverySettings) -> bool:
+    """Send a paid operation's notification once more (the sandbox page's "send again" button).
+
+    Returns False when it was dropped because the pool's queue is full (logged).
+    """
     fields = notification_fields(shop, op)
-    return _spawn(deliver_chain, (store, shop, op, fields),
-                  {"chain": "manual", "delays": (0.0,), "timeout": settings.timeout}, f"rk-sandbox-resend-{op.id}")
+    return _submit(settings, op, "repeated notification", deliver_chain, store, shop, op, fields,
+                   chain="manual", delays=(0.0,), timeout=settings.timeout)

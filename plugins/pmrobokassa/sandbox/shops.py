@@ -1,7 +1,9 @@
 """The sandbox's shops: what the real gateway knows from a merchant's "technical settings".
 
 Configured with ``PMROBOKASSA_SANDBOX_SHOPS`` (a list of dicts); when absent, one demo shop whose
-Result/Success/Fail URLs point at this billcore installation (``BASE_URL``, else the request's host).
+Result/Success/Fail URLs point at this billcore installation: ``BASE_URL``, else the configured
+``SERVER_NAME`` (with ``PREFERRED_URL_SCHEME``), else ``http://127.0.0.1:5000``. Never the request's
+``Host`` header: whoever sends a request must not choose where the gateway posts its notifications.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, has_request_context, request
+from flask import current_app
 
 # The default shop: the demo payment method (plugins/pmrobokassa/demo.py) uses the same values.
 # Passwords follow Robokassa's rules (ROBOKASSA.md §10): 8+ characters, a letter and a digit, all distinct.
@@ -55,11 +57,19 @@ class Shop:
         return self.test_password2 if is_test and self.test_password2 else self.password2
 
 
+DEFAULT_BASE_URL = "http://127.0.0.1:5000"  # where ``flask run`` serves (the demo assumes the same)
+
+
 def _base_url() -> str:
+    """This installation's address from the configuration only (see the module docstring)."""
     base = str(current_app.config.get("BASE_URL") or "").rstrip("/")
-    if not base and has_request_context():
-        base = request.host_url.rstrip("/")
-    return base or "http://127.0.0.1:5000"
+    if base:
+        return base
+    server_name = str(current_app.config.get("SERVER_NAME") or "").strip().strip("/")
+    if server_name:
+        scheme = str(current_app.config.get("PREFERRED_URL_SCHEME") or "http")
+        return f"{scheme}://{server_name}"
+    return DEFAULT_BASE_URL
 
 
 def _shop_from(data: Mapping[str, Any]) -> Shop:

@@ -105,11 +105,33 @@ def _send_browser(url: str, method: str, fields: Mapping[str, str]) -> Response 
     return render_template("pmrobokassa/sandbox/redirect.html", url=url, fields=list(fields.items()))
 
 
+def _plain_number(text: str, maximum: int) -> bool:
+    """True for ASCII digits only (``²`` and other Unicode digits are refused) from 1 to ``maximum``."""
+    return text.isascii() and text.isdigit() and len(text) <= len(str(maximum)) and 0 < int(text) <= maximum
+
+
+def _receipt_items(data: Any) -> list[dict[str, Any]] | None:
+    """The items of a decoded ``Receipt``: a JSON object whose ``items`` (if any) are a list of objects;
+    None for any other shape (the payment page answers error 30 then)."""
+    if not isinstance(data, dict):
+        return None
+    items = data.get("items") or []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        return None
+    return items
+
+
 def _signature_diagnosis(shop: Shop, received: str, build) -> list[str]:
     """Sandbox-only hints about a wrong signature (the real gateway says less)."""
     hints = []
     for algorithm in protocol.HASH_ALGORITHMS:
-        if algorithm != shop.hash_algorithm and protocol.signatures_match(build(algorithm), received):
+        if algorithm == shop.hash_algorithm:
+            continue
+        try:
+            candidate = build(algorithm)
+        except ValueError:  # the request cannot be signed at all (bad *Url2 pair...): no hint
+            continue
+        if protocol.signatures_match(candidate, received):
             hints.append(_("The signature was computed with %(used)s, but this shop is set to %(expected)s.",
                            used=algorithm.upper(), expected=shop.hash_algorithm.upper()))
     return hints
@@ -144,7 +166,7 @@ def _payment_page(params: dict[str, str]):
         return _error_page(31, _("Wrong amount"), [_("OutSum must be a positive amount with a dot, got %(value)s.",
                                                      value=out_sum or "—")])
     inv_id = params.get("InvId") or params.get("InvoiceID") or ""
-    if inv_id and (not inv_id.isdigit() or int(inv_id) > MAX_INV_ID):
+    if inv_id and not _plain_number(inv_id, MAX_INV_ID):
         return _error_page(30, _("Wrong invoice parameter"), [_("InvId must be a whole number from 1 to %(max)s.",
                                                                 max=MAX_INV_ID)])
     description = params.get("Description") or params.get("Desc") or params.get("InvDesc") or ""
@@ -156,9 +178,13 @@ def _payment_page(params: dict[str, str]):
     receipt_items: list[dict[str, Any]] = []
     if receipt:
         try:
-            receipt_items = list(json.loads(unquote(receipt)).get("items") or [])
-        except (ValueError, AttributeError):
+            data = json.loads(unquote(receipt))
+        except (ValueError, RecursionError):
             return _error_page(30, _("Wrong invoice parameter"), [_("Receipt is not valid URL-encoded JSON.")])
+        receipt_items = _receipt_items(data)
+        if receipt_items is None:
+            return _error_page(30, _("Wrong invoice parameter"),
+                               [_("Receipt must be a JSON object whose items are a list of objects.")])
     shp = protocol.extract_shp(params)
 
     def build(algorithm: str) -> str:
@@ -317,7 +343,7 @@ def recurring():
     if shop is None:
         return _text("ERROR: shop not found (26)", 400)
     inv_id, parent_id, out_sum = params.get("InvoiceID", ""), params.get("PreviousInvoiceID", ""), params.get("OutSum", "")
-    if not inv_id.isdigit() or inv_id == "0" or not parent_id:
+    if not _plain_number(inv_id, MAX_INV_ID) or not parent_id:
         return _text("ERROR: bad recurring parameters (35)", 400)
     try:
         amount = protocol.parse_amount(out_sum, "OutSum")
@@ -447,7 +473,7 @@ def index():
 def resend_notification(op_id: int):
     """Send a paid operation's notification once more (a repeat must change nothing at the shop)."""
     store = get_store()
-    op: Operation | None = store.operation(op_id)
+    op: Operation | None = store.operation(op_id) if 0 < op_id <= MAX_INV_ID else None
     shop = find_shop(op.shop) if op else None
     if op is None or shop is None or op.state != protocol.STATE_PAID:
         flash(_("Only a paid operation's notification can be sent again."), "error")
