@@ -64,10 +64,13 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        if connection.get_execution_options().get("billcore_write"):
+        options = connection.get_execution_options()
+        if options.get("billcore_write"):
             _begin_immediate(connection, busy_timeout_ms)
-        else:
+        elif not options.get("billcore_single_read"):
             connection.exec_driver_sql("BEGIN")
+        # else: one SELECT in autocommit is already consistent; an explicit BEGIN would only cost a
+        # statement on every notification (bench/notify.py)
 
 
 def _begin_immediate(connection, busy_timeout_ms: int) -> None:

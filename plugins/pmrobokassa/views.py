@@ -24,7 +24,7 @@ from billcore.auth import client_required
 from billcore.db import db
 from billcore.models import Payment, PaymentMethod, Status
 from billcore.payments import service
-from billcore.paymethods import full_settings
+from billcore.paymethods import CallbackContext, callback_context, full_settings
 
 from . import protocol
 from .common import (CURRENCY, KEY, LOG_FAIL, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, algorithm, config,
@@ -97,15 +97,15 @@ def _require(params: Mapping[str, str], *names: str, payment_id: int | None = No
             raise Rejected(400, f"missing field {name}", payment_id)
 
 
-def _load(payment_id: int) -> tuple[Payment, PaymentMethod]:
-    """The payment and its method; refuses unknown payments and payments of other modules."""
-    payment = db.session.get(Payment, payment_id)
-    if payment is None:
+def _load(payment_id: int) -> CallbackContext:
+    """The payment and its method's settings (one query); refuses unknown payments and payments of
+    other modules."""
+    found = callback_context(payment_id)
+    if found is None:
         raise Rejected(404, f"unknown payment {payment_id}")
-    method = db.session.get(PaymentMethod, payment.paymethod_id)
-    if method is None or method.module != KEY:
+    if found.module != KEY:
         raise Rejected(400, f"payment {payment_id} is not a Robokassa payment", payment_id)
-    return payment, method
+    return found
 
 
 def _facts(params: Mapping[str, str]) -> dict[str, Any]:
@@ -219,17 +219,12 @@ def _result(params: dict[str, str]) -> Response:
         amount = protocol.parse_amount(params["OutSum"], "OutSum")
     except protocol.MalformedField:
         raise Rejected(400, "malformed field OutSum", payment_id) from None
-    _row, method = _load(payment_id)
-    settings = full_settings(method)
+    settings = _load(payment_id).settings  # on a connection of its own, already back in the pool
     try:
         valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
                                               password2=str(settings.get("password2") or ""))
     except protocol.UnsupportedAlgorithm:
         raise Rejected(500, "the payment method's hash algorithm is misconfigured", payment_id) from None
-    # End the request's read transaction (returning its connection to the pool) before the service
-    # takes its own: a burst of notifications must not exhaust the pool with connections that wait
-    # for each other. Nothing was written, so rolling back loses nothing.
-    db.session.rollback()
     if not valid:
         raise Rejected(400, "bad signature", payment_id)
     if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
@@ -277,9 +272,8 @@ def success():
     try:
         payment_id = _inv_id(params)
         _require(params, "OutSum", "SignatureValue", payment_id=payment_id)
-        row, method = _load(payment_id)
-        status = row.status
-        settings = full_settings(method)
+        found = _load(payment_id)
+        status, settings = found.status, found.settings
         if not protocol.verify_success_params(params, algorithm=algorithm(settings),
                                               password1=str(settings.get("password1") or "")):
             raise Rejected(400, "bad signature", payment_id)
@@ -307,8 +301,7 @@ def fail():
     params = _params()
     try:
         payment_id = _inv_id(params)
-        row, _method = _load(payment_id)
-        status = row.status
+        status = _load(payment_id).status
     except Rejected as exc:
         log_line(LOG_FAIL, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
                  **_facts(params))
