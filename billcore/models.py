@@ -333,7 +333,11 @@ class RecurringProfile(db.Model):
     next_charge_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sequence: Mapped[int] = mapped_column(Integer, default=0)  # threshold rule: top-ups made so far
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed charges
+    # The last error, untranslated (English) for logs and the CLI; pages render it in the reader's language
+    # from its code and parameters (billcore.recurring.error_text). Rows without a code show last_error.
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_code: Mapped[str | None] = mapped_column(String(32))
+    last_error_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     actor: Mapped[str | None] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from .db import db
 from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
                      utcnow)
-from .money import MoneyError, commission, parse_amount
+from .money import MAX_AMOUNT, MoneyError, commission, parse_amount
 from .paymethods import full_settings
 from .paymodule import FEATURE_RECURRING, ChargeResult
 from .payments import service
@@ -294,7 +295,8 @@ def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime |
                 continue  # the gateway is still working on it: booked when it answers
             else:
                 charge.state, charge.updated_at = ABANDONED, now
-        profile.status, profile.failures, profile.last_error = ACTIVE, 0, None
+        profile.status, profile.failures = ACTIVE, 0
+        _set_error(profile, None)
         profile.next_charge_at = now
         if profile.rule == FIXED:
             profile.charge_day = profile.charge_day or now.day
@@ -333,6 +335,71 @@ def _cancelled_here(session: Session, payment: Payment) -> bool:
     return source in LOCAL_CANCEL_SOURCES
 
 
+# --- errors: stored as a code with parameters, translated when shown ----------------------------------
+
+# An error of a charge: (code, parameters). The parameters are JSON values (amounts as strings).
+Err = tuple[str, dict[str, Any]]
+TEXT = "text"  # a text from the gateway or the module (shown as it is): {"info": ...}
+
+
+def error_text(code: str | None, params: dict[str, Any] | None) -> str:
+    """An error's text in the current language (a request's, or ``force_locale``'s)."""
+    p = dict(params or {})
+    if code == "monthly_max":
+        return _("monthly maximum of %(max)s %(currency)s reached", max=p.get("max"), currency=p.get("currency"))
+    if code == "module_error":
+        return _("the payment system failed: %(info)s", info=p.get("info"))
+    if code == "refused":
+        return _("the charge was refused")
+    if code == "unsupported":
+        return _("the payment system does not support automatic payments")
+    if code == "payment_status":
+        return _("payment %(id)s was %(status)s", id=p.get("id"), status=p.get("status"))
+    if code == "unknown_outcome":
+        return _("the outcome of payment %(id)s is unknown: it was cancelled while the payment system was "
+                 "charging it", id=p.get("id"))
+    if code == "method_disabled":
+        return _("This payment method is disabled.")
+    if code == "currency":
+        return _("This payment method takes %(method)s; the account is in %(account)s.", method=p.get("method"),
+                 account=p.get("account"))
+    if code == "min_amount":
+        return _("The minimum amount is %(amount)s %(currency)s.", amount=p.get("amount"), currency=p.get("currency"))
+    if code == "max_amount":
+        return _("The maximum amount is %(amount)s %(currency)s.", amount=p.get("amount"), currency=p.get("currency"))
+    if code == "too_large":
+        return _("The amount is too large.")
+    return str(p.get("info") or code or "")
+
+
+def untranslated(error: Err) -> str:
+    """The error's text in English (the msgids' language): kept in ``last_error`` and ``info`` for logs,
+    the CLI and code that reads the text."""
+    with force_locale("en"):
+        return error_text(*error)
+
+
+def profile_error(profile: RecurringProfile) -> str | None:
+    """The profile's last error for a page, in the reader's language; a row stored before errors had codes
+    shows its stored text as it is."""
+    if profile.last_error_code:
+        return error_text(profile.last_error_code, profile.last_error_params)
+    return profile.last_error
+
+
+def _set_error(profile: RecurringProfile, error: Err | None) -> str | None:
+    if error is None:
+        profile.last_error = profile.last_error_code = profile.last_error_params = None
+        return None
+    text = untranslated(error)[:1000]
+    profile.last_error, profile.last_error_code, profile.last_error_params = text, error[0], dict(error[1])
+    return text
+
+
+def _text_error(info: str | None, otherwise: Err) -> Err:
+    return (TEXT, {"info": info}) if info else otherwise
+
+
 # --- notices -------------------------------------------------------------------------------------------
 
 def notices_for_account(account_id: int) -> list[str]:
@@ -345,10 +412,10 @@ def notices_for_account(account_id: int) -> list[str]:
         if p.status == SUSPENDED:
             notices.append(_("Automatic payment #%(id)s was suspended after %(count)s failed charges "
                              "(%(error)s). Please add funds manually or set up automatic payments again.",
-                             id=p.id, count=p.failures, error=p.last_error or "-"))
+                             id=p.id, count=p.failures, error=profile_error(p) or "-"))
         else:
             notices.append(_("The last charge of automatic payment #%(id)s failed (%(error)s); it will be "
-                             "retried on %(when)s.", id=p.id, error=p.last_error or "-",
+                             "retried on %(when)s.", id=p.id, error=profile_error(p) or "-",
                              when=p.next_charge_at.strftime("%Y-%m-%d %H:%M UTC") if p.next_charge_at else "-"))
     return notices
 
@@ -407,7 +474,8 @@ def _month_total(session: Session, profile: RecurringProfile, now: datetime) -> 
 
 def _succeeded(profile: RecurringProfile, charge: RecurringCharge, now: datetime) -> None:
     charge.state, charge.updated_at = PAID, now
-    profile.failures, profile.last_error, profile.updated_at = 0, None, now
+    profile.failures, profile.updated_at = 0, now
+    _set_error(profile, None)
     if profile.status == ACTIVE:
         if profile.rule == FIXED:
             year, month = (int(x) for x in charge.period.split("-"))
@@ -416,11 +484,11 @@ def _succeeded(profile: RecurringProfile, charge: RecurringCharge, now: datetime
             profile.next_charge_at = now + _check_interval()
 
 
-def _failed(profile: RecurringProfile, charge: RecurringCharge, now: datetime, error: str) -> bool:
+def _failed(profile: RecurringProfile, charge: RecurringCharge, now: datetime, error: Err) -> bool:
     """Book a failed charge; True when it suspended the profile."""
-    charge.state, charge.info, charge.updated_at = FAILED, error[:1000], now
     profile.failures = (profile.failures or 0) + 1
-    profile.last_error, profile.updated_at = error[:1000], now
+    profile.updated_at = now
+    charge.state, charge.info, charge.updated_at = FAILED, _set_error(profile, error), now
     if profile.status != ACTIVE:
         return False
     if profile.failures >= max_failures():
@@ -442,8 +510,8 @@ def _reconcile(session: Session, profile: RecurringProfile, charge: RecurringCha
     if _cancelled_here(session, payment):
         _hold_unknown(profile, charge, now, payment)
         return UNKNOWN
-    _failed(profile, charge, now, payment.info or _("payment %(id)s was %(status)s", id=payment.id,
-                                                        status=payment.status))
+    _failed(profile, charge, now, _text_error(payment.info, ("payment_status", {"id": payment.id,
+                                                                                "status": payment.status})))
     return FAILED
 
 
@@ -452,11 +520,10 @@ def _hold_unknown(profile: RecurringProfile, charge: RecurringCharge, now: datet
     still pending): the gateway may still take the money, so no replacement is ever charged for the
     period. The profile is suspended for an admin to check the payment at the gateway; the charge keeps
     its state (a late payment of the child is still credited by the payment service)."""
-    error = _("the outcome of payment %(id)s is unknown: it was cancelled while the payment system was "
-              "charging it", id=payment.id)
-    charge.info, charge.updated_at = error[:1000], now
     profile.failures = (profile.failures or 0) + 1
-    profile.last_error, profile.updated_at = error[:1000], now
+    profile.updated_at = now
+    charge.info = _set_error(profile, ("unknown_outcome", {"id": payment.id}))
+    charge.updated_at = now
     if profile.status == ACTIVE:
         profile.status, profile.next_charge_at = SUSPENDED, None
 
@@ -516,14 +583,14 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
                     and account.balance >= (profile.threshold or Decimal("0")):
                 # topped up meanwhile (by hand): the failed top-up is no longer needed
                 charge.state, charge.updated_at = ABANDONED, now
-                profile.failures, profile.last_error, profile.updated_at = 0, None, now
+                profile.failures, profile.updated_at = 0, now
+                _set_error(profile, None)
                 profile.next_charge_at = now + _check_interval()
                 return None
             method = session.get(PaymentMethod, profile.paymethod_id)
             next_total = charge_total(method, profile.amount, account.currency)
             if not keep_child and _month_total(session, profile, now) + next_total > profile.monthly_max:
-                profile.last_error = _("monthly maximum of %(max)s %(currency)s reached",
-                                       max=profile.monthly_max, currency=account.currency)
+                _set_error(profile, ("monthly_max", {"max": str(profile.monthly_max), "currency": account.currency}))
                 profile.next_charge_at = next_month_start(now)
                 profile.updated_at = now
                 return None
@@ -547,7 +614,7 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
         return None
 
 
-def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: str = "", payment_id: int | None = None,
+def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: Err | None = None, payment_id: int | None = None,
           result: RunResult, unknown: bool = False) -> None:
     """Record a charge's outcome on its period and profile: ``ok`` True (paid), None (accepted), False.
 
@@ -566,7 +633,7 @@ def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: str = "", pa
             charge.state, charge.updated_at = ACCEPTED, now
             if profile.status == ACTIVE:
                 profile.next_charge_at = now + _check_interval()  # then the outcome is booked
-        elif _failed(profile, charge, now, error):
+        elif _failed(profile, charge, now, error or ("refused", {})):
             result.suspended.append(profile.id)
         if unknown and ok is False:
             charge.state = CLAIMED
@@ -586,8 +653,32 @@ def _ask_module(method: PaymentMethod, child: Payment, parent: Payment) -> Charg
         log.exception("module %s failed to charge payment %s", method.module, child.id)
         return ChargeResult("error", info=f"{type(exc).__name__}")
     if not isinstance(answer, ChargeResult):
-        return ChargeResult("failed", info=_("the payment system does not support automatic payments"))
+        return NO_ANSWER
     return answer
+
+
+# What _ask_module returns when no module answered: a refusal, booked with the "unsupported" error.
+NO_ANSWER = ChargeResult("failed", info="the payment system does not support automatic payments")
+
+
+def _creation_error(ticket: Ticket, exc: service.PaymentCreateError) -> Err:
+    """Why the payment service refused to create the child, as an error code (its message is already
+    translated into the cron's language, so it is only kept when no code fits)."""
+    account = db.session.get(Account, ticket.account_id)
+    method = db.session.get(PaymentMethod, ticket.paymethod_id)
+    if account is None or method is None:
+        return (TEXT, {"info": str(exc)})
+    if not method.active:
+        return ("method_disabled", {})
+    if method.currency != account.currency:
+        return ("currency", {"method": method.currency, "account": account.currency})
+    if method.min_amount is not None and ticket.amount < method.min_amount:
+        return ("min_amount", {"amount": str(method.min_amount), "currency": method.currency})
+    if method.max_amount is not None and ticket.amount > method.max_amount:
+        return ("max_amount", {"amount": str(method.max_amount), "currency": method.currency})
+    if charge_total(method, ticket.amount, account.currency) > MAX_AMOUNT:
+        return ("too_large", {})
+    return (TEXT, {"info": str(exc)})
 
 
 def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
@@ -600,7 +691,7 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
                                            description=_("Automatic payment %(period)s", period=ticket.period)[:255],
                                            check_limits=True)
         except service.PaymentCreateError as exc:
-            _book(ticket, now, ok=False, error=str(exc), result=result)
+            _book(ticket, now, ok=False, error=_creation_error(ticket, exc), result=result)
             result.charges.append((ticket.profile_id, ticket.period, None, FAILED))
             return FAILED
         child_id = child.id
@@ -615,15 +706,15 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
     outcome = _apply_answer(method, child, answer, data)
     if outcome == "error":  # unknown whether the gateway charged: keep the child, retry it with the same id
-        _book(ticket, now, ok=False, error=_("the payment system failed: %(info)s", info=answer.info), result=result,
-              unknown=True)
+        _book(ticket, now, ok=False, error=("module_error", {"info": answer.info}), result=result, unknown=True)
         outcome = FAILED
     elif outcome == PAID:
         _book(ticket, now, ok=True, result=result)
     elif outcome == ACCEPTED:
         _book(ticket, now, ok=None, result=result)
     else:
-        _book(ticket, now, ok=False, error=answer.info or _("the charge was refused"), result=result)
+        error = ("unsupported", {}) if answer is NO_ANSWER else _text_error(answer.info, ("refused", {}))
+        _book(ticket, now, ok=False, error=error, result=result)
     if ticket.profile_id in result.suspended:
         service.record_event(child_id, kind=SOURCE, source=SOURCE, data={"profile_id": ticket.profile_id},
                              outcome=f"automatic payment {ticket.profile_id} suspended after failed charges")

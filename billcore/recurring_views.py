@@ -54,6 +54,12 @@ def recurring_notices(account_id: int | None) -> list[str]:
     return recurring.notices_for_account(account_id) if account_id else []
 
 
+@bp.app_template_global("recurring_error")
+def recurring_error(profile: RecurringProfile) -> str | None:
+    """The profile's last error in the reader's language (client and admin pages)."""
+    return recurring.profile_error(profile)
+
+
 @bp.app_template_global("recurring_offer")
 def recurring_offer(payment: Payment) -> str | None:
     """What the payment page offers: ``prepare`` (pay as the first of automatic payments), ``create``

@@ -10,6 +10,7 @@ from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -437,6 +438,44 @@ def test_accepted_charge_is_booked_when_the_notification_credits_it(app, client_
     assert result.charges == [(p.id, "2026-03", march.id, "failed")]
     prof = profile_of(p.id)
     assert prof.failures == 1 and prof.last_error == "bank refused"
+
+
+def test_last_error_is_shown_in_the_readers_language(app, client_user):
+    """The cron runs in one language; each reader sees the error in theirs; rows stored before keep their text."""
+    app.config.update(FAKEREC_MODE="none", RECURRING_MAX_FAILURES=1)  # "does not support automatic payments"
+    _, first = paid_parent(client_user)
+    _, second = paid_parent(client_user)
+    recurring.create_profile(first.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                      threshold="1000", monthly_max="60", now=T0)
+    with force_locale("ru"):  # a cron whose language is Russian
+        recurring.run_due(T0)  # suspended at once: never retried below
+    app.config["FAKEREC_MODE"] = "paid"
+    capped = recurring.create_profile(second.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                      threshold="1000", monthly_max="60", now=T0)
+    with force_locale("ru"):
+        recurring.run_due(T0)  # t1 paid
+        recurring.run_due(T0 + timedelta(minutes=61))  # 50 + 50 > 60: capped
+    c = app.test_client()
+    login(c, *CLIENT)
+    page = c.get("/recurring").get_data(as_text=True)
+    assert "monthly maximum of 60.00 RUB reached" in page and "достигнут" not in page
+    assert "does not support automatic payments" in page and "не поддерживает" not in page
+    assert "does not support automatic payments" in c.get("/dashboard").get_data(as_text=True)
+    create_admin(*ADMIN)
+    a = app.test_client()
+    login(a, *ADMIN)
+    assert "does not support automatic payments" in a.get("/admin/recurring").get_data(as_text=True)
+    assert c.post("/language/ru").status_code == 302
+    page = c.get("/recurring").get_data(as_text=True)
+    assert "достигнут месячный лимит 60.00 RUB" in page and "платёжная система не поддерживает автоплатежи" in page
+    assert "платёжная система не поддерживает автоплатежи" in c.get("/dashboard").get_data(as_text=True)
+    prof = profile_of(capped.id)
+    assert (prof.last_error_code, prof.last_error_params) == ("monthly_max", {"max": "60.00", "currency": "RUB"})
+    assert prof.last_error == "monthly maximum of 60.00 RUB reached"  # untranslated, for logs and the CLI
+    # a row stored before errors had codes: its text is shown as it is
+    prof.last_error, prof.last_error_code, prof.last_error_params = "старая ошибка", None, None
+    db.session.commit()
+    assert "старая ошибка" in c.get("/recurring").get_data(as_text=True)
 
 
 def test_cancellation(app, client_user, other_client_user):
