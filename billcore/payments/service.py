@@ -163,14 +163,20 @@ _PAYMENTS, _ACCOUNTS = Payment.__table__, Account.__table__
 _LEDGER, _EVENTS, _METHODS = LedgerEntry.__table__, PaymentEvent.__table__, PaymentMethod.__table__
 
 # What a status change reads of the payment, under its lock, with its method's encrypted secrets (to
-# scrub the event's data) in the same statement.
+# scrub the event's data) in the same statement; a change to paid also locks and reads the account
+# (payment first, then account: the order every other writer takes too).
+_PAYMENT_ROW_COLUMNS = (_PAYMENTS.c.id, _PAYMENTS.c.status, _PAYMENTS.c.account_id, _PAYMENTS.c.paymethod_id,
+                        _PAYMENTS.c.amount, _PAYMENTS.c.total, _PAYMENTS.c.currency, _PAYMENTS.c.gateway_data,
+                        _METHODS.c.secrets_encrypted)
+_PAYMENT_WITH_METHOD = _PAYMENTS.join(_METHODS, _METHODS.c.id == _PAYMENTS.c.paymethod_id)
 _LOCK_PAYMENT_ROW = (
-    select(_PAYMENTS.c.id, _PAYMENTS.c.status, _PAYMENTS.c.account_id, _PAYMENTS.c.paymethod_id,
-           _PAYMENTS.c.amount, _PAYMENTS.c.total, _PAYMENTS.c.currency, _PAYMENTS.c.gateway_data,
-           _METHODS.c.secrets_encrypted)
-    .select_from(_PAYMENTS.join(_METHODS, _METHODS.c.id == _PAYMENTS.c.paymethod_id))
-    .where(_PAYMENTS.c.id == bindparam("payment_id"))
-    .with_for_update(of=_PAYMENTS)
+    select(*_PAYMENT_ROW_COLUMNS).select_from(_PAYMENT_WITH_METHOD)
+    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=_PAYMENTS)
+)
+_LOCK_PAYMENT_AND_ACCOUNT_ROW = (
+    select(*_PAYMENT_ROW_COLUMNS, _ACCOUNTS.c.balance, _ACCOUNTS.c.currency.label("account_currency"))
+    .select_from(_PAYMENT_WITH_METHOD.join(_ACCOUNTS, _ACCOUNTS.c.id == _PAYMENTS.c.account_id))
+    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=[_PAYMENTS, _ACCOUNTS])
 )
 # Built once and executed with parameter dicts: ``.values(...)`` on every call showed in the profile
 # (the statement's cache key is computed again each time).
@@ -230,11 +236,15 @@ def _broadcast(outcome: Outcome, old_status: str, kind: str) -> None:
 
 
 def _credit(session: Session | Connection, account_id: int, amount: Decimal, *, kind: str,
-            payment_id: int | None, refund_id: int | None = None, note: str | None = None) -> Decimal:
+            payment_id: int | None, refund_id: int | None = None, note: str | None = None,
+            locked: tuple[Decimal, str] | None = None) -> Decimal:
     """Add ``amount`` (negative: debit) to the account under its lock and write the ledger entry;
-    returns the balance afterwards. The sum is made in Decimal, never in the database's arithmetic."""
+    returns the balance afterwards. The sum is made in Decimal, never in the database's arithmetic.
+
+    ``locked`` is the account's (balance, currency) when the caller has already locked and read it in
+    this transaction."""
     conn = _connection(session)
-    balance, currency = conn.execute(_LOCK_ACCOUNT, {"b_account_id": account_id}).one()
+    balance, currency = locked or conn.execute(_LOCK_ACCOUNT, {"b_account_id": account_id}).one()
     balance = quantize(balance + amount, currency)
     conn.execute(_UPDATE_BALANCE, {"b_account_id": account_id, "b_balance": balance})
     conn.execute(_INSERT_LEDGER, {"account_id": account_id, "payment_id": payment_id, "refund_id": refund_id,
@@ -255,7 +265,8 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
     update it, credit the account when paid, insert the event, commit.
     """
     with write_connection() as conn:
-        payment = conn.execute(_LOCK_PAYMENT_ROW, {"payment_id": payment_id}).one_or_none()
+        payment = conn.execute(_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW,
+                               {"payment_id": payment_id}).one_or_none()
         if payment is None:
             raise PaymentNotFound(f"no payment {payment_id}")
         secrets = _secret_values_of(payment.secrets_encrypted)
@@ -287,7 +298,7 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
         conn.execute(_UPDATE_PAYMENT, values)
         if target == PAID:
             _credit(conn, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
-                    note=f"payment {payment.id}")
+                    note=f"payment {payment.id}", locked=(payment.balance, payment.account_currency))
         outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
         _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
                answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
