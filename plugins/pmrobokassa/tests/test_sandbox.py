@@ -456,13 +456,14 @@ def test_demo_method_points_at_the_sandbox_and_is_created_once(sb_app):
 
 def test_demo_method_stays_disabled_without_the_sandbox(tmp_path):
     """Its passwords are public: with the sandbox off nobody can pay through it."""
+    from billcore.db import db
     from billcore.models import PaymentMethod
     from pmrobokassa.demo import create_demo_method
 
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'off.sqlite'}", PMROBOKASSA_SANDBOX=False)
     with app.app_context():
         method = create_demo_method(app)
-        assert method is not None and not PaymentMethod.query.get(method.id).active
+        assert method is not None and not db.session.get(PaymentMethod, method.id).active
 
 
 # --- the store under several workers ------------------------------------------------------------
