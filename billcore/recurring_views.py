@@ -14,6 +14,7 @@ from wtforms.validators import InputRequired, Length, Optional
 
 from . import recurring
 from .auth import client_required
+from .checkout.access import own_payment
 from .db import db
 from .models import Payment, PaymentMethod, RecurringCharge, RecurringProfile
 from .plugins import get_registry
@@ -39,13 +40,6 @@ class ProfileForm(FlaskForm):
                               description=_l("Automatic payments never take more than this in a calendar month."),
                               render_kw={"inputmode": "decimal"})
     submit = SubmitField(_l("Set up automatic payments"))
-
-
-def _own_payment(payment_id: int) -> Payment:
-    payment = db.session.get(Payment, payment_id)
-    if payment is None or payment.account_id != current_user.account_id:
-        abort(404)
-    return payment
 
 
 @bp.app_template_global("recurring_notices")
@@ -108,7 +102,7 @@ def cancel(profile_id: int):
 @client_required
 def prepare(payment_id: int):
     """Opt in while paying: mark the unpaid payment as the first of automatic payments and go pay it."""
-    payment = _own_payment(payment_id)
+    payment = own_payment(payment_id)
     if not ButtonForm().validate_on_submit():
         abort(400)
     try:
@@ -135,7 +129,7 @@ def prepare(payment_id: int):
 @client_required
 def new(payment_id: int):
     """Set up automatic payments with a paid payment as their parent."""
-    payment = _own_payment(payment_id)
+    payment = own_payment(payment_id)
     refusal = recurring.offer_refusal(payment)
     form = ProfileForm()
     if refusal is None and form.validate_on_submit():

@@ -599,6 +599,18 @@ def test_someone_elses_payment_is_not_found(app, client_user, other_client_user)
     assert other.post(f"/payments/{parent.id}/recurring/prepare").status_code == 404
 
 
+def test_recurring_pages_share_the_checkout_owner_lookup(app, client_user):
+    """One owner-only payment lookup for the client area: the recurring pages use the checkout's."""
+    from billcore import recurring_views
+    from billcore.checkout import access
+    from billcore.checkout import views as checkout_views
+    assert recurring_views.own_payment is access.own_payment is checkout_views.own_payment
+    c = app.test_client()
+    login(c, *CLIENT)
+    assert c.get("/payments/999999/recurring").status_code == 404
+    assert c.post("/payments/999999/recurring/prepare").status_code == 404
+
+
 def test_admin_list_resume_and_cancel(app, client_user):
     app.config.update(FAKEREC_MODE="failed", RECURRING_MAX_FAILURES=1)
     _, parent = paid_parent(client_user)

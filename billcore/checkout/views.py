@@ -1,7 +1,8 @@
 """Client-area views: dashboard, adding funds, the payments list and page, return pages and status JSON.
 
-A client only ever sees its own account's payments: every lookup goes through :func:`_own_payment`,
-which answers 404 (not 403) for someone else's payment so that ids cannot be probed.
+A client only ever sees its own account's payments: every lookup goes through
+:func:`billcore.checkout.access.own_payment` (shared with the recurring pages), which answers 404 (not 403)
+for someone else's payment so that ids cannot be probed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..models import Account, Payment, PaymentEvent, PaymentMethod
 from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amount
 from ..payments import service
 from ..plugins import get_registry
+from .access import own_payment
 from .forms import ActionForm, AddFundsForm
 from ..args import row_id
 
@@ -39,14 +41,6 @@ def _account() -> Account:
     if account is None:  # a client user always has one; guard anyway
         abort(403)
     return account
-
-
-def _own_payment(payment_id: int) -> Payment:
-    """The current client's payment ``payment_id``; 404 for anyone else's (or no such payment)."""
-    payment = db.session.get(Payment, payment_id)
-    if payment is None or payment.account_id != current_user.account_id:
-        abort(404)
-    return payment
 
 
 def _available_methods(account: Account) -> list[PaymentMethod]:
@@ -91,7 +85,7 @@ def payments():
 @client_required
 def payment(payment_id: int):
     """One payment: amounts, status, its status history and the actions still possible."""
-    item = _own_payment(payment_id)
+    item = own_payment(payment_id)
     history = db.session.execute(
         select(PaymentEvent)
         .where(PaymentEvent.payment_id == item.id, PaymentEvent.status_to.is_not(None))
@@ -216,7 +210,7 @@ def _start(item: Payment):
 @client_required
 def pay_again(payment_id: int):
     """Send the browser to the gateway again for a payment that is still ``new`` or ``inpay``."""
-    item = _own_payment(payment_id)
+    item = own_payment(payment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
     if item.status not in OPEN_STATUSES:
@@ -233,7 +227,7 @@ def pay_again(payment_id: int):
 @client_required
 def cancel(payment_id: int):
     """Cancel an unpaid payment at the client's request."""
-    item = _own_payment(payment_id)
+    item = own_payment(payment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
     if recurring.is_held_child(item.id):  # the gateway may still take the money: never cancelled here
@@ -261,7 +255,7 @@ def payment_return(payment_id: int, outcome: str):
     """
     if outcome not in RETURN_OUTCOMES:
         abort(404)
-    item = _own_payment(payment_id)
+    item = own_payment(payment_id)
     return render_template("client/return.html", payment=item, outcome=outcome, is_open=item.status in OPEN_STATUSES,
                            action_form=ActionForm(), language=_language())
 
@@ -272,7 +266,7 @@ def status_json(payment_id: int):
     """The payment's current status for the return page's poller (owner only)."""
     from ..templating import money, status_label
 
-    item = _own_payment(payment_id)
+    item = own_payment(payment_id)
     account = db.session.get(Account, item.account_id)
     response = jsonify({
         "id": item.id,
