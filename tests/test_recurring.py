@@ -391,6 +391,27 @@ def test_client_cannot_cancel_a_child_being_charged(app, client_user):
     assert not recurring.is_held_child(child.id)
 
 
+def test_cancel_button_is_hidden_on_a_child_being_charged(app, client_user):
+    """The page offers "Cancel payment" only where the server would take it: not on a child whose
+    charge outcome is unknown (pages and the server ask the same predicate)."""
+    app.config["FAKEREC_MODE"] = "error"
+    method, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(p.id)
+    ordinary = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
+    c = app.test_client()
+    login(c, *CLIENT)
+    for url in (f"/payments/{child.id}", f"/payments/{child.id}/return/pending"):
+        page = c.get(url).get_data(as_text=True)
+        assert 'data-testid="cancel-payment"' not in page, url
+    for url in (f"/payments/{ordinary.id}", f"/payments/{ordinary.id}/return/pending"):
+        assert 'data-testid="cancel-payment"' in c.get(url).get_data(as_text=True), url
+    page = c.post(f"/payments/{child.id}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "cannot be cancelled" in page and children(p.id)[0].status == "new"
+
+
 def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, client_user):
     app.config["FAKEREC_MODE"] = "error"
     _, parent = paid_parent(client_user)

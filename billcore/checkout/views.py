@@ -14,18 +14,19 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
-from .. import recurring
 from ..auth import client_required
 from ..db import db
 from ..models import Account, Payment, PaymentEvent, PaymentMethod
 from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amount
 from ..payments import service
 from ..plugins import get_registry
-from .access import own_payment
+from .access import cancel_refusal, own_payment
 from .forms import ActionForm, AddFundsForm
 from ..args import row_id
 
 bp = Blueprint("checkout", __name__)
+# the pages show "Cancel payment" only when the cancel view below would not refuse it
+bp.add_app_template_global(cancel_refusal, "payment_cancel_refusal")
 
 OPEN_STATUSES = ("new", "inpay")  # a payment the client may still pay or cancel
 RETURN_OUTCOMES = ("success", "fail", "pending")
@@ -230,9 +231,9 @@ def cancel(payment_id: int):
     item = own_payment(payment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
-    if recurring.is_held_child(item.id):  # the gateway may still take the money: never cancelled here
-        flash(_("This automatic payment is being charged by the payment system and cannot be cancelled."),
-              "error")
+    refusal = cancel_refusal(item)  # the same predicate hides the button on the pages
+    if refusal:
+        flash(refusal, "error")
         return redirect(url_for(".payment", payment_id=item.id))
     try:
         service.set_cancelled(item.id, source="client", reason="cancelled by the client", kind="client",
