@@ -27,6 +27,6 @@ def cancel_refusal(payment: Payment) -> str | None:
     may still take the money (:func:`billcore.recurring.is_held_child`). A payment that is no longer open
     is refused by the payment service itself. Pages hide the "Cancel payment" button when this refuses.
     """
-    if recurring.is_held_child(payment.id):
+    if payment.status in recurring.OPEN and recurring.is_held_child(payment.id):
         return _("This automatic payment is being charged by the payment system and cannot be cancelled.")
     return None
