@@ -185,7 +185,11 @@ _LOCK_ACCOUNT = (select(_ACCOUNTS.c.balance, _ACCOUNTS.c.currency)
                  .where(_ACCOUNTS.c.id == bindparam("b_account_id")).with_for_update())
 _UPDATE_BALANCE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_account_id"))
                    .values(balance=bindparam("b_balance")))
-_INSERT_LEDGER, _INSERT_EVENT = insert(_LEDGER), insert(_EVENTS)
+# inline(): the new ids are not fetched back (no RETURNING on PostgreSQL): nothing needs them
+_INSERT_LEDGER, _INSERT_EVENT = insert(_LEDGER).inline(), insert(_EVENTS).inline()
+_METHOD_TOKEN = select(_METHODS.c.secrets_encrypted).where(_METHODS.c.id == bindparam("b_paymethod_id"))
+_PAYMENT_METHOD_ROW = (select(_PAYMENTS.c.id, _PAYMENTS.c.paymethod_id, _METHODS.c.secrets_encrypted)
+                       .select_from(_PAYMENT_WITH_METHOD).where(_PAYMENTS.c.id == bindparam("b_payment_id")))
 
 
 def _secret_values_of(token: str | None) -> list[str]:
@@ -199,8 +203,7 @@ def _method_secret_values(conn: Connection, paymethod_id: int) -> list[str]:
     Only the encrypted column is read and its decryption is cached: every notification records an
     event, and loading and decrypting the whole method each time showed in bench/notify.py's profile.
     """
-    token = conn.execute(select(_METHODS.c.secrets_encrypted)
-                         .where(_METHODS.c.id == paymethod_id)).scalar_one_or_none()
+    token = conn.execute(_METHOD_TOKEN, {"b_paymethod_id": paymethod_id}).scalar_one_or_none()
     return _secret_values_of(token)
 
 
@@ -295,11 +298,11 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
             values["gateway_data"] = {**(payment.gateway_data or {}), **gateway_data}
         if target == PAID:
             values["paid_at"] = now
+        outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
         conn.execute(_UPDATE_PAYMENT, values)
         if target == PAID:
             _credit(conn, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
                     note=f"payment {payment.id}", locked=(payment.balance, payment.account_currency))
-        outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
         _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
                answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
                secrets=secrets)
@@ -412,11 +415,10 @@ def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str
     """Record something that happened without changing the payment (a rejected notification, a return
     page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown."""
     with write_connection() as conn:
-        payment = conn.execute(select(_PAYMENTS.c.id, _PAYMENTS.c.paymethod_id)
-                               .where(_PAYMENTS.c.id == payment_id)).one_or_none() \
+        payment = conn.execute(_PAYMENT_METHOD_ROW, {"b_payment_id": payment_id}).one_or_none() \
             if payment_id is not None else None
         _event(conn, payment, kind=kind, source=source, outcome=outcome, data=data, answer=answer,
-               actor=actor)
+               actor=actor, secrets=_secret_values_of(payment.secrets_encrypted) if payment is not None else [])
 
 
 def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reason: str | None = None,
