@@ -11,7 +11,9 @@ write lock) and inserts the ``(profile, period)`` row whose unique constraint ma
 same period impossible, even from two hosts. Then the child payment is created through the payment
 service and the module is asked to charge it; its answer is booked through the service as well. A failed
 charge is retried with backoff; after ``RECURRING_MAX_FAILURES`` failures the profile is suspended and the
-customer sees a notice on the dashboard (:func:`notices_for_account`).
+customer sees a notice on the dashboard (:func:`notices_for_account`). A child whose outcome is unknown
+(cancelled here while being charged) or that the service flagged ``fraud`` (another amount or currency
+reported) is never replaced: the profile is suspended at once for an admin's check.
 """
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = "claimed", "accepted", "paid", "fai
 # still take the money), and it is never replaced while the outcome of its charge is unknown.
 UNSETTLED = (CLAIMED, ACCEPTED, FAILED)
 UNKNOWN = "unknown"  # outcome of a run that found a charge's outcome unknowable (the profile is suspended)
+# What _apply_answer reports when the payment service flagged the child ``fraud`` (the gateway reported
+# another amount or currency): the customer was charged something, so it is held like an unknown outcome.
+FLAGGED = "fraud"
 # Sources of cancellations made here, not by the gateway (cleanup, the client's or an admin's button):
 # they say nothing about whether the gateway charged the child.
 LOCAL_CANCEL_SOURCES = ("cleanup", "client", "admin")
@@ -358,6 +363,9 @@ def error_text(code: str | None, params: dict[str, Any] | None) -> str:
     if code == "unknown_outcome":
         return _("the outcome of payment %(id)s is unknown: it was cancelled while the payment system was "
                  "charging it", id=p.get("id"))
+    if code == "fraud_check":
+        return _("the charge of payment %(id)s needs an administrator's check: the payment system reported a "
+                 "different amount or currency", id=p.get("id"))
     if code == "method_disabled":
         return _("This payment method is disabled.")
     if code == "currency":
@@ -507,25 +515,40 @@ def _reconcile(session: Session, profile: RecurringProfile, charge: RecurringCha
     if payment.status in (Status.PAID.value, Status.PENDING_RETURN.value, Status.RETURNED.value):
         _succeeded(profile, charge, now)
         return PAID
-    if _cancelled_here(session, payment):
-        _hold_unknown(profile, charge, now, payment)
+    held = _held_error(session, payment)
+    if held is not None:
+        _hold(profile, charge, now, held)
         return UNKNOWN
     _failed(profile, charge, now, _text_error(payment.info, ("payment_status", {"id": payment.id,
                                                                                 "status": payment.status})))
     return FAILED
 
 
-def _hold_unknown(profile: RecurringProfile, charge: RecurringCharge, now: datetime, payment: Payment) -> None:
-    """The period's child was cancelled here while its charge's outcome was unknown (asked, no answer or
-    still pending): the gateway may still take the money, so no replacement is ever charged for the
-    period. The profile is suspended for an admin to check the payment at the gateway; the charge keeps
-    its state (a late payment of the child is still credited by the payment service)."""
+def _held_error(session: Session, payment: Payment) -> Err | None:
+    """Why the period's settled-looking child must never be replaced (None when a retry may charge a new
+    child): it was cancelled here while its charge's outcome was unknown (asked, no answer or still
+    pending: the gateway may still take the money), or the payment service flagged it ``fraud`` because
+    the gateway reported another amount or currency (the customer was charged something)."""
+    if payment.status == Status.FRAUD.value:
+        return ("fraud_check", {"id": payment.id})
+    if _cancelled_here(session, payment):
+        return ("unknown_outcome", {"id": payment.id})
+    return None
+
+
+def _hold(profile: RecurringProfile, charge: RecurringCharge, now: datetime, error: Err) -> bool:
+    """Hold a period whose child must not be replaced (:func:`_held_error`): no replacement is ever
+    charged for it. The profile is suspended with ``error`` for an admin to check the payment at the
+    gateway; the charge keeps its state (a late payment of the child is still credited by the payment
+    service, and resuming books the period paid). True when this suspended the profile."""
     profile.failures = (profile.failures or 0) + 1
     profile.updated_at = now
-    charge.info = _set_error(profile, ("unknown_outcome", {"id": payment.id}))
+    charge.info = _set_error(profile, error)
     charge.updated_at = now
     if profile.status == ACTIVE:
         profile.status, profile.next_charge_at = SUSPENDED, None
+        return True
+    return False
 
 
 def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
@@ -573,9 +596,11 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
                     period = f"t{profile.sequence + 1}"
             old_child = session.get(Payment, charge.payment_id) if charge is not None and charge.payment_id else None
             keep_child = old_child is not None and old_child.status == Status.NEW.value
-            if old_child is not None and not keep_child and _cancelled_here(session, old_child):
-                # a failed period whose child was cancelled here, not by the gateway: never replaced
-                _hold_unknown(profile, charge, now, old_child)
+            held = _held_error(session, old_child) if old_child is not None and not keep_child else None
+            if held is not None:
+                # a failed period whose child was cancelled here, not by the gateway, or flagged fraud:
+                # never replaced
+                _hold(profile, charge, now, held)
                 result.charges.append((profile.id, charge.period, old_child.id, UNKNOWN))
                 result.suspended.append(profile.id)
                 return None
@@ -639,6 +664,15 @@ def _book(ticket: Ticket, now: datetime, *, ok: bool | None, error: Err | None =
             charge.state = CLAIMED
 
 
+def _book_held(ticket: Ticket, now: datetime, error: Err, result: RunResult) -> None:
+    """Hold the period: its child must never be replaced (:func:`_hold`); the profile is suspended."""
+    with write_transaction() as session:
+        profile = _lock_profile(session, ticket.profile_id, skip_locked=False)
+        charge = session.get(RecurringCharge, ticket.charge_id)
+        if _hold(profile, charge, now, error):
+            result.suspended.append(profile.id)
+
+
 def _link(ticket: Ticket, payment_id: int) -> None:
     with write_transaction() as session:
         charge = session.get(RecurringCharge, ticket.charge_id)
@@ -683,7 +717,8 @@ def _creation_error(ticket: Ticket, exc: service.PaymentCreateError) -> Err:
 
 def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     """Create (or reuse) the claimed period's child payment, ask the module to charge it and book the
-    answer through the payment service. Returns ``paid``, ``accepted`` or ``failed``."""
+    answer through the payment service. Returns ``paid``, ``accepted``, ``failed`` or ``unknown`` (the
+    child was flagged ``fraud``: the period is held and the profile suspended for an admin's check)."""
     child_id = ticket.payment_id
     if child_id is None:
         try:
@@ -705,7 +740,12 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     answer = _ask_module(method, child, parent)
     data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
     outcome = _apply_answer(method, child, answer, data)
-    if outcome == "error":  # unknown whether the gateway charged: keep the child, retry it with the same id
+    suspension = "suspended after failed charges"
+    if outcome == FLAGGED:  # charged another amount: a new child could charge the customer twice
+        _book_held(ticket, now, ("fraud_check", {"id": child_id}), result)
+        suspension = "suspended: the charge needs an admin's check (payment flagged fraud)"
+        outcome = UNKNOWN
+    elif outcome == "error":  # unknown whether the gateway charged: keep the child, retry it with the same id
         _book(ticket, now, ok=False, error=("module_error", {"info": answer.info}), result=result, unknown=True)
         outcome = FAILED
     elif outcome == PAID:
@@ -717,14 +757,15 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
         _book(ticket, now, ok=False, error=error, result=result)
     if ticket.profile_id in result.suspended:
         service.record_event(child_id, kind=SOURCE, source=SOURCE, data={"profile_id": ticket.profile_id},
-                             outcome=f"automatic payment {ticket.profile_id} suspended after failed charges")
+                             outcome=f"automatic payment {ticket.profile_id} {suspension}")
     db.session.expire_all()
     result.charges.append((ticket.profile_id, ticket.period, child_id, outcome))
     return outcome
 
 
 def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, data: dict[str, Any]) -> str:
-    """Book the module's answer on the child through the payment service; returns paid/accepted/failed/error."""
+    """Book the module's answer on the child through the payment service; returns paid/accepted/failed/error,
+    or fraud (:data:`FLAGGED`) when the service flagged the child for another amount or currency."""
     source = method.module
     try:
         if answer.state == "paid":
@@ -732,7 +773,7 @@ def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, d
             currency = str((answer.data or {}).get("currency") or child.currency)
             outcome = service.set_paid(child.id, amount=amount, currency=currency, source=source, kind=SOURCE,
                                        data=data, external_id=answer.external_id, info=answer.info or None)
-            return PAID if outcome.result != "fraud" else FAILED
+            return FLAGGED if outcome.result == "fraud" else PAID
         if answer.state == "accepted":
             service.set_in_pay(child.id, source=source, kind=SOURCE, data=data, external_id=answer.external_id,
                                info=answer.info or None)
@@ -752,6 +793,8 @@ def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, d
             return PAID
         if status == Status.INPAY.value:
             return ACCEPTED
+        if status == Status.FRAUD.value:
+            return FLAGGED
         return FAILED
 
 

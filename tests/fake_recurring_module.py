@@ -1,7 +1,7 @@
 """A tiny payment module for the recurring tests (loaded through ``EXTRA_MODULES``).
 
 Its charge answer is chosen by ``app.config["FAKEREC_MODE"]`` (``paid``, ``accepted``, ``failed``,
-``error`` = raise, ``none`` = no answer); every charge is recorded in :data:`CHARGES` so tests can see how
+``error`` = raise, ``none`` = no answer, ``paid_short`` = paid, reporting one unit less than the total); every charge is recorded in :data:`CHARGES` so tests can see how
 often the gateway was asked, and ``FAKEREC_DELAY`` (seconds) widens the window for race tests.
 """
 from __future__ import annotations
@@ -51,5 +51,8 @@ def billcore_recurring_charge(module: str, payment, parent, paymethod, settings:
         return None
     if mode == "failed":
         return ChargeResult("failed", info="card declined")
+    if mode == "paid_short":  # the gateway took a different amount than asked
+        return ChargeResult("paid", external_id=f"fake-{payment.id}",
+                            data={"amount": str(payment.total - 1), "currency": payment.currency})
     return ChargeResult(mode, external_id=f"fake-{payment.id}",
                         data={"amount": str(payment.total), "currency": payment.currency})

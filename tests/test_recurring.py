@@ -435,6 +435,95 @@ def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, 
     assert balance(client_user.account_id) == Decimal("60.00")
 
 
+def _assert_held_for_a_check(app, client_user, p, child, result):
+    """A child that ended ``fraud``: never replaced, the profile suspended for an admin's check."""
+    assert result.charges == [(p.id, "t1", child.id, "unknown")] and result.suspended == [p.id]
+    prof = profile_of(p.id)
+    assert (prof.status, prof.next_charge_at) == ("suspended", None)
+    assert (prof.last_error_code, prof.last_error_params) == ("fraud_check", {"id": child.id})
+    assert f"payment {child.id} needs an administrator's check" in prof.last_error
+    assert f"payment {child.id} needs an administrator's check" in recurring_error_text(app, prof)
+    notices = recurring.notices_for_account(client_user.account_id)
+    assert len(notices) == 1 and "suspended" in notices[0] and f"payment {child.id} needs" in notices[0]
+    c = app.test_client()
+    login(c, *CLIENT)
+    page = c.get("/dashboard").get_data(as_text=True)
+    assert 'data-testid="recurring-notice"' in page and "needs an administrator&#39;s check" in page
+    # later runs charge nothing: the customer may have been charged already
+    assert recurring.run_due(T0 + timedelta(days=2)).charges == []
+    assert [k.id for k in children(p.id)] == [child.id] and children(p.id)[0].status == "fraud"
+    assert balance(client_user.account_id) == Decimal("10.00")
+
+
+def recurring_error_text(app, profile):
+    with app.test_request_context():
+        return app.jinja_env.globals["recurring_error"](profile)
+
+
+def test_a_child_paid_with_the_wrong_amount_is_never_replaced(app, client_user):
+    """The gateway answers the charge paid, with another amount: the service flags the child ``fraud``.
+    The customer was charged something, so no new child is charged for the period (that could charge
+    twice); the profile is suspended until an admin checks the charge."""
+    app.config["FAKEREC_MODE"] = "paid_short"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    result = recurring.run_due(T0)
+    (child,) = children(p.id)
+    assert child.status == "fraud" and fake.CHARGES == [child.id]
+    app.config["FAKEREC_MODE"] = "paid"
+    _assert_held_for_a_check(app, client_user, p, child, result)
+    assert fake.CHARGES == [child.id]
+    kinds = [e.outcome for e in db.session.execute(select(PaymentEvent).where(
+        PaymentEvent.payment_id == child.id, PaymentEvent.kind == "recurring")).scalars()]
+    assert any("admin" in (k or "") and "suspended" in (k or "") for k in kinds)
+    # the admin checks it and books it paid by hand: resuming books the period paid, nothing charged again
+    service.set_paid(child.id, amount=child.total, currency="RUB", source="admin", manual=True)
+    recurring.resume_profile(p.id, now=T0 + timedelta(days=3))
+    charge = db.session.execute(select(RecurringCharge).where(RecurringCharge.profile_id == p.id)).scalar_one()
+    assert (charge.period, charge.state) == ("t1", "paid")
+    assert recurring.notices_for_account(client_user.account_id) == []
+
+
+def test_an_accepted_child_reported_with_the_wrong_amount_is_never_replaced(app, client_user):
+    """The same when the wrong amount arrives later, in the gateway's notification of an accepted charge."""
+    app.config["FAKEREC_MODE"] = "accepted"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    assert recurring.run_due(T0).charges[0][3] == "accepted"
+    (child,) = children(p.id)
+    outcome = service.set_paid(child.id, amount=child.total + 5, currency="RUB", source="notification")
+    assert outcome.result == "fraud"
+    app.config["FAKEREC_MODE"] = "paid"
+    result = recurring.run_due(T0 + timedelta(minutes=61))
+    _assert_held_for_a_check(app, client_user, p, child, result)
+    assert fake.CHARGES == [child.id]
+
+
+def test_a_failed_period_whose_child_ended_fraud_is_never_replaced(app, client_user):
+    """A period booked failed (by an earlier version) whose child is ``fraud``: the retry holds instead."""
+    app.config["FAKEREC_MODE"] = "paid_short"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    ticket = recurring._claim(p.id, T0, recurring.RunResult())
+    child = service.create_payment(client_user.account_id, parent.paymethod_id, Decimal("50.00"))
+    recurring._link(ticket, child.id)
+    service.set_paid(child.id, amount=child.total - 1, currency="RUB", source="notification")
+    with db.engine.begin() as conn:  # as the run booked it before: a failure, retried in an hour
+        conn.execute(RecurringCharge.__table__.update().where(RecurringCharge.id == ticket.charge_id)
+                     .values(state="failed"))
+        conn.execute(RecurringProfile.__table__.update().where(RecurringProfile.id == p.id)
+                     .values(failures=1, next_charge_at=T0 + timedelta(hours=1)))
+    db.session.commit()
+    app.config["FAKEREC_MODE"] = "paid"
+    result = recurring.run_due(T0 + timedelta(hours=1))
+    assert result.charges == [(p.id, "t1", child.id, "unknown")] and result.suspended == [p.id]
+    prof = profile_of(p.id)
+    assert (prof.status, prof.last_error_code) == ("suspended", "fraud_check") and fake.CHARGES == []
+
+
 def test_accepted_charge_is_booked_when_the_notification_credits_it(app, client_user):
     app.config["FAKEREC_MODE"] = "accepted"
     _, parent = paid_parent(client_user)
