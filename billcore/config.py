@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "REMEMBER_COOKIE_HTTPONLY": True,
     "REMEMBER_COOKIE_SAMESITE": "Lax",
     "SQLITE_BUSY_TIMEOUT_MS": 30000,
+    # A refund still "requested" after this many hours is flagged for an admin by `payments check`.
+    "REFUND_ATTENTION_HOURS": 24,
 }
 
 SECRET_KEY_FILE = "secret_key"
@@ -80,17 +82,37 @@ def normalise_database_url(url: str) -> str:
 
 
 def _read_or_create(path: Path, make) -> str:
-    """Return the key stored in ``path``, creating it (readable by the owner only) on first use."""
+    """Return the key stored in ``path``, creating it (readable by the owner only) on first use.
+
+    The key is written to a temporary file first and linked into place, so a process starting at the
+    same moment reads either no file or the whole key, never an empty one. An existing file without a
+    key (a disk filled up, an edit gone wrong) is refused: a new key would make every stored secret
+    unreadable.
+    """
     try:
-        return path.read_text().strip()
+        return _stored_key(path)
     except FileNotFoundError:
         pass
     value = make()
-    # O_EXCL: if two processes start at once, one writes and the other reads what it wrote.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)  # atomic; fails if another process got there first
+        except FileExistsError:
+            return _stored_key(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return value
+
+
+def _stored_key(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty: restore the key from a backup (a new key would make the "
+                           "stored payment method secrets unreadable), or delete the file on a new install")
     return value

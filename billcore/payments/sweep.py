@@ -2,8 +2,12 @@
 
 For every loaded module with ``checkpay`` the ``inpay`` payments are asked about through
 :func:`polling.check_payment` (which applies the answer through the payment service), and for every
-module with ``refund`` the refunds still ``requested`` with a gateway id are followed through
-:func:`refunds.follow_refund`.
+module with ``refund`` the refunds still ``requested`` are followed through :func:`refunds.follow_refund`:
+those with a gateway id on every run, those without one (the gateway's answer to the request was lost)
+once they are overdue, so that they are flagged for an admin (``attention``) instead of waiting forever.
+
+Both go through one claim-and-process loop. An unexpected exception on one payment or refund is logged
+(secrets masked, see :mod:`billcore.logs`), counted in ``SweepResult.errors`` and the run goes on.
 
 Safe on several hosts at once: candidate rows are selected ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
 (rows being changed right now are skipped) and each payment or refund is then claimed with a
@@ -13,21 +17,24 @@ payment under its own row lock and reports a repeat as ``already``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select, text
+from sqlalchemy import Select, or_, select, text
 
 from ..db import db, is_sqlite
-from ..models import Payment, PaymentMethod, Refund
+from ..models import Payment, PaymentMethod, Refund, utcnow
 from ..paymodule import FEATURE_CHECKPAY, FEATURE_REFUND
 from ..plugins import get_registry
 from . import service
 from .polling import PollError, check_payment
-from .refunds import follow_refund
+from .refunds import ATTENTION, attention_after, follow_refund
+
+log = logging.getLogger(__name__)
 
 # Advisory-lock namespaces (first key of pg_try_advisory_lock(int, int)).
 POLL_LOCK = 0x626370  # "bcp"
@@ -37,7 +44,7 @@ SOURCE = "cron"
 
 @dataclass
 class SweepResult:
-    """Counts of what one run did; ``errors`` lists "payment N: reason" lines."""
+    """Counts of what one run did; ``errors`` lists "payment N: reason" lines (``error_count`` of them)."""
 
     checked: int = 0
     paid: int = 0
@@ -48,7 +55,13 @@ class SweepResult:
     refunds_followed: int = 0
     refunds_finished: int = 0
     refunds_failed: int = 0
+    refunds_attention: int = 0
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        """How many payments or refunds could not be processed."""
+        return len(self.errors)
 
 
 def modules_with(feature: str, only: Iterable[str] = ()) -> list[str]:
@@ -87,70 +100,105 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
                 conn.commit()
 
 
-def poll_payments(modules: list[str], result: SweepResult, batch: int, echo=None) -> None:
-    """Ask the gateways about the ``inpay`` payments of ``modules``."""
-    if not modules:
-        return
+@dataclass(frozen=True)
+class Pass:
+    """One kind of row the sweep goes through: ``query(after_id)`` selects candidate ids in id order,
+    ``process(id)`` handles one claimed row (and updates the result)."""
+
+    what: str  # "payment" or "refund", for the error lines and the log
+    lock: int
+    query: Callable[[int], Select]
+    process: Callable[[int], None]
+
+
+def run_pass(job: Pass, result: SweepResult, batch: int) -> None:
+    """Claim and process every candidate of ``job``, ``batch`` ids per query.
+
+    A row claimed by another host is skipped. An exception while processing one row is logged, counted
+    in ``result.errors`` and the run goes on with the next row.
+    """
     after_id = 0
     while True:
-        query = (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                 .where(PaymentMethod.module.in_(modules), Payment.status == service.INPAY, Payment.id > after_id)
-                 .order_by(Payment.id))
-        ids = _candidates(query, batch)
+        ids = _candidates(job.query(after_id), batch)
         if not ids:
             return
         after_id = ids[-1]
-        for payment_id in ids:
-            with claim(POLL_LOCK, payment_id) as mine:
+        for object_id in ids:
+            with claim(job.lock, object_id) as mine:
                 if not mine:
                     result.skipped += 1
                     continue
-                result.checked += 1
                 try:
-                    outcome = check_payment(payment_id, SOURCE)
-                except (PollError, service.PaymentError) as exc:
-                    result.errors.append(f"payment {payment_id}: {exc}")
-                    continue
-            if outcome is None or outcome.already:
-                result.unchanged += 1
-                continue
-            counter = {"paid": "paid", "cancelled": "cancelled", "fraud": "fraud"}.get(outcome.status)
-            if counter:
-                setattr(result, counter, getattr(result, counter) + 1)
-            if echo:
-                echo(f"payment {payment_id}: {outcome.status}")
+                    job.process(object_id)
+                except Exception as exc:  # one broken row must not stop the others
+                    db.session.rollback()
+                    log.error("payments check: %s %s failed: %s", job.what, object_id, type(exc).__name__,
+                              exc_info=True)
+                    result.errors.append(f"{job.what} {object_id}: unexpected {type(exc).__name__} (see the log)")
+
+
+def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
+    def query(after_id: int) -> Select:
+        return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+                .where(PaymentMethod.module.in_(modules), Payment.status == service.INPAY, Payment.id > after_id)
+                .order_by(Payment.id))
+
+    def process(payment_id: int) -> None:
+        result.checked += 1
+        try:
+            outcome = check_payment(payment_id, SOURCE)
+        except (PollError, service.PaymentError) as exc:
+            result.errors.append(f"payment {payment_id}: {exc}")
+            return
+        if outcome is None or outcome.already:
+            result.unchanged += 1
+            return
+        counter = {"paid": "paid", "cancelled": "cancelled", "fraud": "fraud"}.get(outcome.status)
+        if counter:
+            setattr(result, counter, getattr(result, counter) + 1)
+        if echo:
+            echo(f"payment {payment_id}: {outcome.status}")
+
+    return Pass("payment", POLL_LOCK, query, process)
+
+
+def _refund_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
+    cutoff = utcnow() - attention_after()
+
+    def query(after_id: int) -> Select:
+        return (select(Refund.id).join(Payment, Payment.id == Refund.payment_id)
+                .join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+                .where(PaymentMethod.module.in_(modules), Refund.status == "requested",
+                       or_(Refund.external_id.is_not(None), Refund.created_at <= cutoff), Refund.id > after_id)
+                .order_by(Refund.id))
+
+    def process(refund_id: int) -> None:
+        outcome = follow_refund(refund_id, source=SOURCE)
+        result.refunds_followed += 1
+        if outcome.state == "finished":
+            result.refunds_finished += 1
+        elif outcome.state == "failed":
+            result.refunds_failed += 1
+        elif outcome.state == ATTENTION:
+            result.refunds_attention += 1
+        elif outcome.state == "error":
+            result.errors.append(f"refund {refund_id}: {outcome.info}")
+        if echo and outcome.state in ("finished", "failed", ATTENTION):
+            echo(f"refund {refund_id}: {outcome.state}")
+
+    return Pass("refund", REFUND_LOCK, query, process)
+
+
+def poll_payments(modules: list[str], result: SweepResult, batch: int, echo=None) -> None:
+    """Ask the gateways about the ``inpay`` payments of ``modules``."""
+    if modules:
+        run_pass(_payment_pass(modules, result, echo), result, batch)
 
 
 def follow_refunds(modules: list[str], result: SweepResult, batch: int, echo=None) -> None:
-    """Follow the refunds still ``requested`` that a gateway accepted (they carry its id)."""
-    if not modules:
-        return
-    after_id = 0
-    while True:
-        query = (select(Refund.id).join(Payment, Payment.id == Refund.payment_id)
-                 .join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                 .where(PaymentMethod.module.in_(modules), Refund.status == "requested",
-                        Refund.external_id.is_not(None), Refund.id > after_id)
-                 .order_by(Refund.id))
-        ids = _candidates(query, batch)
-        if not ids:
-            return
-        after_id = ids[-1]
-        for refund_id in ids:
-            with claim(REFUND_LOCK, refund_id) as mine:
-                if not mine:
-                    result.skipped += 1
-                    continue
-                outcome = follow_refund(refund_id, source=SOURCE)
-            result.refunds_followed += 1
-            if outcome.state == "finished":
-                result.refunds_finished += 1
-            elif outcome.state == "failed":
-                result.refunds_failed += 1
-            elif outcome.state == "error":
-                result.errors.append(f"refund {refund_id}: {outcome.info}")
-            if echo and outcome.state in ("finished", "failed"):
-                echo(f"refund {refund_id}: {outcome.state}")
+    """Follow the ``requested`` refunds of ``modules``: those with a gateway id, and the overdue ones."""
+    if modules:
+        run_pass(_refund_pass(modules, result, echo), result, batch)
 
 
 def sweep(only_modules: Iterable[str] = (), batch: int = 200, echo=None) -> SweepResult:
@@ -182,6 +230,7 @@ def check_command(modules: tuple[str, ...], batch: int, verbose: bool) -> None:
     click.echo(f"{result.checked} payment(s) checked: {result.paid} paid, {result.cancelled} cancelled, "
                f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host); "
                f"{result.refunds_followed} refund(s) followed: {result.refunds_finished} finished, "
-               f"{result.refunds_failed} failed")
+               f"{result.refunds_failed} failed, {result.refunds_attention} need an admin; "
+               f"{result.error_count} error(s)")
     for line in result.errors:
         click.echo(f"error: {line}", err=True)

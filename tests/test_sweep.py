@@ -1,0 +1,89 @@
+"""``payments check``: one loop for payments and refunds; one broken item never stops the others."""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from billcore.db import db
+from billcore.models import Payment, Refund
+from billcore.payments import refunds, service, sweep
+from billcore.paymodule import GatewayStatus, RefundResult
+from tests import fake_checkout_module as fake
+from tests.conftest import CLIENT, add_paymethod
+from tests.test_checkout import app_config, capp  # noqa: F401  (the app with the fake module, on each backend)
+from billcore.accounts import create_client
+
+SECRET = "sw33p-secret-value"
+
+
+def _inpay(account_id: int, method_id: int) -> int:
+    p = service.create_payment(account_id, method_id, Decimal("100.00"))
+    service.set_in_pay(p.id, source="test")
+    return p.id
+
+
+def _status(payment_id: int) -> str:
+    db.session.rollback()
+    return db.session.get(Payment, payment_id).status
+
+
+def test_one_failing_item_does_not_stop_the_run(capp, monkeypatch, caplog):  # noqa: F811
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET}, commission_amount=Decimal("5.00"))
+    first, broken, last = (_inpay(payer.account_id, method.id) for _ in range(3))
+    for pid in (first, broken, last):
+        fake.CHECK[pid] = GatewayStatus(state="paid", amount=Decimal("105.00"), currency="RUB")
+    # two refunds with a gateway id to follow; the first one's follow blows up
+    paid = [_inpay(payer.account_id, method.id) for _ in range(2)]
+    refund_ids = []
+    for pid in paid:
+        service.set_paid(pid, amount=Decimal("105.00"), currency="RUB", source="test")
+        fake.REFUND["request"] = RefundResult(state="pending", external_id=f"RP-{pid}")
+        refund_ids.append(refunds.refund_payment(pid, Decimal("10.00"), "admin@test.example", None).refund_id)
+    fake.REFUND["status"] = RefundResult(state="finished")
+
+    real_check, real_follow = sweep.check_payment, sweep.follow_refund
+
+    def check(payment_id, source, **kw):
+        if payment_id == broken:
+            raise RuntimeError(f"bug while checking, key {SECRET}")
+        return real_check(payment_id, source, **kw)
+
+    def follow(refund_id, **kw):
+        if refund_id == refund_ids[0]:
+            raise KeyError("bug while following")
+        return real_follow(refund_id, **kw)
+
+    monkeypatch.setattr(sweep, "check_payment", check)
+    monkeypatch.setattr(sweep, "follow_refund", follow)
+    with caplog.at_level(logging.ERROR, logger="billcore.payments.sweep"):
+        result = capp.test_cli_runner().invoke(args=["payments", "check", "--module", "pmfakepay"])
+    assert result.exit_code == 0, result.output
+    assert "3 payment(s) checked: 2 paid" in result.output
+    assert "1 refund(s) followed: 1 finished" in result.output and "2 error(s)" in result.output
+    assert f"payment {broken}: unexpected RuntimeError" in result.output
+    assert f"refund {refund_ids[0]}: unexpected KeyError" in result.output
+    assert (_status(first), _status(broken), _status(last)) == ("paid", "inpay", "paid")
+    db.session.rollback()
+    assert [db.session.get(Refund, r).status for r in refund_ids] == ["requested", "finished"]
+    logged = [r for r in caplog.records if r.name == "billcore.payments.sweep"]
+    assert len(logged) == 2
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in logged)
+    assert f"payment {broken} failed" in text and SECRET not in text and SECRET not in result.output
+
+
+def test_overdue_refund_without_a_gateway_id_is_followed_and_flagged(capp):  # noqa: F811
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    service.set_paid(pid, amount=Decimal("100.00"), currency="RUB", source="test")
+    fake.REFUND["request"] = ConnectionError("gateway down")
+    refund_id = refunds.refund_payment(pid, Decimal("10.00"), "admin@test.example", None).refund_id
+    fake.REFUND["status"] = RefundResult(state="pending")
+    runner = capp.test_cli_runner()
+    assert "0 refund(s) followed" in runner.invoke(args=["payments", "check"]).output
+    capp.config["REFUND_ATTENTION_HOURS"] = 0
+    output = runner.invoke(args=["payments", "check"]).output
+    assert "1 refund(s) followed: 0 finished, 0 failed, 1 need an admin" in output
+    db.session.rollback()
+    assert db.session.get(Refund, refund_id).status == "requested"
