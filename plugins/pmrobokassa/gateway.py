@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError
 
 from . import protocol
 from .common import LOG_MODULE, algorithm, config, endpoints, log_line
@@ -21,7 +22,32 @@ USER_AGENT = "billcore-pmrobokassa/0.1"
 
 
 class GatewayUnavailable(Exception):
-    """The gateway could not be reached or answered with an HTTP error; worth retrying later."""
+    """The gateway could not be reached or answered with an HTTP error; worth retrying later.
+
+    ``sent`` is False only when the request certainly never left (connection refused, name not
+    resolved, connect timeout, TLS handshake failed): the gateway cannot have acted on it. Otherwise
+    (read timeout, connection dropped after sending, an HTTP error) it may have. ``status_code`` is the
+    HTTP status of an error answer.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None):
+        super().__init__(message)
+        self.sent, self.status_code = sent, status_code
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when ``exc`` happened before the request could reach the server."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError and NameResolutionError too
+
+
+def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable:
+    return GatewayUnavailable(f"{type(exc).__name__} calling {url}", sent=not _never_sent(exc))
 
 
 def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
@@ -30,9 +56,9 @@ def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = Non
         response = requests.post(url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})},
                                  timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
-        raise GatewayUnavailable(f"{type(exc).__name__} calling {url}") from None
+        raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}")
+        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
     return response
 
 
@@ -41,9 +67,9 @@ def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -
         response = requests.get(url, params=params, headers={"User-Agent": USER_AGENT},
                                 timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
-        raise GatewayUnavailable(f"{type(exc).__name__} calling {url}") from None
+        raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}")
+        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
     return response
 
 

@@ -107,7 +107,7 @@ def _op_key(payment: Payment, settings: Mapping[str, Any]) -> str | None:
     op_key = (payment.gateway_data or {}).get("op_key")
     if op_key:
         return str(op_key)
-    state = gateway.op_state(settings, payment.id)  # GatewayUnavailable propagates: try again later
+    state = gateway.op_state(settings, payment.id)  # GatewayUnavailable propagates: the refund is not sent
     if state.result_code == protocol.RESULT_OK and state.op_key:
         service.set_gateway_data(payment.id, op_key=state.op_key)
         return state.op_key
@@ -123,29 +123,71 @@ def _is_full_refund(payment: Payment, refund: Refund) -> bool:
 
 
 def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) -> RefundResult:
-    """Ask the Refund API to return ``refund_row.amount`` (RefundSum only for a partial refund)."""
+    """Ask the Refund API to return ``refund_row.amount`` (RefundSum only for a partial refund).
+
+    ``failed`` when Robokassa refused the request or certainly never got it (no OpKey, connection
+    refused, name not resolved, connect timeout, an HTTP 4xx answer): nothing was refunded, the core puts
+    the amount back on the balance. ``pending`` with the request id when it was accepted. ``pending``
+    without an id when the request may have reached Robokassa but no request id came back (read
+    timeout, HTTP 5xx, a garbled answer, success without an id): the refund cannot be followed, so the
+    core flags it for an admin once it is overdue.
+    """
     if not settings.get("password3"):
         log_line(LOG_MODULE, payment.id, "refund refused: Password #3 is not set", refund=refund_row.id)
         return RefundResult("failed", info=_("Password #3 is not set: refunds through Robokassa are off."))
-    op_key = _op_key(payment, settings)
+    try:
+        op_key = _op_key(payment, settings)
+    except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
+        log_line(LOG_MODULE, payment.id, f"refund not sent: OpStateExt failed: {exc}", logging.WARNING,
+                 refund=refund_row.id)
+        return RefundResult("failed", info=_("The refund was not sent: Robokassa could not be asked about the "
+                                             "payment's operation (%(error)s).", error=str(exc)))
     if not op_key:
         log_line(LOG_MODULE, payment.id, "refund refused: no OpKey known", refund=refund_row.id)
         return RefundResult("failed", info=_("Robokassa reports no operation for this payment (no OpKey)."))
     refund_sum = None if _is_full_refund(payment, refund_row) else Decimal(refund_row.amount)
-    answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum)
+    try:
+        answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum)
+    except gateway.GatewayUnavailable as exc:
+        if not exc.sent:
+            log_line(LOG_MODULE, payment.id, f"refund not sent: {exc}", logging.WARNING, refund=refund_row.id)
+            return RefundResult("failed", info=_("The refund request could not be sent to Robokassa (%(error)s); "
+                                                 "nothing was refunded.", error=str(exc)))
+        if exc.status_code is not None and exc.status_code < 500:
+            log_line(LOG_MODULE, payment.id, f"refund rejected: {exc}", logging.WARNING, refund=refund_row.id)
+            return RefundResult("failed", info=_("Robokassa rejected the refund request (HTTP %(status)s).",
+                                                 status=exc.status_code))
+        return _unconfirmed(payment, refund_row, op_key, str(exc))
+    except protocol.ProtocolError as exc:
+        return _unconfirmed(payment, refund_row, op_key, f"unreadable answer: {exc}")
     if answer.success and answer.request_id:
         log_line(LOG_MODULE, payment.id, "refund accepted", refund=refund_row.id, request_id=answer.request_id)
         return RefundResult("pending", external_id=answer.request_id, data={"op_key": op_key})
+    if answer.success:
+        return _unconfirmed(payment, refund_row, op_key, "accepted without a request id")
     log_line(LOG_MODULE, payment.id, "refund refused by Robokassa", logging.WARNING, refund=refund_row.id,
              message=answer.message)
     return RefundResult("failed", info=answer.message or _("Robokassa refused the refund."))
 
 
+def _unconfirmed(payment: Payment, refund_row: Refund, op_key: str, error: str) -> RefundResult:
+    """The refund request may have reached Robokassa but gave no request id: pending, not followable."""
+    log_line(LOG_MODULE, payment.id, f"refund unconfirmed: {error}", logging.WARNING, refund=refund_row.id)
+    return RefundResult("pending", data={"op_key": op_key, "unconfirmed": True}, info=_(
+        "Robokassa's answer to the refund request was lost (%(error)s): the refund may have been made. Check "
+        "it in Robokassa's cabinet, then mark it done or failed on the payment's page.", error=error))
+
+
 def refund_status(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) -> RefundResult:
-    """Follow a refund: ``finished`` -> finished, ``canceled`` -> failed, anything else pending."""
+    """Follow a refund: ``finished`` -> finished, ``canceled`` -> failed, anything else pending.
+
+    A refund without Robokassa's request id cannot be asked about: it stays pending (no call is made)
+    until the core flags it for an admin.
+    """
     request_id = refund_row.external_id
     if not request_id:
-        return RefundResult("pending", info="the refund has no Robokassa request id yet")
+        return RefundResult("pending", info=_("Robokassa gave no request id for this refund, so it cannot be "
+                                              "followed: check it in Robokassa's cabinet."))
     try:
         state = gateway.refund_state(settings, payment_id=payment.id, request_id=request_id)
     except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:

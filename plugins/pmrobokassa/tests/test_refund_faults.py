@@ -1,0 +1,177 @@
+"""Refund/Create requests that fail on the way: never sent -> failed (money back), maybe sent -> pending
+without an id, flagged for an admin by ``payments check`` once overdue, then settled by hand.
+
+The transport fails for real (a closed local port) or through a patched ``requests.post``; never a real
+network.
+"""
+from __future__ import annotations
+
+import socket
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import requests
+from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutError
+
+from billcore.db import db
+from billcore.models import Account, Payment, PaymentEvent, Refund
+from billcore.payments import refunds, service
+from billcore.testing.fixtures import add_paymethod
+from pmrobokassa import gateway, protocol
+
+from .fakegateway import FakeGateway, Server
+from .helpers import SETTINGS, reload, result_params
+
+pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
+ADMIN = "admin@test.example"
+
+
+@pytest.fixture
+def fake():
+    gateway_app = FakeGateway()
+    with Server(gateway_app) as server:
+        gateway_app.url = f"{server.base}/rk/Merchant/Index.aspx"
+        yield gateway_app
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _paid_payment(app, client_user, url: str) -> Payment:
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": url})
+    p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
+    assert app.test_client().post("/mancgi/rkresult", data=result_params(p.id)).status_code == 200
+    service.set_gateway_data(p.id, op_key="OPKEY-X")  # no OpStateExt needed before Refund/Create
+    return p
+
+
+def _money(payment_id: int) -> tuple[str, Decimal, Decimal]:
+    db.session.rollback()
+    p = db.session.get(Payment, payment_id)
+    return p.status, p.refunded_amount, db.session.get(Account, p.account_id).balance
+
+
+def _refund(payment_id: int) -> Refund:
+    db.session.rollback()
+    return db.session.query(Refund).filter_by(payment_id=payment_id).order_by(Refund.id.desc()).first()
+
+
+def _failing_post(exc: Exception):
+    def post(url, **kwargs):
+        if "Refund/Create" in url:
+            raise exc
+        raise AssertionError(f"unexpected call to {url}")
+    return post
+
+
+def test_refund_to_a_closed_port_fails_and_gives_the_money_back(app, client_user):
+    p = _paid_payment(app, client_user, f"http://127.0.0.1:{_closed_port()}/rk/Merchant/Index.aspx")
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, "customer asked")
+    assert outcome.state == "failed" and "could not be sent" in outcome.info
+    assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    assert _refund(p.id).status == "failed"
+
+
+def _name_not_resolved() -> Exception:
+    cause = NameResolutionError("services.robokassa.invalid", None, socket.gaierror("Name or service not known"))
+    return requests.ConnectionError(MaxRetryError(None, "/RefundService/Refund/Create", cause))
+
+
+@pytest.mark.parametrize("make", [_name_not_resolved, lambda: requests.ConnectTimeout("connect timed out")],
+                         ids=["dns", "connect-timeout"])
+def test_refund_never_sent_fails(app, client_user, fake, monkeypatch, make):
+    p = _paid_payment(app, client_user, fake.url)
+    monkeypatch.setattr(gateway.requests, "post", _failing_post(make()))
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    assert outcome.state == "failed" and "nothing was refunded" in outcome.info
+    assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+
+def test_refund_rejected_with_http_4xx_fails(app, client_user, fake, monkeypatch):
+    p = _paid_payment(app, client_user, fake.url)
+
+    class Answer:
+        status_code, content = 403, b'{"success":false,"message":"RefundNotAllowed","requestId":null}'
+
+    monkeypatch.setattr(gateway.requests, "post", lambda url, **kw: Answer())
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    assert outcome.state == "failed" and "HTTP 403" in outcome.info
+    assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+
+def _read_timeout() -> Exception:
+    return requests.ReadTimeout(ReadTimeoutError(None, "/RefundService/Refund/Create", "read timed out"))
+
+
+def _age(refund_id: int, hours: float) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(Refund.__table__.update().where(Refund.id == refund_id)
+                     .values(created_at=datetime.now(timezone.utc) - timedelta(hours=hours)))
+    db.session.rollback()
+
+
+@pytest.mark.parametrize("how", ["read-timeout", "no-request-id", "http-502"])
+def test_refund_maybe_sent_stays_pending_then_is_flagged_and_settled_by_hand(app, client_user, fake, monkeypatch,
+                                                                            how):
+    p = _paid_payment(app, client_user, fake.url)
+    with monkeypatch.context() as patch:
+        if how == "read-timeout":
+            patch.setattr(gateway.requests, "post", _failing_post(_read_timeout()))
+        elif how == "http-502":
+            class Answer:
+                status_code, content = 502, b"Bad Gateway"
+            patch.setattr(gateway.requests, "post", lambda url, **kw: Answer())
+        else:
+            patch.setattr(protocol, "parse_refund_create_answer",
+                          lambda body: protocol.RefundCreateAnswer(success=True, request_id=None))
+        outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    # it may have reached Robokassa: the money stays held, nothing is put back
+    assert outcome.state == "pending" and "may have been made" in outcome.info
+    assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    refund = _refund(p.id)
+    assert (refund.status, refund.external_id) == ("requested", None)
+    runner = app.test_cli_runner()
+    # young: payments check leaves it alone (nothing to ask Robokassa without a request id)
+    result = runner.invoke(args=["payments", "check", "--module", "pmrobokassa"])
+    assert "0 refund(s) followed" in result.output
+    _age(refund.id, 25)
+    calls_before = len(fake.requests)
+    result = runner.invoke(args=["payments", "check", "--module", "pmrobokassa"])
+    assert result.exit_code == 0 and "1 refund(s) followed: 0 finished, 0 failed, 1 need an admin" in result.output
+    assert len(fake.requests) == calls_before  # no GetState without an id
+    again = runner.invoke(args=["payments", "check", "--module", "pmrobokassa"])
+    assert "1 need an admin" in again.output  # reported on every run ...
+    db.session.rollback()
+    flags = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
+             if e.data.get("attention")]
+    assert len(flags) == 1  # ... recorded once
+    assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    # the admin looked at Robokassa's cabinet
+    refunds.settle_by_hand(refund.id, done=False, reason="not in the cabinet", actor=ADMIN)
+    assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    assert reload(p.id).status == "paid"
+
+
+def test_opstate_unreachable_before_the_refund_fails_it(app, client_user):
+    url = f"http://127.0.0.1:{_closed_port()}/rk/Merchant/Index.aspx"
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": url})
+    p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
+    assert app.test_client().post("/mancgi/rkresult", data=result_params(p.id)).status_code == 200
+    outcome = refunds.refund_payment(p.id, Decimal("100.00"), ADMIN, None)  # no OpKey yet: OpStateExt first
+    assert outcome.state == "failed" and "was not sent" in outcome.info
+    assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+
+def test_gateway_tells_never_sent_from_maybe_sent():
+    port = _closed_port()
+    with pytest.raises(gateway.GatewayUnavailable) as refused:
+        gateway._post(f"http://127.0.0.1:{port}/x", timeout=2)
+    assert refused.value.sent is False
+    assert gateway._never_sent(_name_not_resolved())
+    assert gateway._never_sent(requests.ConnectTimeout())
+    assert not gateway._never_sent(_read_timeout())
+    assert not gateway._never_sent(requests.ConnectionError("Connection aborted."))  # dropped after sending
