@@ -336,3 +336,142 @@ def test_admin_pages_in_russian(admin, payer, method):
 def test_odd_query_arguments_never_fail(admin, query):
     assert admin.get(f"/admin/payments?{query}").status_code == 200
     assert admin.get(f"/admin/accounts?{query}").status_code == 200
+
+
+# --- stuck refunds: flagged when overdue, settled by hand -------------------------------------------
+
+
+def _age(refund_id: int, hours: float) -> None:
+    """Pretend the refund was requested ``hours`` ago."""
+    with db.engine.begin() as conn:
+        conn.execute(Refund.__table__.update().where(Refund.id == refund_id)
+                     .values(created_at=datetime.now(timezone.utc) - timedelta(hours=hours)))
+    db.session.rollback()  # the test's session may still hold a snapshot from before the update
+
+
+def _refund_status(refund_id: int) -> str:
+    db.session.rollback()
+    return db.session.get(Refund, refund_id).status
+
+
+def _stuck_refund(payment_id: int, amount: str = "40.00") -> int:
+    """A refund whose request never got an answer: requested, no gateway id, the amount held."""
+    fake.REFUND["request"] = ConnectionError("gateway down")
+    result = refunds.refund_payment(payment_id, Decimal(amount), ADMIN[0], "customer asked")
+    assert result.state == "error"
+    fake.REFUND.pop("request")
+    return result.refund_id
+
+
+def test_overdue_refund_is_flagged_once_for_the_admin(capp, admin, payer, method):  # noqa: F811
+    p = _paid(payer.account_id, method.id)
+    fake.REFUND["request"] = RefundResult(state="pending", external_id="RP-1")
+    refund_id = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], None).refund_id
+    fake.REFUND["status"] = RefundResult(state="pending", info="processing")
+    assert refunds.follow_refund(refund_id).state == "pending"  # young: still simply pending
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="refund-attention"' not in html and 'data-testid="settle-refund"' not in html
+    _age(refund_id, 25)  # REFUND_ATTENTION_HOURS defaults to 24
+    assert refunds.follow_refund(refund_id, source="cron").state == refunds.ATTENTION
+    fake.REFUND["status"] = ConnectionError("gateway down")
+    assert refunds.follow_refund(refund_id, source="cron").state == refunds.ATTENTION  # an error too
+    flags = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
+             if e.data.get("attention")]
+    assert len(flags) == 1 and "needs an admin" in flags[0].outcome  # recorded once, not every run
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))  # nothing settled
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="refund-attention"' in html and 'data-testid="settle-refund"' in html
+    r = admin.post(f"/admin/payments/{p.id}/refunds/{refund_id}/follow", follow_redirects=True)
+    assert "needs an admin" in r.get_data(as_text=True)
+    # a shorter setting flags sooner
+    capp.config["REFUND_ATTENTION_HOURS"] = 1
+    fake.REFUND["request"] = RefundResult(state="pending", external_id="RP-2")
+    q = _paid(payer.account_id, method.id)
+    other = refunds.refund_payment(q.id, Decimal("10.00"), ADMIN[0], None).refund_id
+    _age(other, 2)
+    fake.REFUND["status"] = RefundResult(state="pending")
+    assert refunds.follow_refund(other).state == refunds.ATTENTION
+
+
+def test_stuck_refund_marked_failed_or_done_by_hand(admin, payer, method):
+    p = _paid(payer.account_id, method.id)
+    refund_id = _stuck_refund(p.id, "40.00")
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="settle-refund"' in html  # no gateway id: it can never be followed
+    url = f"/admin/payments/{p.id}/refunds/{refund_id}/settle"
+    r = admin.post(url, data={"result": "failed", "reason": ""}, follow_redirects=True)
+    assert "Say why" in r.get_data(as_text=True)
+    assert admin.post(url, data={"result": "maybe", "reason": "x"}).status_code == 400
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    r = admin.post(url, data={"result": "failed", "reason": "not in the gateway's cabinet"}, follow_redirects=True)
+    assert "marked failed" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))  # the amount is back
+    assert _refund_status(refund_id) == "failed"
+    event = db.session.query(PaymentEvent).filter_by(payment_id=p.id, status_to="paid", kind="refund").one()
+    assert (event.source, event.actor, event.data["reason"], event.data["manual"]) == (
+        "admin", ADMIN[0], "not in the gateway's cabinet", True)
+    r = admin.post(url, data={"result": "finished", "reason": "again"}, follow_redirects=True)
+    assert "already settled" in r.get_data(as_text=True)
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+    done_id = _stuck_refund(p.id, "100.00")
+    admin.post(f"/admin/payments/{p.id}/refunds/{done_id}/settle",
+               data={"result": "finished", "reason": "the cabinet shows it returned"})
+    assert _state(p.id) == ("returned", Decimal("100.00"), Decimal("0.00"))
+    assert _refund_status(done_id) == "finished"
+    assert admin.post(f"/admin/payments/{p.id}/refunds/99999/settle",
+                      data={"result": "failed", "reason": "x"}).status_code == 404
+
+
+def test_refund_still_followed_is_not_settled_by_hand(admin, payer, method):
+    p = _paid(payer.account_id, method.id)
+    fake.REFUND["request"] = RefundResult(state="pending", external_id="RP-9")
+    refund_id = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], None).refund_id
+    r = admin.post(f"/admin/payments/{p.id}/refunds/{refund_id}/settle",
+                   data={"result": "failed", "reason": "impatient"}, follow_redirects=True)
+    assert "could not be settled" in r.get_data(as_text=True)
+    assert _refund_status(refund_id) == "requested"
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+
+
+def test_settling_a_refund_needs_an_admin_and_a_csrf_token(capp, admin, payer, method):  # noqa: F811
+    p = _paid(payer.account_id, method.id)
+    refund_id = _stuck_refund(p.id)
+    url = f"/admin/payments/{p.id}/refunds/{refund_id}/settle"
+    c = capp.test_client()
+    login(c, *CLIENT)
+    assert c.post(url, data={"result": "failed", "reason": "mine"}).status_code == 403
+    capp.config["WTF_CSRF_ENABLED"] = True
+    r = admin.post(url, data={"result": "failed", "reason": "no token"})
+    assert r.status_code in (302, 400)
+    assert _refund_status(refund_id) == "requested"
+    capp.config["WTF_CSRF_ENABLED"] = False
+    admin.post(url, data={"result": "failed", "reason": "checked"})
+    assert _refund_status(refund_id) == "failed"
+
+
+# --- refusals as people read them ---------------------------------------------------------------------
+
+
+def test_refusals_name_statuses_by_their_labels(admin, payer, method):
+    p = _paid(payer.account_id, method.id)
+    r = admin.post(f"/admin/payments/{p.id}/cancel", data={"reason": "oops"}, follow_redirects=True)
+    text = r.get_data(as_text=True)
+    assert f"Payment {p.id} is “Paid”: it cannot become “Cancelled”." in text
+    assert "cannot become cancelled" not in text
+    _stuck_refund(p.id)
+    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "1"}, follow_redirects=True)
+    flashed = " ".join(re.findall(r'<div class="flash[^>]*>(.*?)</div>', r.get_data(as_text=True), re.S))
+    assert "“Pending return”" in flashed and "pending_return" not in flashed
+    r = admin.post(f"/admin/payments/{p.id}/mark-paid", data={"reason": "again"}, follow_redirects=True)
+    assert "The payment was already paid." in r.get_data(as_text=True)
+
+
+def test_poll_errors_are_translated(admin, payer, method):
+    q = _inpay(payer.account_id, method.id)
+    fake.CHECK[q.id] = RuntimeError("timeout")
+    r = admin.post(f"/admin/payments/{q.id}/check", follow_redirects=True)
+    flashed = " ".join(re.findall(r'<div class="flash[^>]*>(.*?)</div>', r.get_data(as_text=True), re.S))
+    # the reason is a translatable message of its own (the history keeps the English one)
+    assert "The status could not be checked: the gateway call failed: RuntimeError: timeout" in flashed

@@ -7,6 +7,7 @@ index that starts with its column and ends with ``id`` (see ``Payment.__table_ar
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -25,6 +26,7 @@ from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status
 from ..payments import polling, refunds, service
+from ..payments.messages import error_text
 from ..paymodule import FEATURE_REFUND
 from ..plugins import get_registry
 from . import bp
@@ -177,6 +179,10 @@ class ActionForm(FlaskForm):
     """A POST button with a CSRF token."""
 
 
+# the two buttons of a stuck refund's form (name "result")
+SETTLE_RESULTS = ("finished", "failed")
+
+
 def _payment_or_404(payment_id: int) -> Payment:
     db.session.expire_all()
     payment = db.session.get(Payment, payment_id)
@@ -208,6 +214,8 @@ def payment(payment_id: int):
         can_refund=refunds.can_refund(method) and item.status == "paid" and item.refundable > 0,
         can_follow=method is not None and get_registry().has_feature(method.module, FEATURE_REFUND),
         can_mark_paid=item.status in MANUAL_PAY_FROM, can_cancel=item.status in CANCEL_FROM,
+        stuck={r.id for r in refund_rows if refunds.is_stuck(r)},
+        overdue={r.id for r in refund_rows if refunds.is_overdue(r)},
         refund_form=refund_form, reason_form=ReasonForm(formdata=None), action_form=ActionForm())
 
 
@@ -221,9 +229,9 @@ def payment_check(payment_id: int):
     try:
         outcome = polling.check_payment(item.id, "admin", actor=_actor())
     except polling.PollError as exc:
-        flash(_("The status could not be checked: %(error)s", error=str(exc)), "error")
+        flash(_("The status could not be checked: %(error)s", error=error_text(exc)), "error")
     except service.PaymentError as exc:
-        flash(_("The gateway's answer could not be applied: %(error)s", error=str(exc)), "error")
+        flash(_("The gateway's answer could not be applied: %(error)s", error=error_text(exc)), "error")
     else:
         db.session.expire_all()
         status = db.session.get(Payment, item.id).status
@@ -256,7 +264,11 @@ def payment_refund(payment_id: int):
         result = refunds.refund_payment(item.id, form.amount.data.strip().replace(",", "."), _actor(),
                                         form.reason.data or None)
     except service.PaymentError as exc:
-        flash(_("The refund was refused: %(error)s", error=str(exc)), "error")
+        flash(_("The refund was refused: %(error)s", error=error_text(exc)), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    if result.state == "pending" and not db.session.get(Refund, result.refund_id).external_id:
+        flash(_("The gateway did not confirm the refund; it stays requested and the amount stays held. %(info)s",
+                info=result.info), "warning")
         return redirect(url_for(".payment", payment_id=item.id))
     messages = {
         "finished": (_("The refund was made."), "success"),
@@ -280,9 +292,26 @@ def refund_follow(payment_id: int, refund_id: int):
     if not ActionForm().validate_on_submit():
         abort(400)
     result = refunds.follow_refund(refund.id, source="admin", actor=_actor())
-    labels = {"finished": _("finished"), "failed": _("failed"), "pending": _("still pending"), "error": _("not checked")}
+    labels = {"finished": _("finished"), "failed": _("failed"), "pending": _("still pending"), "error": _("not checked"),
+              refunds.ATTENTION: _("overdue, needs an admin: check it at the gateway, then mark it done or failed")}
     flash(_("Refund %(id)s: %(state)s. %(info)s", id=refund.id, state=labels.get(result.state, result.state),
             info=result.info), "info")
+    return redirect(url_for(".payment", payment_id=item.id))
+
+
+def _reason_action(item: Payment, form: ReasonForm, act: Callable[[str], service.Outcome], *,
+                   refused: Callable[[str], str], changed: str, already: str):
+    """The frame of an admin action that must say why: check the POSTed reason form, run ``act(reason)``,
+    flash what came of it (``refused(error)`` for a refusal) and go back to the payment's page."""
+    if not form.validate_on_submit():
+        flash(_("Say why: the reason is kept in the payment's history."), "error")
+    else:
+        try:
+            outcome = act(form.reason.data)
+        except service.PaymentError as exc:
+            flash(refused(error_text(exc)), "error")
+        else:
+            flash(changed if outcome.changed else already, "success" if outcome.changed else "info")
     return redirect(url_for(".payment", payment_id=item.id))
 
 
@@ -291,20 +320,13 @@ def refund_follow(payment_id: int, refund_id: int):
 def payment_mark_paid(payment_id: int):
     """Credit the payment by hand (money received outside the gateway's notification), with a reason."""
     item = _payment_or_404(payment_id)
-    form = ReasonForm()
-    if not form.validate_on_submit():
-        flash(_("Say why: the reason is kept in the payment's history."), "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    try:
-        outcome = service.set_paid(item.id, amount=item.total, currency=item.currency, source="admin",
-                                   kind="manual", manual=True, actor=_actor(), info=form.reason.data,
-                                   data={"reason": form.reason.data})
-    except service.PaymentError as exc:
-        flash(_("The payment could not be marked paid: %(error)s", error=str(exc)), "error")
-    else:
-        flash(_("The payment was marked paid.") if outcome.changed else _("The payment was already paid."),
-              "success" if outcome.changed else "info")
-    return redirect(url_for(".payment", payment_id=item.id))
+    return _reason_action(
+        item, ReasonForm(),
+        lambda reason: service.set_paid(item.id, amount=item.total, currency=item.currency, source="admin",
+                                        kind="manual", manual=True, actor=_actor(), info=reason,
+                                        data={"reason": reason}),
+        refused=lambda error: _("The payment could not be marked paid: %(error)s", error=error),
+        changed=_("The payment was marked paid."), already=_("The payment was already paid."))
 
 
 @bp.route("/payments/<int:payment_id>/cancel", methods=["POST"])
@@ -312,16 +334,31 @@ def payment_mark_paid(payment_id: int):
 def payment_cancel(payment_id: int):
     """Cancel an unpaid payment by hand, with a reason."""
     item = _payment_or_404(payment_id)
-    form = ReasonForm()
-    if not form.validate_on_submit():
-        flash(_("Say why: the reason is kept in the payment's history."), "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    try:
-        outcome = service.set_cancelled(item.id, source="admin", kind="manual", reason=form.reason.data,
-                                        actor=_actor(), data={"reason": form.reason.data})
-    except service.PaymentError as exc:
-        flash(_("The payment could not be cancelled: %(error)s", error=str(exc)), "error")
-    else:
-        flash(_("The payment was cancelled.") if outcome.changed else _("The payment was already cancelled."),
-              "success" if outcome.changed else "info")
-    return redirect(url_for(".payment", payment_id=item.id))
+    return _reason_action(
+        item, ReasonForm(),
+        lambda reason: service.set_cancelled(item.id, source="admin", kind="manual", reason=reason, actor=_actor(),
+                                             data={"reason": reason}),
+        refused=lambda error: _("The payment could not be cancelled: %(error)s", error=error),
+        changed=_("The payment was cancelled."), already=_("The payment was already cancelled."))
+
+
+@bp.route("/payments/<int:payment_id>/refunds/<int:refund_id>/settle", methods=["POST"])
+@admin_required
+def refund_settle(payment_id: int, refund_id: int):
+    """Settle a stuck refund by hand, with a reason: done (the gateway returned the money) or failed (the
+    amount goes back to the balance). Only after checking the gateway's own records."""
+    item = _payment_or_404(payment_id)
+    refund = db.session.get(Refund, refund_id)
+    if refund is None or refund.payment_id != item.id:
+        abort(404)
+    result = request.form.get("result")
+    if result not in SETTLE_RESULTS:
+        abort(400)
+    done = result == "finished"
+    return _reason_action(
+        item, ReasonForm(),
+        lambda reason: refunds.settle_by_hand(refund.id, done=done, reason=reason, actor=_actor()),
+        refused=lambda error: _("The refund could not be settled: %(error)s", error=error),
+        changed=(_("Refund %(id)s was marked done.", id=refund.id) if done else
+                 _("Refund %(id)s was marked failed; the amount is back on the balance.", id=refund.id)),
+        already=_("Refund %(id)s was already settled.", id=refund.id))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_babel import gettext as _
+
 from ..db import db
 from ..models import Payment, PaymentMethod
 from ..crypto import scrub
@@ -26,7 +28,10 @@ POLLABLE = ("new", "inpay", "cancelled")
 
 
 class PollError(Exception):
-    """The payment could not be checked (module missing or without ``checkpay``, or the gateway failed)."""
+    """The payment could not be checked (module missing or without ``checkpay``, or the gateway failed).
+
+    The message is translated (the caller's language; the default one in cron).
+    """
 
 
 def apply_gateway_status(payment_id: int, status: GatewayStatus, source: str, *, kind: str = "poll",
@@ -77,18 +82,18 @@ def check_payment(payment_id: int, source: str, *, actor: str | None = None) -> 
         raise service.PaymentNotFound(f"no payment {payment_id}")
     method = db.session.get(PaymentMethod, payment.paymethod_id)
     if not can_check(method):
-        raise PollError(f"module {method.module if method else '?'} cannot check payments")
+        raise PollError(_("the module %(module)s cannot check payments", module=method.module if method else "?"))
     try:
         status = get_registry().call(method.module, "billcore_check_payment", payment=payment, paymethod=method,
                                      settings=full_settings(method))
     except Exception as exc:  # the gateway or the module failed: record it, let the caller report it
         service.record_event(payment_id, kind="poll", source=source, actor=actor,
                              outcome=f"status check failed: {failure_text(exc, method)}"[:255], data={})
-        raise PollError(f"status check failed: {failure_text(exc, method)}") from exc
+        raise PollError(_("the gateway call failed: %(error)s", error=failure_text(exc, method))) from exc
     if not isinstance(status, GatewayStatus):
         service.record_event(payment_id, kind="poll", source=source, actor=actor,
                              outcome="status check gave no answer", data={})
-        raise PollError("the module gave no answer")
+        raise PollError(_("the module gave no answer"))
     outcome = apply_gateway_status(payment_id, status, source, actor=actor)
     db.session.expire_all()
     return outcome
