@@ -454,9 +454,13 @@ def test_delete_unreferenced_and_refused_when_payments_refer(admin):
     user = create_client(*CLIENT, currency="RUB")
     service.create_payment(user.account_id, keep_id, Decimal("50"), source="test", actor="test")
     html = admin.get(f"/admin/paymethods/{keep_id}/delete").get_data(as_text=True)
-    assert "cannot be deleted: 1 payments refer to it" in html and f"/admin/paymethods/{keep_id}/disable" in html
+    assert "cannot be deleted: 1 payment refers to it" in html and f"/admin/paymethods/{keep_id}/disable" in html
     resp = admin.post(f"/admin/paymethods/{keep_id}/delete", follow_redirects=True)
     assert "Disable it instead" in resp.get_data(as_text=True)
+    assert "1 payment refers to it" in resp.get_data(as_text=True)  # singular for one (ngettext)
+    service.create_payment(user.account_id, keep_id, Decimal("60"), source="test", actor="test")
+    html = admin.get(f"/admin/paymethods/{keep_id}/delete").get_data(as_text=True)
+    assert "cannot be deleted: 2 payments refer to it" in html
     db.session.expire_all()
     assert db.session.get(PaymentMethod, keep_id) is not None
     assert "Delete this payment method" in admin.get(f"/admin/paymethods/{gone_id}/delete").get_data(as_text=True)

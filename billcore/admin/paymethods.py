@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from ..auth import admin_required
 from ..db import db
@@ -178,8 +179,10 @@ def paymethod_delete(method_id: int):
         try:
             delete_paymethod(method)
         except PaymethodInUse:
-            flash(_("“%(name)s” cannot be deleted: %(n)s payments refer to it. Disable it instead to stop new "
-                    "payments.", name=name, n=count), "error")
+            flash(ngettext("“%(name)s” cannot be deleted: %(num)s payment refers to it. Disable it instead to stop "
+                           "new payments.",
+                           "“%(name)s” cannot be deleted: %(num)s payments refer to it. Disable it instead to stop "
+                           "new payments.", count, name=name), "error")
             return redirect(url_for("admin.paymethod_delete", method_id=method.id), code=303)
         flash(_("Payment method “%(name)s” deleted.", name=name), "success")
         return redirect(url_for("admin.paymethods"))
