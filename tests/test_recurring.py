@@ -412,6 +412,29 @@ def test_cancel_button_is_hidden_on_a_child_being_charged(app, client_user):
     assert "cannot be cancelled" in page and children(p.id)[0].status == "new"
 
 
+def test_pay_button_is_hidden_and_refused_on_a_child_being_charged(app, client_user):
+    """Paying a held child by hand could take the money twice for one payment: no "Pay" button, and the
+    server refuses the request without sending anyone to the gateway."""
+    app.config["FAKEREC_MODE"] = "error"
+    method, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(p.id)
+    ordinary = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
+    c = app.test_client()
+    login(c, *CLIENT)
+    for url in (f"/payments/{child.id}", f"/payments/{child.id}/return/pending"):
+        assert 'data-testid="pay-again"' not in c.get(url).get_data(as_text=True), url
+    assert 'data-testid="pay-again"' in c.get(f"/payments/{ordinary.id}").get_data(as_text=True)
+    charged = list(fake.CHARGES)
+    response = c.post(f"/payments/{child.id}/pay")
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/payments/{child.id}")
+    page = c.get(response.headers["Location"]).get_data(as_text=True)
+    assert "cannot be paid by hand" in page
+    assert children(p.id)[0].status == "new" and fake.CHARGES == charged
+
+
 def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, client_user):
     app.config["FAKEREC_MODE"] = "error"
     _, parent = paid_parent(client_user)

@@ -30,3 +30,14 @@ def cancel_refusal(payment: Payment) -> str | None:
     if payment.status in recurring.OPEN and recurring.is_held_child(payment.id):
         return _("This automatic payment is being charged by the payment system and cannot be cancelled.")
     return None
+
+
+def pay_refusal(payment: Payment) -> str | None:
+    """Why the client may not pay ``payment`` by hand although it may still be open (None when it may).
+
+    Paying a child of an automatic payment at the gateway while its charge is under way could take the
+    money twice for one payment (the second notification would find it paid). Pages hide "Pay" then.
+    """
+    if payment.status in recurring.OPEN and recurring.is_held_child(payment.id):
+        return _("This automatic payment is being charged by the payment system and cannot be paid by hand.")
+    return None

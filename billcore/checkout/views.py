@@ -20,13 +20,14 @@ from ..models import Account, Payment, PaymentEvent, PaymentMethod
 from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amount
 from ..payments import service
 from ..plugins import get_registry
-from .access import cancel_refusal, own_payment
+from .access import cancel_refusal, own_payment, pay_refusal
 from .forms import ActionForm, AddFundsForm
 from ..args import row_id
 
 bp = Blueprint("checkout", __name__)
 # the pages show "Cancel payment" only when the cancel view below would not refuse it
 bp.add_app_template_global(cancel_refusal, "payment_cancel_refusal")
+bp.add_app_template_global(pay_refusal, "payment_pay_refusal")
 
 OPEN_STATUSES = ("new", "inpay")  # a payment the client may still pay or cancel
 RETURN_OUTCOMES = ("success", "fail", "pending")
@@ -216,6 +217,10 @@ def pay_again(payment_id: int):
         abort(400)
     if item.status not in OPEN_STATUSES:
         flash(_("This payment can no longer be paid."), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    refusal = pay_refusal(item)  # the same predicate hides the button on the pages
+    if refusal:
+        flash(refusal, "error")
         return redirect(url_for(".payment", payment_id=item.id))
     if not item.paymethod.active:
         flash(_("This payment method is no longer available. Please cancel the payment and start a new one."),
