@@ -1,6 +1,8 @@
 """Configuration layers and the instance folder's keys."""
 from __future__ import annotations
 
+import pytest
+
 from billcore import create_app
 
 
@@ -69,3 +71,27 @@ def test_secret_key_from_environment_wins(tmp_path, monkeypatch):
 def test_secure_cookies_with_https_base_url(tmp_path, monkeypatch):
     assert _app(tmp_path, monkeypatch, test_config={"BASE_URL": "https://b.example"}).config["SESSION_COOKIE_SECURE"]
     assert not _app(tmp_path, monkeypatch, test_config={"BASE_URL": "http://b.example"}).config.get("SESSION_COOKIE_SECURE")
+
+
+def test_an_empty_key_file_is_refused_not_used(tmp_path):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "encryption.key").write_text("\n")
+    with pytest.raises(RuntimeError, match="encryption.key is empty"):
+        create_app({"INSTANCE_PATH": str(instance), "TESTING": True})
+
+
+def test_processes_starting_together_share_one_key(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with ProcessPoolExecutor(4) as pool:
+        keys = list(pool.map(_start_and_read_key, [str(instance)] * 8))
+    assert len(set(keys)) == 1 and keys[0]
+    assert (instance / "secret_key").read_text().strip() == keys[0]
+    assert not [p.name for p in instance.iterdir() if p.name.startswith(".")]
+
+
+def _start_and_read_key(instance: str) -> str:
+    return create_app({"INSTANCE_PATH": instance, "TESTING": True}).config["SECRET_KEY"]
