@@ -27,6 +27,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -418,9 +419,11 @@ def notices_for_account(account_id: int) -> list[str]:
     notices = []
     for p in rows:
         if p.status == SUSPENDED:
-            notices.append(_("Automatic payment #%(id)s was suspended after %(count)s failed charges "
-                             "(%(error)s). Please add funds manually or set up automatic payments again.",
-                             id=p.id, count=p.failures, error=profile_error(p) or "-"))
+            notices.append(ngettext("Automatic payment #%(id)s was suspended after %(count)s failed charge "
+                                    "(%(error)s). Please add funds manually or set up automatic payments again.",
+                                    "Automatic payment #%(id)s was suspended after %(count)s failed charges "
+                                    "(%(error)s). Please add funds manually or set up automatic payments again.",
+                                    p.failures, id=p.id, count=p.failures, error=profile_error(p) or "-"))
         else:
             notices.append(_("The last charge of automatic payment #%(id)s failed (%(error)s); it will be "
                              "retried on %(when)s.", id=p.id, error=profile_error(p) or "-",
