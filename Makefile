@@ -47,4 +47,4 @@ clean:
 # Re-extract the translatable strings and merge them into the catalogues (then translate ru's new ones).
 translations: install
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 --no-location --sort-output -o billcore/translations/messages.pot . 
-	$(BIN)/pybabel update -i billcore/translations/messages.pot -d billcore/translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel update -i billcore/translations/messages.pot -d billcore/translations --no-fuzzy-matching --ignore-obsolete --no-wrap

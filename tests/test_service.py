@@ -275,3 +275,30 @@ def test_amount_plus_commission_must_fit(app):
     pm = factories.method(commission_percent=Decimal("50"))
     with pytest.raises(service.PaymentCreateError, match="too large"):
         service.create_payment(user.account_id, pm.id, "999999999999.99")
+
+
+def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
+    """If the database refuses one of a credit's writes (here: a stray credit entry already exists for the
+    payment, so the ledger's unique index refuses the second), the caller gets SQLAlchemy's IntegrityError
+    and nothing of the credit remains: status, balance, events. On PostgreSQL the writes are pipelined,
+    so this is where the error surfaces at the end of the pipeline."""
+    from sqlalchemy.exc import IntegrityError
+
+    p = factories.payment("7.00")
+    db.session.add(LedgerEntry(account_id=p.account_id, payment_id=p.id, kind="payment",
+                               amount=Decimal("0.01"), balance_after=Decimal("0.01")))
+    db.session.commit()
+    events = db.session.scalar(select(func.count()).select_from(PaymentEvent).where(PaymentEvent.payment_id == p.id))
+    before = _balance(p.account_id)
+    status = db.session.get(Payment, p.id).status
+    with pytest.raises(IntegrityError):
+        service.set_paid(p.id, amount=Decimal("7.00"), currency="RUB", source="test")
+    db.session.expire_all()
+    assert db.session.get(Payment, p.id).status == status == "inpay"
+    assert _balance(p.account_id) == before
+    assert db.session.scalar(select(func.count()).select_from(PaymentEvent)
+                             .where(PaymentEvent.payment_id == p.id)) == events
+    # the connection went back to the pool in a usable state: the next credit works
+    other = service.create_payment(p.account_id, p.paymethod_id, Decimal("3.00"))
+    assert service.set_paid(other.id, amount=Decimal("3.00"), currency="RUB", source="test").changed
+    assert _balance(p.account_id) == before + Decimal("3.00")

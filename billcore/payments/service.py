@@ -19,6 +19,7 @@ from flask import current_app, has_app_context
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..crypto import scrub
@@ -144,6 +145,28 @@ def _end_request_snapshot() -> None:
     session = db.session()  # the scoped session's current Session
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.rollback()
+
+
+@contextmanager
+def _without_waiting(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, send the statements inside at once instead of one round trip each.
+
+    Only for statements whose answer nobody reads (UPDATEs, INSERTs without RETURNING): psycopg's
+    pipeline mode sends them together and waits once when the block ends; a credit's four writes cost
+    one round trip instead of four (bench/notify.py). The first error is raised at the end of the block,
+    still inside the transaction, as SQLAlchemy's own exception class, so callers see no difference.
+    Elsewhere (SQLite, another driver) the statements simply run one by one.
+    """
+    raw = conn.connection.driver_connection
+    if conn.dialect.name != "postgresql" or not hasattr(raw, "pipeline"):
+        yield
+        return
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with raw.pipeline():
+            yield
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
 
 
 def _connection(session: Session | Connection) -> Connection:
@@ -299,13 +322,14 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
         if target == PAID:
             values["paid_at"] = now
         outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
-        conn.execute(_UPDATE_PAYMENT, values)
-        if target == PAID:
-            _credit(conn, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
-                    note=f"payment {payment.id}", locked=(payment.balance, payment.account_currency))
-        _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
-               answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
-               secrets=secrets)
+        with _without_waiting(conn):
+            conn.execute(_UPDATE_PAYMENT, values)
+            if target == PAID:
+                _credit(conn, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
+                        note=f"payment {payment.id}", locked=(payment.balance, payment.account_currency))
+            _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
+                   answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
+                   secrets=secrets)
     _broadcast(outcome, old, kind)
     return outcome
 
