@@ -22,9 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from billcore.args import row_id
 from billcore.db import db
 from billcore.logs import file_logger
-from billcore.models import Payment
 from billcore.payments import service
-from billcore.paymethods import full_settings
+from billcore.paymethods import callback_context
 
 from .signing import verify
 
@@ -65,43 +64,46 @@ def _handle(data: dict[str, str], log) -> tuple[str, int]:
         payment_id = row_id(data.get("payment_id", ""))
     except ValueError:
         return _reject(None, "no payment id", data, "bad request", log)
-    payment = db.session.get(Payment, payment_id)
-    if payment is None or payment.paymethod.module != KEY:
+    # The payment's few columns and its method's settings in one query (what a notification needs).
+    payment = callback_context(payment_id)
+    if payment is None or payment.module != KEY:
         return _reject(None, f"unknown payment {payment_id}", data, "unknown payment", log)
-    settings = full_settings(payment.paymethod)
+    settings = payment.settings
     # The signature comes first: nothing below may be trusted before it verifies.
     if not verify(data, str(settings.get("secret") or "")):
         reason = "no signature" if not data.get("signature") else "bad signature"
-        return _reject(payment.id, reason, data, "bad signature", log)
+        return _reject(payment.payment_id, reason, data, "bad signature", log)
     if data.get("merchant_id") != settings.get("merchant_id"):
-        return _reject(payment.id, "another merchant", data, "bad merchant", log)
+        return _reject(payment.payment_id, "another merchant", data, "bad merchant", log)
     state = data.get("state")
     if state == "paid":
         try:
             amount = Decimal(data.get("amount", ""))
         except InvalidOperation:
-            return _reject(payment.id, "bad amount", data, "bad amount", log)
+            return _reject(payment.payment_id, "bad amount", data, "bad amount", log)
         try:
-            outcome = service.set_paid(payment.id, amount=amount, currency=data.get("currency", ""), source=SOURCE,
-                                       data=data, external_id=data.get("op_id") or None, answer=_answer)
+            outcome = service.set_paid(payment.payment_id, amount=amount, currency=data.get("currency", ""),
+                                       source=SOURCE, data=data, external_id=data.get("op_id") or None,
+                                       answer=_answer)
         except service.IllegalTransition as exc:
             # Only a payment flagged as fraud (or by an admin) refuses to be paid: answer as the first time.
             answer = FRAUD_ANSWER if exc.current == service.FRAUD else f"payment is {exc.current}"
-            return _reject(payment.id, str(exc), data, answer, log)
-        log.info("payment %s: paid notification, %s %s, op %s -> %s (%s)", payment.id, amount,
+            return _reject(payment.payment_id, str(exc), data, answer, log)
+        log.info("payment %s: paid notification, %s %s, op %s -> %s (%s)", payment.payment_id, amount,
                  data.get("currency"), data.get("op_id"), outcome.status, outcome.result)
         if outcome.result == "fraud":
             return FRAUD_ANSWER, 400
         return SUCCESS_ANSWER, 200
     if state == "failed":
         try:
-            outcome = service.set_cancelled(payment.id, source=SOURCE, reason="the gateway reported a failure",
-                                            data=data, answer=SUCCESS_ANSWER)
+            outcome = service.set_cancelled(payment.payment_id, source=SOURCE,
+                                            reason="the gateway reported a failure", data=data,
+                                            answer=SUCCESS_ANSWER)
             result = f"{outcome.status} ({outcome.result})"
         except service.IllegalTransition as exc:  # a late failure never undoes a paid payment
-            service.record_event(payment.id, kind="notification", source=SOURCE, outcome=f"ignored: {exc}",
-                                 data=data, answer=SUCCESS_ANSWER)
+            service.record_event(payment.payment_id, kind="notification", source=SOURCE,
+                                 outcome=f"ignored: {exc}", data=data, answer=SUCCESS_ANSWER)
             result = f"ignored ({exc.current})"
-        log.info("payment %s: failure notification -> %s", payment.id, result)
+        log.info("payment %s: failure notification -> %s", payment.payment_id, result)
         return SUCCESS_ANSWER, 200
-    return _reject(payment.id, f"unknown state {state!r}", data, "bad state", log)
+    return _reject(payment.payment_id, f"unknown state {state!r}", data, "bad state", log)
