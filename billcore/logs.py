@@ -37,14 +37,18 @@ def mask(text: str) -> str:
 def mask_record(record: logging.LogRecord) -> None:
     """Mask known secrets in a record's final message and its exception text, in place.
 
-    The message is formatted here (``args`` become part of ``msg``); a record whose arguments do not fit
-    its format is left as it is, for the handler to report as logging always does.
+    A message that holds a secret is formatted here (``args`` become part of ``msg``); others keep their
+    arguments. A record whose arguments do not fit its format is left as it is, for the handler to report
+    as logging always does. ``exc_info`` stays for tracebacks: handlers that format it themselves rather
+    than through ``exc_text`` (a log shipper) must mask it on their side.
     """
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - a bad format is the handler's to report, never the caller's problem
         return
-    record.msg, record.args = mask(message), None
+    masked = mask(message)
+    if masked != message:
+        record.msg, record.args = masked, None
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
@@ -66,13 +70,13 @@ CORE_LOGGER = "billcore"
 
 
 def install_core_masking() -> None:
-    """Mask known secrets in everything logged through the ``billcore`` logger tree (idempotent).
+    """Mask known secrets in everything logged in this process (idempotent).
 
     A filter on a logger only sees records logged on that very logger, not those of its children
-    (``billcore.plugins``, ``billcore.recurring``, loggers created later), so the filter goes on the
-    ``billcore`` logger and a record factory masks the records of every ``billcore.*`` logger as they are
-    made, before any handler (the root's, pytest's, a log shipper's) sees them. Other loggers' records are
-    left untouched.
+    (``billcore.plugins``, a plugin's ``pmrobokassa.sandbox.delivery``, loggers created later), so a
+    record factory masks every record as it is made, before any handler (the root's, pytest's, a log
+    shipper's) sees it; the filter on the ``billcore`` logger stays as a second line. A record without a
+    known secret is left exactly as it was.
     """
     core = logging.getLogger(CORE_LOGGER)
     if not any(isinstance(f, SecretMaskFilter) for f in core.filters):
@@ -83,7 +87,7 @@ def install_core_masking() -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = current(*args, **kwargs)
-        if _known_secrets and (record.name == CORE_LOGGER or record.name.startswith(CORE_LOGGER + ".")):
+        if _known_secrets:
             mask_record(record)
         return record
 

@@ -39,10 +39,21 @@ def test_exception_text_is_masked_too(secret, caplog):
     assert "gateway refused key ***" in caplog.text and secret not in caplog.text
 
 
-def test_other_loggers_are_left_alone(secret, caplog):
+def test_records_without_secrets_are_left_alone(secret, caplog):
     with caplog.at_level(logging.INFO, logger="somebody.else"):
         logging.getLogger("somebody.else").info("not ours: %s", "plain")
-    assert caplog.records[0].args == ("plain",)  # arguments kept: billcore does not touch foreign records
+    assert caplog.records[0].args == ("plain",)  # arguments kept: nothing to mask
+
+
+@pytest.mark.parametrize("name", ["pmrobokassa.sandbox.delivery", "pmtemplate", "werkzeug"])
+def test_plugin_and_library_loggers_are_masked_too(secret, caplog, name):
+    with caplog.at_level(logging.INFO, logger=name):
+        logging.getLogger(name).info("delivery to %s failed", f"https://shop/?key={secret}")
+        try:
+            raise RuntimeError(f"refused {secret}")
+        except RuntimeError:
+            logging.getLogger(name).exception("call failed")
+    assert secret not in caplog.text and "key=***" in caplog.text and "refused ***" in caplog.text
 
 
 def test_a_bad_format_is_left_to_the_handler(secret):
