@@ -6,6 +6,8 @@ what the gateway said and write one line to ``pmrobokassa.log`` per call (never 
 """
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -25,8 +27,9 @@ class GatewayUnavailable(Exception):
     """The gateway could not be reached or answered with an HTTP error; worth retrying later.
 
     ``sent`` is False only when the request certainly never left (connection refused, name not
-    resolved, connect timeout, TLS handshake failed): the gateway cannot have acted on it. Otherwise
-    (read timeout, connection dropped after sending, an HTTP error) it may have. ``status_code`` is the
+    resolved, connect timeout, server certificate refused in the TLS handshake): the gateway cannot have
+    acted on it. Otherwise (read timeout, connection reset or TLS EOF after sending, an HTTP error) it
+    may have. ``status_code`` is the
     HTTP status of an error answer.
     """
 
@@ -35,15 +38,40 @@ class GatewayUnavailable(Exception):
         self.sent, self.status_code = sent, status_code
 
 
+# causes that can only happen before a byte of the request reached the server: the connection was never
+# made (refused, name not resolved, connect timeout) or TLS refused the server's certificate during the
+# handshake. Anything else (reset, EOF, read timeout, an SSLError of another kind) may come after sending.
+_BEFORE_SENDING = (ConnectTimeoutError,  # NewConnectionError and NameResolutionError too
+                   ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError)
+
+
+def _causes(exc: BaseException):
+    """``exc`` and what it explicitly wraps: args[0], urllib3's ``reason``, ``__cause__`` (never the
+    implicit ``__context__``, which may be an unrelated exception handled earlier)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo.extend([getattr(item, "reason", None), item.__cause__,
+                     *(item.args[:1] if item.args else ())])
+
+
 def _never_sent(exc: requests.RequestException) -> bool:
-    """True when ``exc`` happened before the request could reach the server."""
-    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+    """True only when ``exc`` certainly happened before the request could reach the server.
+
+    A connect timeout, a connection refused, a name not resolved or a certificate refused in the TLS
+    handshake. Any other failure (an SSLError such as an EOF while reading the answer, a reset, a read
+    timeout) may have come after the request was sent: the gateway may have acted on it.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
         return True
-    if not isinstance(exc, requests.ConnectionError):
+    if not isinstance(exc, requests.ConnectionError):  # SSLError and ConnectTimeout are ConnectionErrors
         return False
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
-    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError and NameResolutionError too
+    return any(isinstance(cause, _BEFORE_SENDING) for cause in _causes(exc))
 
 
 def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable:

@@ -28,6 +28,11 @@ CALLBACK_PATHS = {"result": "/mancgi/rkresult", "success": "/mancgi/rksuccess", 
 # OpStateExt State/Code -> billcore's answer (ROBOKASSA.md §6.1)
 CANCELLED_STATES = {protocol.STATE_CANCELLED, protocol.STATE_RETURNED}
 
+# HTTP answers to Refund/Create that clearly refuse the request (bad request, credentials, not found,
+# method, size, type, validation, rate limit): nothing was refunded. Any other 4xx (408 timeout, 409
+# conflict, 425, 499 client closed...) or 5xx may come after Robokassa acted on it: unconfirmed.
+REFUND_REJECTED_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 415, 422, 429})
+
 
 def gateway_setup(settings: Mapping[str, Any], base_url: str) -> GatewaySetup:
     """What to enter in Robokassa's technical settings, and warnings about this installation."""
@@ -126,11 +131,12 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
     """Ask the Refund API to return ``refund_row.amount`` (RefundSum only for a partial refund).
 
     ``failed`` when Robokassa refused the request or certainly never got it (no OpKey, connection
-    refused, name not resolved, connect timeout, an HTTP 4xx answer): nothing was refunded, the core puts
-    the amount back on the balance. ``pending`` with the request id when it was accepted. ``pending``
-    without an id when the request may have reached Robokassa but no request id came back (read
-    timeout, HTTP 5xx, a garbled answer, success without an id): the refund cannot be followed, so the
-    core flags it for an admin once it is overdue.
+    refused, name not resolved, connect timeout, certificate refused, a clear HTTP rejection from
+    :data:`REFUND_REJECTED_STATUSES`): nothing was refunded, the core puts the amount back on the balance.
+    ``pending`` with the request id when it was accepted. ``pending`` without an id when the request may
+    have reached Robokassa but no request id came back (read timeout, connection dropped, any other HTTP
+    error such as 408, 409 or 5xx, a garbled answer, success without an id): the refund cannot be
+    followed, so the core flags it for an admin once it is overdue.
     """
     if not settings.get("password3"):
         log_line(LOG_MODULE, payment.id, "refund refused: Password #3 is not set", refund=refund_row.id)
@@ -153,7 +159,7 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
             log_line(LOG_MODULE, payment.id, f"refund not sent: {exc}", logging.WARNING, refund=refund_row.id)
             return RefundResult("failed", info=_("The refund request could not be sent to Robokassa (%(error)s); "
                                                  "nothing was refunded.", error=str(exc)))
-        if exc.status_code is not None and exc.status_code < 500:
+        if exc.status_code in REFUND_REJECTED_STATUSES:
             log_line(LOG_MODULE, payment.id, f"refund rejected: {exc}", logging.WARNING, refund=refund_row.id)
             return RefundResult("failed", info=_("Robokassa rejected the refund request (HTTP %(status)s).",
                                                  status=exc.status_code))

@@ -7,12 +7,15 @@ network.
 from __future__ import annotations
 
 import socket
+import ssl
+import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 import requests
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, Refund
@@ -175,3 +178,93 @@ def test_gateway_tells_never_sent_from_maybe_sent():
     assert gateway._never_sent(requests.ConnectTimeout())
     assert not gateway._never_sent(_read_timeout())
     assert not gateway._never_sent(requests.ConnectionError("Connection aborted."))  # dropped after sending
+
+
+# --- what counts as "never sent" -----------------------------------------------------------------------
+
+
+def _ssl_error(cause: ssl.SSLError) -> Exception:
+    """What requests raises for a TLS failure: SSLError(MaxRetryError(reason=urllib3 SSLError(ssl error)))."""
+    return requests.exceptions.SSLError(MaxRetryError(None, "/RefundService/Refund/Create", Urllib3SSLError(cause)))
+
+
+def _tls_eof() -> Exception:  # the connection dropped while reading the answer, after sending
+    return _ssl_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)"))
+
+
+def _reset() -> Exception:
+    cause = ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
+    return requests.ConnectionError(cause)
+
+
+def test_tls_failure_after_sending_is_not_never_sent():
+    assert not gateway._never_sent(_tls_eof())
+    assert not gateway._never_sent(_ssl_error(ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]")))
+    assert not gateway._never_sent(_reset())
+    assert not gateway._never_sent(requests.exceptions.SSLError("bare"))
+    # a certificate refused in the handshake: provably before the request left
+    verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert gateway._never_sent(_ssl_error(verify))
+    refused = requests.ConnectionError(MaxRetryError(None, "/x", ConnectionRefusedError(111, "refused")))
+    assert gateway._never_sent(refused)
+
+
+@pytest.mark.parametrize("make", [_tls_eof, _reset], ids=["tls-eof", "reset"])
+def test_refund_dropped_after_sending_stays_pending(app, client_user, fake, monkeypatch, make):
+    p = _paid_payment(app, client_user, fake.url)
+    monkeypatch.setattr(gateway.requests, "post", _failing_post(make()))
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    assert outcome.state == "pending" and "may have been made" in outcome.info  # never failed: no refund twice
+    assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    assert _refund(p.id).status == "requested"
+
+
+def test_refund_cut_off_by_a_real_server_after_sending_stays_pending(app, client_user):
+    """A local server reads the whole request, then closes the connection without an answer."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            received.append(data)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        p = _paid_payment(app, client_user, f"http://127.0.0.1:{port}/rk/Merchant/Index.aspx")
+        outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    finally:
+        thread.join(5)
+        listener.close()
+    assert received and b"Refund/Create" in received[0]
+    assert outcome.state == "pending" and "may have been made" in outcome.info
+    assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+
+
+@pytest.mark.parametrize("status,state", [(400, "failed"), (401, "failed"), (404, "failed"), (422, "failed"),
+                                          (429, "failed"), (408, "pending"), (409, "pending"), (425, "pending"),
+                                          (499, "pending"), (418, "pending")])
+def test_only_clear_http_rejections_fail_the_refund(app, client_user, fake, monkeypatch, status, state):
+    p = _paid_payment(app, client_user, fake.url)
+
+    class Answer:
+        status_code, content = status, b"error"
+
+    monkeypatch.setattr(gateway.requests, "post", lambda url, **kw: Answer())
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
+    assert outcome.state == state
+    if state == "failed":
+        assert f"HTTP {status}" in outcome.info
+        assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    else:  # it may have been acted on: the money stays held for an admin
+        assert "may have been made" in outcome.info
+        assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
