@@ -57,9 +57,11 @@ UNKNOWN = "unknown"  # outcome of a run that found a charge's outcome unknowable
 # What _apply_answer reports when the payment service flagged the child ``fraud`` (the gateway reported
 # another amount or currency): the customer was charged something, so it is held like an unknown outcome.
 FLAGGED = "fraud"
-# Sources of cancellations made here, not by the gateway (cleanup, the client's or an admin's button):
-# they say nothing about whether the gateway charged the child.
-LOCAL_CANCEL_SOURCES = ("cleanup", "client", "admin")
+# Event kinds of cancellations made here, not by the gateway (``payments cleanup``, the client's cancel,
+# an admin's manual cancel): they say nothing about whether the gateway charged the child. Decided by the
+# kind, not the source: an admin's "check now" records the gateway's own cancel with source ``admin``
+# (kind ``poll``).
+LOCAL_CANCEL_KINDS = ("cleanup", "client", "manual")
 PARENT_FLAG = "recurring"  # Payment.gateway_data key: "send this payment as a recurring parent"
 SOURCE = "recurring"
 
@@ -69,8 +71,9 @@ DEFAULT_MAX_FAILURES = 3
 DEFAULT_RETRY_HOURS = (1, 6, 24)
 DEFAULT_CHECK_MINUTES = 60  # threshold rule: how often the balance is looked at; also accepted charges
 # Children that count towards the monthly maximum (money taken or being taken).
+# A ``fraud`` child counts too: the gateway reported charging the customer (another amount or currency).
 COUNTED = (Status.NEW.value, Status.INPAY.value, Status.PAID.value, Status.PENDING_RETURN.value,
-           Status.RETURNED.value)
+           Status.RETURNED.value, Status.FRAUD.value)
 OPEN = (Status.NEW.value, Status.INPAY.value)
 
 
@@ -283,7 +286,9 @@ def cancel_profile(profile_id: int, *, account_id: int | None = None, actor: str
 
 def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime | None = None) -> RecurringProfile:
     """Reactivate a suspended profile (admin): failures reset, failed periods abandoned (a period whose
-    child was paid meanwhile is booked paid; one the gateway is still working on is kept), due at once."""
+    child was paid meanwhile is booked paid; a claimed or accepted one whose child is still open is kept:
+    the gateway may be working on it, or a module error left it to be charged again with the same id, so
+    it stays held and the next run charges that child, never a second one), due at once."""
     now = _aware(now or utcnow())
     with write_transaction() as session:
         profile = _lock_profile(session, profile_id, skip_locked=False)
@@ -297,8 +302,8 @@ def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime |
             if child is not None and child.status in (Status.PAID.value, Status.PENDING_RETURN.value,
                                                       Status.RETURNED.value):
                 charge.state, charge.updated_at = PAID, now  # paid late (e.g. after a cancel here)
-            elif charge.state == ACCEPTED and child is not None and child.status in OPEN:
-                continue  # the gateway is still working on it: booked when it answers
+            elif charge.state in (CLAIMED, ACCEPTED) and child is not None and child.status in OPEN:
+                continue  # still being charged: booked when the gateway answers, or charged again (same id)
             else:
                 charge.state, charge.updated_at = ABANDONED, now
         profile.status, profile.failures = ACTIVE, 0
@@ -331,14 +336,15 @@ def is_held_child(payment_id: int, session: Session | None = None) -> bool:
 
 
 def _cancelled_here(session: Session, payment: Payment) -> bool:
-    """True when ``payment`` was cancelled by cleanup, the client or an admin rather than by the gateway's
-    answer: whether the gateway charged it is then unknown."""
+    """True when ``payment`` was cancelled by cleanup, the client or an admin's manual cancel rather than
+    by the gateway's answer (a notification, a poll, an admin's "check now"): whether the gateway charged
+    it is then unknown."""
     if payment.status != Status.CANCELLED.value:
         return False
-    source = session.execute(select(PaymentEvent.source).where(
+    kind = session.execute(select(PaymentEvent.kind).where(
         PaymentEvent.payment_id == payment.id, PaymentEvent.status_to == Status.CANCELLED.value)
         .order_by(PaymentEvent.id.desc()).limit(1)).scalar_one_or_none()
-    return source in LOCAL_CANCEL_SOURCES
+    return kind in LOCAL_CANCEL_KINDS
 
 
 # --- errors: stored as a code with parameters, translated when shown ----------------------------------

@@ -3,6 +3,8 @@
 Its charge answer is chosen by ``app.config["FAKEREC_MODE"]`` (``paid``, ``accepted``, ``failed``,
 ``error`` = raise, ``none`` = no answer, ``paid_short`` = paid, reporting one unit less than the total); every charge is recorded in :data:`CHARGES` so tests can see how
 often the gateway was asked, and ``FAKEREC_DELAY`` (seconds) widens the window for race tests.
+A status check (``checkpay``, the admin's "check now") answers ``app.config["FAKEREC_CHECK"]``
+(``pending`` unless set; ``cancelled``).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 from flask import current_app
 
 from billcore import hookimpl
-from billcore.paymodule import FEATURE_RECURRING, ChargeResult, ModuleInfo, StartAction
+from billcore.paymodule import FEATURE_CHECKPAY, FEATURE_RECURRING, ChargeResult, GatewayStatus, ModuleInfo, StartAction
 
 KEY = "pmfakerec"
 CHARGES: list[int] = []  # child payment ids, in call order
@@ -23,7 +25,7 @@ _lock = threading.Lock()
 @hookimpl
 def billcore_module_info() -> ModuleInfo:
     """A module with recurring charges."""
-    return ModuleInfo(key=KEY, title="Fake recurring", features=frozenset({FEATURE_RECURRING}))
+    return ModuleInfo(key=KEY, title="Fake recurring", features=frozenset({FEATURE_RECURRING, FEATURE_CHECKPAY}))
 
 
 @hookimpl
@@ -56,3 +58,12 @@ def billcore_recurring_charge(module: str, payment, parent, paymethod, settings:
                             data={"amount": str(payment.total - 1), "currency": payment.currency})
     return ChargeResult(mode, external_id=f"fake-{payment.id}",
                         data={"amount": str(payment.total), "currency": payment.currency})
+
+
+@hookimpl
+def billcore_check_payment(module: str, payment, paymethod, settings: dict[str, Any]) -> GatewayStatus | None:
+    """Answer as ``FAKEREC_CHECK`` says (``pending`` unless set)."""
+    if module != KEY:
+        return None
+    state = current_app.config.get("FAKEREC_CHECK", "pending")
+    return GatewayStatus(state, info="cancelled at the fake gateway" if state == "cancelled" else "")

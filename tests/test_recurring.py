@@ -19,7 +19,7 @@ from billcore.accounts import create_admin, create_client
 from billcore.cli_payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
-from billcore.payments import service
+from billcore.payments import polling, service
 from tests import fake_recurring_module as fake
 from tests.conftest import ADMIN, CLIENT, OTHER_CLIENT, add_paymethod, login
 
@@ -456,6 +456,73 @@ def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, 
     charge = db.session.execute(select(RecurringCharge).where(RecurringCharge.profile_id == p.id)).scalar_one()
     assert (charge.period, charge.state) == ("t1", "paid")
     assert balance(client_user.account_id) == Decimal("60.00")
+
+
+def test_resume_keeps_a_claimed_period_whose_child_is_still_open(app, client_user):
+    """A module error leaves the period claimed with its ``new`` child (the same child is charged again).
+    Resuming the suspended profile keeps that period: the child stays held (no Pay or Cancel for the
+    client, cleanup leaves it) and the next run charges the same child, never a second one."""
+    app.config.update(FAKEREC_MODE="error", RECURRING_MAX_FAILURES=1)
+    _, parent = paid_parent(client_user, delete_after_days=1)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    assert recurring.run_due(T0).suspended == [p.id]
+    (child,) = children(p.id)
+    assert child.status == "new" and recurring.is_held_child(child.id)
+    recurring.resume_profile(p.id, now=T0 + timedelta(hours=1))
+    assert profile_of(p.id).status == "active" and recurring.is_held_child(child.id)
+    _age(child.id, 3)
+    assert cancel_expired_payments().cancelled == 0 and children(p.id)[0].status == "new"
+    c = app.test_client()
+    login(c, *CLIENT)
+    page = c.get(f"/payments/{child.id}").get_data(as_text=True)
+    assert 'data-testid="cancel-payment"' not in page and 'data-testid="pay-again"' not in page
+    app.config["FAKEREC_MODE"] = "paid"
+    assert recurring.run_due(T0 + timedelta(hours=1)).charges == [(p.id, "t1", child.id, "paid")]
+    assert fake.CHARGES == [child.id, child.id] and [k.status for k in children(p.id)] == ["paid"]
+    assert balance(client_user.account_id) == Decimal("60.00")
+
+
+def test_a_cancel_found_by_an_admins_status_check_is_the_gateways(app, client_user):
+    """An admin's "check now" (recorded with source ``admin``) finds the charge cancelled at the gateway:
+    an ordinary failed charge, retried with a new child, not a cancel made here (no suspension)."""
+    app.config["FAKEREC_MODE"] = "accepted"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    assert recurring.run_due(T0).charges[0][3] == "accepted"
+    (child,) = children(p.id)
+    app.config["FAKEREC_CHECK"] = "cancelled"
+    polling.check_payment(child.id, "admin", actor=ADMIN[0])  # what the admin's "check now" button does
+    assert children(p.id)[0].status == "cancelled"
+    now = T0 + timedelta(minutes=61)
+    result = recurring.run_due(now)
+    assert result.charges == [(p.id, "t1", child.id, "failed")] and result.suspended == []
+    prof = profile_of(p.id)
+    assert (prof.status, prof.failures, prof.last_error) == ("active", 1, "cancelled at the fake gateway")
+    app.config["FAKEREC_MODE"] = "paid"
+    result = recurring.run_due(now + timedelta(hours=1))
+    first, second = children(p.id)
+    assert first.id == child.id and result.charges == [(p.id, "t1", second.id, "paid")]
+    assert balance(client_user.account_id) == Decimal("60.00")
+
+
+def test_a_fraud_child_counts_towards_the_monthly_maximum(app, client_user):
+    """A child flagged ``fraud`` charged the customer something: once the profile is resumed, the month's
+    total still counts it, so the next top-up cannot take the customer past the monthly maximum."""
+    app.config["FAKEREC_MODE"] = "paid_short"
+    _, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="90", now=T0)
+    assert recurring.run_due(T0).suspended == [p.id]
+    (child,) = children(p.id)
+    assert child.status == "fraud"
+    recurring.resume_profile(p.id, now=T0 + timedelta(hours=1))  # the admin resumes without booking it
+    app.config["FAKEREC_MODE"] = "paid"
+    assert recurring.run_due(T0 + timedelta(hours=1)).charges == []  # 50 + 50 > 90: capped
+    prof = profile_of(p.id)
+    assert prof.last_error_code == "monthly_max" and prof.next_charge_at == datetime(2026, 2, 1, tzinfo=UTC)
+    assert fake.CHARGES == [child.id] and [k.id for k in children(p.id)] == [child.id]
 
 
 def _assert_held_for_a_check(app, client_user, p, child, result):
