@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT_MS": 30000,
     # A refund still "requested" after this many hours is flagged for an admin by `payments check`.
     "REFUND_ATTENTION_HOURS": 24,
+    # A refund the gateway gave no id for may be settled by hand this many minutes after it was requested
+    # (not sooner: its gateway request may still be under way, and failing it then could refund twice).
+    "REFUND_SETTLE_GRACE_MINUTES": 15,
 }
 
 SECRET_KEY_FILE = "secret_key"

@@ -1,6 +1,7 @@
 """The admin's payments and accounts: filters, keyset paging, history, check now, refunds, manual actions."""
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -354,12 +355,15 @@ def _refund_status(refund_id: int) -> str:
     return db.session.get(Refund, refund_id).status
 
 
-def _stuck_refund(payment_id: int, amount: str = "40.00") -> int:
-    """A refund whose request never got an answer: requested, no gateway id, the amount held."""
+def _stuck_refund(payment_id: int, amount: str = "40.00", minutes: float = 20) -> int:
+    """A refund whose request never got an answer: requested, no gateway id, the amount held, requested
+    ``minutes`` ago (past REFUND_SETTLE_GRACE_MINUTES, 15 by default)."""
     fake.REFUND["request"] = ConnectionError("gateway down")
     result = refunds.refund_payment(payment_id, Decimal(amount), ADMIN[0], "customer asked")
     assert result.state == "error"
     fake.REFUND.pop("request")
+    if minutes:
+        _age(result.refund_id, minutes / 60)
     return result.refund_id
 
 
@@ -449,6 +453,107 @@ def test_settling_a_refund_needs_an_admin_and_a_csrf_token(capp, admin, payer, m
     capp.config["WTF_CSRF_ENABLED"] = False
     admin.post(url, data={"result": "failed", "reason": "checked"})
     assert _refund_status(refund_id) == "failed"
+
+
+def test_refund_without_an_id_is_not_settled_by_hand_during_the_grace_period(capp, admin, payer, method):  # noqa: F811
+    p = _paid(payer.account_id, method.id)
+    refund_id = _stuck_refund(p.id, minutes=0)  # just requested: its gateway call may still be under way
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="settle-refund"' not in html and 'data-testid="settle-later"' in html
+    assert "15 minutes after it was requested" in html
+    url = f"/admin/payments/{p.id}/refunds/{refund_id}/settle"
+    r = admin.post(url, data={"result": "failed", "reason": "impatient"}, follow_redirects=True)
+    assert "could not be settled" in r.get_data(as_text=True) and "may still be under way" in r.get_data(as_text=True)
+    assert _refund_status(refund_id) == "requested"
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+    _age(refund_id, 14 / 60)
+    assert 'data-testid="settle-refund"' not in admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    capp.config["REFUND_SETTLE_GRACE_MINUTES"] = 10  # the setting decides
+    html = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    assert 'data-testid="settle-refund"' in html and 'data-testid="settle-later"' not in html
+    admin.post(url, data={"result": "failed", "reason": "not in the gateway's cabinet"})
+    assert _refund_status(refund_id) == "failed"
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+
+
+class _DuringCall(dict):
+    """fake.REFUND whose "request" answer runs ``during`` first: something happening while the gateway
+    call is in flight."""
+
+    def __init__(self, answer, during):
+        super().__init__(request=answer)
+        self.during = during
+
+    def get(self, key, default=None):
+        if key == "request":
+            self.during()
+        return super().get(key, default)
+
+
+def test_refund_in_flight_cannot_be_failed_by_hand(admin, payer, method, monkeypatch):
+    p = _paid(payer.account_id, method.id)
+    refused = []
+
+    def admin_tries_to_settle():
+        refund = db.session.query(Refund).filter_by(payment_id=p.id).one()
+        with pytest.raises(service.RefundError):
+            refunds.settle_by_hand(refund.id, done=False, reason="looks stuck", actor=ADMIN[0])
+        refused.append(refund.id)
+
+    monkeypatch.setattr(fake, "REFUND", _DuringCall(RefundResult(state="pending", external_id="RP-7"),
+                                                    admin_tries_to_settle))
+    outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], None)
+    assert refused and outcome.state == "pending"
+    db.session.rollback()
+    refund = db.session.get(Refund, refused[0])
+    assert (refund.status, refund.external_id) == ("requested", "RP-7")  # followed by its id, refunded once
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
+
+
+@pytest.mark.parametrize("answer", [RefundResult(state="pending", external_id="RP-8"),
+                                    RefundResult(state="finished", external_id="RP-8")], ids=["pending", "finished"])
+def test_gateway_answer_after_a_settle_by_hand_is_recorded_for_the_admin(capp, payer, method, monkeypatch,  # noqa: F811
+                                                                         caplog, answer):
+    p = _paid(payer.account_id, method.id)
+    capp.config["REFUND_SETTLE_GRACE_MINUTES"] = 0  # the call outlasted the grace period
+
+    def admin_settles():
+        refund = db.session.query(Refund).filter_by(payment_id=p.id).one()
+        refunds.settle_by_hand(refund.id, done=False, reason="nothing in the cabinet", actor=ADMIN[0])
+
+    monkeypatch.setattr(fake, "REFUND", _DuringCall(answer, admin_settles))
+    with caplog.at_level(logging.ERROR, logger="billcore.payments.refunds"):
+        outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], None)
+    assert outcome.state == "failed" and "already failed, but the gateway answered" in outcome.info
+    db.session.rollback()
+    refund = db.session.query(Refund).filter_by(payment_id=p.id).one()
+    assert (refund.status, refund.external_id) == ("failed", None)  # the late answer is not applied
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
+    late = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
+            if e.data.get("late_answer")]
+    assert len(late) == 1 and late[0].data["external_id"] == "RP-8" and "check the gateway" in late[0].outcome
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "already failed" in r.getMessage()]
+    assert len(errors) == 1 and "RP-8" in errors[0].getMessage()
+
+
+def test_pending_refund_followed_again_and_again_is_recorded_once(capp, payer, method):  # noqa: F811
+    p = _paid(payer.account_id, method.id)
+    refund_id = _stuck_refund(p.id, minutes=0)
+    _age(refund_id, 25)
+    fake.REFUND["status"] = RefundResult(state="pending", info="no id to follow")
+    for _ in range(5):  # payments check every few minutes
+        assert refunds.follow_refund(refund_id, source="cron").state == refunds.ATTENTION
+    db.session.rollback()
+    events = db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund").all()
+    pending = [e for e in events if "pending at the gateway" in e.outcome]
+    flags = [e for e in events if e.data.get("attention")]
+    assert len(pending) == 1 and len(flags) == 1
+    fake.REFUND["status"] = RefundResult(state="pending", info="processing")  # something new: recorded
+    refunds.follow_refund(refund_id, source="cron")
+    db.session.rollback()
+    pending = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
+               if "pending at the gateway" in e.outcome]
+    assert [e.outcome for e in pending][-1].endswith("processing") and len(pending) == 2
 
 
 # --- refusals as people read them ---------------------------------------------------------------------

@@ -215,6 +215,8 @@ def payment(payment_id: int):
         can_follow=method is not None and get_registry().has_feature(method.module, FEATURE_REFUND),
         can_mark_paid=item.status in MANUAL_PAY_FROM, can_cancel=item.status in CANCEL_FROM,
         stuck={r.id for r in refund_rows if refunds.is_stuck(r)},
+        settle_later={r.id for r in refund_rows if refunds.settle_waits(r)},
+        settle_grace_minutes=f"{refunds.settle_grace().total_seconds() / 60:g}",
         overdue={r.id for r in refund_rows if refunds.is_overdue(r)},
         refund_form=refund_form, reason_form=ReasonForm(formdata=None), action_form=ActionForm())
 

@@ -152,6 +152,9 @@ def test_refund_maybe_sent_stays_pending_then_is_flagged_and_settled_by_hand(app
     flags = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
              if e.data.get("attention")]
     assert len(flags) == 1  # ... recorded once
+    pending = [e for e in db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="refund")
+               if "pending at the gateway" in e.outcome]
+    assert len(pending) == 2  # the request's answer, then "cannot be followed" once: not one per run
     assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
     # the admin looked at Robokassa's cabinet
     refunds.settle_by_hand(refund.id, done=False, reason="not in the cabinet", actor=ADMIN)
