@@ -513,7 +513,7 @@ def run_scale(kind: str, args, workdir: Path) -> dict:
     prepared = []
     try:
         for label, filler in (("small", args.small_filler), ("large", args.filler)):
-            sub = workdir / f"scale-{label}"
+            sub = workdir / f"scale-{kind}-{label}"  # one folder per database and size
             sub.mkdir()
             target = make_target(kind, sub, args.pg_url)
             prepared.append((label, filler, target))
