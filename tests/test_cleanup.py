@@ -1,7 +1,6 @@
 """``flask --app billcore payments cleanup``: expired unpaid payments are cancelled once, safely in parallel."""
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,6 +9,7 @@ from billcore.cli_payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Payment, PaymentEvent, utcnow
 from billcore.payments import service
+from billcore.testing.fixtures import run_together
 from tests.conftest import CLIENT, add_paymethod
 from tests.test_checkout import app_config, capp  # noqa: F401  (the app with the fake module, on each backend)
 
@@ -64,24 +64,8 @@ def test_cleanup_on_two_hosts_at_once_cancels_each_payment_once(capp):  # noqa: 
     user = create_client(*CLIENT, currency="RUB")
     method = add_paymethod("pmfakepay", delete_after_days=1)
     ids = [_aged(user.account_id, method.id, 2) for _ in range(30)]
-    results, errors = [], []
-    barrier = threading.Barrier(2)
-
-    def host():
-        try:
-            with capp.app_context():
-                barrier.wait()
-                results.append(cancel_expired_payments(batch=7))
-                db.session.remove()
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=host) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    results = run_together(capp, [lambda: cancel_expired_payments(batch=7)] * 2)
+    assert not [r for r in results if isinstance(r, BaseException)], results
     assert sum(r.cancelled for r in results) == len(ids)
     assert all(_status(pid) == "cancelled" for pid in ids)
     for pid in ids:

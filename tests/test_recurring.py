@@ -3,7 +3,6 @@ exactly one charge per period under concurrent runs, the pages, the CLI, and pmt
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,6 +20,7 @@ from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
 from billcore.payments import polling, service
 from tests import fake_recurring_module as fake
+from billcore.testing.fixtures import run_together
 from tests.conftest import ADMIN, CLIENT, OTHER_CLIENT, add_paymethod, login
 
 UTC = timezone.utc
@@ -145,29 +145,14 @@ def test_concurrent_opt_ins_create_one_live_profile(app, client_user, monkeypatc
         return real_due(day, after)
 
     monkeypatch.setattr(recurring, "next_fixed_due", slow_due)
-    barrier = threading.Barrier(2)
-    made, refused, errors = [], [], []
 
     def opt_in():
-        try:
-            with app.app_context():
-                barrier.wait()
-                try:
-                    made.append(recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed",
-                                                         amount="50", monthly_max="100", now=T0).id)
-                except recurring.RecurringError as exc:
-                    refused.append(str(exc))
-                finally:
-                    db.session.remove()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
+        return recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
+                                        monthly_max="100", now=T0).id
 
-    threads = [threading.Thread(target=opt_in) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    outcomes = run_together(app, [opt_in, opt_in])
+    made = [o for o in outcomes if isinstance(o, int)]
+    refused = [str(o) for o in outcomes if isinstance(o, recurring.RecurringError)]
     assert len(made) == 1 and refused == ["Automatic payments are already set up with this payment."]
     db.session.commit()  # a fresh snapshot
     live = db.session.execute(select(RecurringProfile.id).where(
@@ -731,24 +716,8 @@ def test_two_runs_at_once_charge_once(app, client_user):
         _, parent = paid_parent(u)
         ids.append(recurring.create_profile(parent.id, account_id=u.account_id, rule="threshold", amount="50",
                                             threshold="100", monthly_max="500", now=T0).id)
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def run():
-        try:
-            with app.app_context():
-                barrier.wait()
-                results.append(recurring.run_due(T0 + timedelta(seconds=1)))
-                db.session.remove()
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    results = run_together(app, [lambda: recurring.run_due(T0 + timedelta(seconds=1))] * 2)
+    assert all(isinstance(r, recurring.RunResult) for r in results), results
     assert sum(len(r.charges) for r in results) == len(users)
     assert sorted(fake.CHARGES) == sorted(set(fake.CHARGES)) and len(fake.CHARGES) == len(users)
     for u, pid in zip(users, ids):

@@ -1,7 +1,6 @@
 """The payment service: transitions, exactly-once crediting, money checks, refunds."""
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
@@ -10,6 +9,7 @@ from sqlalchemy import func, select
 from billcore.db import db
 from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Status
 from billcore.payments import service
+from billcore.testing.fixtures import run_together
 from tests import factories
 
 ALL = [s.value for s in Status]
@@ -204,25 +204,8 @@ def test_broadcast_after_commit(app):
 def test_parallel_set_paid_credits_once(app, threads):
     """16 threads, each on its own connection, credit the same payment at once: one ledger entry."""
     p = factories.payment("123.45")
-    barrier = threading.Barrier(threads)
-    results, errors = [], []
-
-    def worker():
-        with app.app_context():
-            barrier.wait()
-            try:
-                results.append(service.set_paid(p.id, amount=Decimal("123.45"), currency="RUB", source="t").result)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-            finally:
-                db.session.remove()
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert errors == []
+    results = run_together(app, [lambda: service.set_paid(p.id, amount=Decimal("123.45"), currency="RUB",
+                                                          source="t").result] * threads)
     assert sorted(results) == ["already"] * (threads - 1) + ["changed"]
     assert db.session.scalar(select(func.count()).select_from(LedgerEntry)) == 1
     assert _balance(p.account_id) == Decimal("123.45") == _ledger_sum(p.account_id)
@@ -233,19 +216,9 @@ def test_parallel_credits_of_one_account_add_up(app):
     user = factories.client()
     pm = factories.method()
     payments = [service.create_payment(user.account_id, pm.id, Decimal("0.10")) for _ in range(10)]
-    barrier = threading.Barrier(len(payments))
-
-    def worker(pid):
-        with app.app_context():
-            barrier.wait()
-            service.set_paid(pid, amount=Decimal("0.10"), currency="RUB", source="t")
-            db.session.remove()
-
-    pool = [threading.Thread(target=worker, args=(x.id,)) for x in payments]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    outcomes = run_together(app, [lambda pid=x.id: service.set_paid(pid, amount=Decimal("0.10"), currency="RUB",
+                                                                     source="t").result for x in payments])
+    assert outcomes == ["changed"] * len(payments)
     assert _balance(user.account_id) == Decimal("1.00") == _ledger_sum(user.account_id)
 
 

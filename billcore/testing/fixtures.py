@@ -6,8 +6,9 @@ the billcore source tree. ``BILLCORE_TEST_DATABASE_URL`` (a PostgreSQL URL) adds
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,30 @@ def add_paymethod(module: str, settings: dict[str, Any] | None = None, **fields:
     db.session.add(method)
     db.session.commit()
     return method
+
+
+def run_together(app: Flask, calls: Sequence[Callable[[], Any]], timeout: float = 60) -> list[Any]:
+    """Run each of ``calls`` in its own thread and app context (so on its own database connection), all
+    released at once by a barrier, as several workers or hosts would; return, in order, what each call
+    returned or the exception it raised (a race's loser may be refused on purpose)."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[Any] = [None] * len(calls)
+
+    def run(index: int, call: Callable[[], Any]) -> None:
+        with app.app_context():
+            try:
+                barrier.wait()
+                outcomes[index] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the test
+                outcomes[index] = exc
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if any(thread.is_alive() for thread in threads):
+        raise AssertionError(f"a call did not finish within {timeout} s")
+    return outcomes
