@@ -16,6 +16,7 @@ from billcore.testing.fixtures import add_paymethod
 from billcore.testing.pytest_plugin import *  # noqa: F401,F403
 from pmrobokassa.gateway import clear_currencies_cache
 
+from .fakegateway import FakeGateway, Server
 from .helpers import SETTINGS
 
 # Some tests here (the sandbox's) import billcore's own tests/ package, importable only from the root of a
@@ -30,6 +31,16 @@ def _fresh_currency_cache():
     clear_currencies_cache()
     yield
     clear_currencies_cache()
+
+
+@pytest.fixture
+def fake():
+    """A fake Robokassa web service (OpStateExt, Refund API, Recurring) on 127.0.0.1; point a method's
+    ``url`` at ``fake.url`` to use it."""
+    gateway = FakeGateway()
+    with Server(gateway) as server:
+        gateway.url = f"{server.base}/rk/Merchant/Index.aspx"
+        yield gateway
 
 
 @pytest.fixture

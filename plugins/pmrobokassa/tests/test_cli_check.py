@@ -13,18 +13,9 @@ from billcore.payments.sweep import POLL_LOCK
 from pmrobokassa import protocol
 from billcore.testing.fixtures import add_paymethod
 
-from .fakegateway import FakeGateway, Server
 from .helpers import SETTINGS, reload, result_params
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
-
-
-@pytest.fixture
-def fake():
-    gateway = FakeGateway()
-    with Server(gateway) as server:
-        gateway.url = f"{server.base}/rk/Merchant/Index.aspx"
-        yield gateway
 
 
 def _inpay(client_user, method, amount="100.00"):

@@ -13,18 +13,9 @@ from billcore.plugins import get_registry
 from pmrobokassa import protocol
 from billcore.testing.fixtures import add_paymethod
 
-from .fakegateway import FakeGateway, Server
 from .helpers import SETTINGS, reload, result_params
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
-
-
-@pytest.fixture
-def fake():
-    gateway = FakeGateway()
-    with Server(gateway) as server:
-        gateway.url = f"{server.base}/rk/Merchant/Index.aspx"
-        yield gateway
 
 
 @pytest.fixture

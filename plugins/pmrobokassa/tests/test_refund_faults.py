@@ -23,19 +23,10 @@ from billcore.payments import refunds, service
 from billcore.testing.fixtures import add_paymethod
 from pmrobokassa import gateway, protocol
 
-from .fakegateway import FakeGateway, Server
 from .helpers import SETTINGS, reload, result_params
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
 ADMIN = "admin@test.example"
-
-
-@pytest.fixture
-def fake():
-    gateway_app = FakeGateway()
-    with Server(gateway_app) as server:
-        gateway_app.url = f"{server.base}/rk/Merchant/Index.aspx"
-        yield gateway_app
 
 
 def _closed_port() -> int:
