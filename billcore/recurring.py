@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from .db import db
 from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
                      utcnow)
-from .money import MAX_AMOUNT, MoneyError, commission, parse_amount
+from .money import MoneyError, commission, parse_amount
 from .paymethods import full_settings
 from .paymodule import FEATURE_RECURRING, ChargeResult
 from .payments import service
@@ -704,24 +704,10 @@ def _ask_module(method: PaymentMethod, child: Payment, parent: Payment) -> Charg
 NO_ANSWER = ChargeResult("failed", info="the payment system does not support automatic payments")
 
 
-def _creation_error(ticket: Ticket, exc: service.PaymentCreateError) -> Err:
-    """Why the payment service refused to create the child, as an error code (its message is already
-    translated into the cron's language, so it is only kept when no code fits)."""
-    account = db.session.get(Account, ticket.account_id)
-    method = db.session.get(PaymentMethod, ticket.paymethod_id)
-    if account is None or method is None:
-        return (TEXT, {"info": str(exc)})
-    if not method.active:
-        return ("method_disabled", {})
-    if method.currency != account.currency:
-        return ("currency", {"method": method.currency, "account": account.currency})
-    if method.min_amount is not None and ticket.amount < method.min_amount:
-        return ("min_amount", {"amount": str(method.min_amount), "currency": method.currency})
-    if method.max_amount is not None and ticket.amount > method.max_amount:
-        return ("max_amount", {"amount": str(method.max_amount), "currency": method.currency})
-    if charge_total(method, ticket.amount, account.currency) > MAX_AMOUNT:
-        return ("too_large", {})
-    return (TEXT, {"info": str(exc)})
+def _creation_error(exc: service.PaymentCreateError) -> Err:
+    """Why the payment service refused to create the child, as the error code and parameters it gives
+    (its message is already in the cron's language, so it is kept only when there is no code)."""
+    return (exc.code, dict(exc.params)) if exc.code != TEXT else (TEXT, {"info": str(exc)})
 
 
 def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
@@ -735,7 +721,7 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
                                            description=_("Automatic payment %(period)s", period=ticket.period)[:255],
                                            check_limits=True)
         except service.PaymentCreateError as exc:
-            _book(ticket, now, ok=False, error=_creation_error(ticket, exc), result=result)
+            _book(ticket, now, ok=False, error=_creation_error(exc), result=result)
             result.charges.append((ticket.profile_id, ticket.period, None, FAILED))
             return FAILED
         child_id = child.id

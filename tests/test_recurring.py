@@ -663,6 +663,25 @@ def test_last_error_is_shown_in_the_readers_language(app, client_user):
     assert "старая ошибка" in c.get("/recurring").get_data(as_text=True)
 
 
+def test_a_refused_child_is_stored_with_the_service_s_code(app, client_user):
+    """The method's maximum fell below the profile's amount: the service refuses the child, and the
+    profile keeps the service's own code and parameters (shown in the reader's language), not a text
+    translated at cron time."""
+    method, parent = paid_parent(client_user)
+    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
+                                 threshold="100", monthly_max="500", now=T0)
+    db.session.get(type(method), method.id).max_amount = Decimal("40.00")
+    db.session.commit()
+    with force_locale("ru"):
+        recurring.run_due(T0)
+    prof = profile_of(p.id)
+    assert (prof.last_error_code, prof.last_error_params) == ("max_amount", {"amount": "40.00", "currency": "RUB"})
+    assert children(p.id) == []
+    with pytest.raises(service.PaymentCreateError) as refused:
+        service.create_payment(client_user.account_id, method.id, Decimal("50.00"))
+    assert (refused.value.code, refused.value.params) == ("max_amount", {"amount": "40.00", "currency": "RUB"})
+
+
 def test_cancellation(app, client_user, other_client_user):
     _, parent = paid_parent(client_user)
     p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",

@@ -70,7 +70,15 @@ class RefundError(PaymentError):
 
 
 class PaymentCreateError(PaymentError):
-    """A payment that cannot be created (method, amount or currency); nothing was created."""
+    """A payment that cannot be created (method, amount or currency); nothing was created.
+
+    The message is translated for the person who asked; ``code`` and ``params`` say the same for code
+    that stores the reason and shows it later in someone else's language (automatic payments).
+    """
+
+    def __init__(self, message: str, code: str = "text", **params: Any):
+        super().__init__(message)
+        self.code, self.params = code, params
 
 
 @dataclass(frozen=True)
@@ -348,10 +356,11 @@ def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *,
         if account is None or method is None:
             raise PaymentCreateError(_("Unknown account or payment method."))
         if not method.active:
-            raise PaymentCreateError(_("This payment method is disabled."))
+            raise PaymentCreateError(_("This payment method is disabled."), "method_disabled")
         if method.currency != account.currency:
             raise PaymentCreateError(_("This payment method takes %(method)s; the account is in %(account)s.",
-                                     method=method.currency, account=account.currency))
+                                     method=method.currency, account=account.currency),
+                                     "currency", method=method.currency, account=account.currency)
         try:
             value = parse_amount(amount, account.currency)
         except MoneyError as exc:
@@ -360,14 +369,16 @@ def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *,
             raise PaymentCreateError(_("The amount must be positive."))
         if check_limits and method.min_amount is not None and value < method.min_amount:
             raise PaymentCreateError(_("The minimum amount is %(amount)s %(currency)s.", amount=method.min_amount,
-                                     currency=method.currency))
+                                     currency=method.currency),
+                                     "min_amount", amount=str(method.min_amount), currency=method.currency)
         if check_limits and method.max_amount is not None and value > method.max_amount:
             raise PaymentCreateError(_("The maximum amount is %(amount)s %(currency)s.", amount=method.max_amount,
-                                     currency=method.currency))
+                                     currency=method.currency),
+                                     "max_amount", amount=str(method.max_amount), currency=method.currency)
         fee = commission(value, account.currency, method.commission_amount or Decimal(0),
                          method.commission_percent or Decimal(0))
         if value + fee > MAX_AMOUNT:
-            raise PaymentCreateError(_("The amount is too large."))
+            raise PaymentCreateError(_("The amount is too large."), "too_large")
         payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
                           total=value + fee, currency=account.currency, status=NEW,
                           description=description, refunded_amount=Decimal("0.00"))
