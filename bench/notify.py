@@ -279,12 +279,13 @@ def _load_process(port: int, bodies: list[str], threads: int, start_at: float, t
     delay = start_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+    cpu = time.process_time()
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    Path(out_path).write_text(json.dumps(results))
+    Path(out_path).write_text(json.dumps({"cpu": time.process_time() - cpu, "results": results}))
 
 
 @dataclass
@@ -295,6 +296,11 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float]
     answers: list[tuple[int, str]] = field(repr=False)  # per shot, in shot order
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # server / database / load, whole run
+
+    def cpu_ms(self, part: str) -> float:
+        """CPU milliseconds per request spent by ``part`` (server, database or load)."""
+        return self.cpu_seconds.get(part, 0.0) / self.count * 1000
 
     @property
     def rate(self) -> float:
@@ -307,9 +313,45 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name, rest = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+                found.append((int(entry.name), int(rest.split()[1]), name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def cpu_snapshot(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the server (gunicorn and its workers) and of the database server's
+    processes (PostgreSQL's backends; nothing for SQLite, which runs inside the workers)."""
+    processes = _processes()
+    server = {server_pid} if server_pid else set()
+    server |= {pid for pid, parent, _ in processes if parent in server}
+    return {"server": sum(_cpu_of(pid) for pid in server),
+            "database": sum(_cpu_of(pid) for pid, _, name in processes if name == "postgres")}
+
+
 def fire(port: int, shots: list[Shot], concurrency: int, processes: int, workdir: Path,
-         timeout: float = 60.0) -> LoadResult:
-    """Send every shot from ``processes`` load processes with ``concurrency`` threads in total."""
+         timeout: float = 60.0, server_pid: int | None = None) -> LoadResult:
+    """Send every shot from ``processes`` load processes with ``concurrency`` threads in total; with
+    ``server_pid`` also the CPU the server, the database and the load processes used meanwhile."""
     ctx = multiprocessing.get_context("spawn")
     processes = max(1, min(processes, concurrency))
     slices = [list(range(len(shots)))[i::processes] for i in range(processes)]
@@ -324,20 +366,29 @@ def fire(port: int, shots: list[Shot], concurrency: int, processes: int, workdir
         p.start()
         procs.append(p)
     deadline = time.monotonic() + 60 + len(shots) * 0.5  # bounded in time whatever happens
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    before = cpu_snapshot(server_pid)
     for p in procs:
         p.join(max(1.0, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
             raise RuntimeError("load process did not finish in time")
+    after = cpu_snapshot(server_pid)
+    cpu = {part: after[part] - before[part] for part in after}
+    cpu["load"] = 0.0
     answers: list[tuple[int, str]] = [(0, "")] * len(shots)
     first, last, latencies = float("inf"), 0.0, []
     for indexes, out in outs:
-        for local, t0, t1, status, text in json.loads(out.read_text()):
+        written = json.loads(out.read_text())
+        cpu["load"] += written["cpu"]
+        for local, t0, t1, status, text in written["results"]:
             answers[indexes[local]] = (status, text)
             first, last = min(first, t0), max(last, t1)
             latencies.append((t1 - t0) * 1000)
         out.unlink()
-    return LoadResult(len(shots), last - first, latencies, answers)
+    return LoadResult(len(shots), last - first, latencies, answers, cpu if server_pid else {})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,8 +514,12 @@ def verify(app, shots: list[Shot], answers: list[tuple[int, str]], genuine: set[
 
 def describe(result: LoadResult) -> str:
     """One line of figures."""
-    return (f"{result.count} requests in {result.seconds:.2f} s = {result.rate:.0f}/s; latency ms "
+    line = (f"{result.count} requests in {result.seconds:.2f} s = {result.rate:.0f}/s; latency ms "
             f"p50 {result.percentile(50):.1f} p95 {result.percentile(95):.1f} p99 {result.percentile(99):.1f}")
+    if result.cpu_seconds:
+        line += "; CPU ms/request " + " ".join(f"{part} {result.cpu_ms(part):.2f}"
+                                              for part in ("server", "database", "load"))
+    return line
 
 
 def run_ratio(kind: str, args, workdir: Path) -> dict:
@@ -482,12 +537,14 @@ def run_ratio(kind: str, args, workdir: Path) -> dict:
         for round_no in range(args.rounds):
             with floor_server(target, args, workdir) as server:
                 warm_up(server.port, warm_shots, args, workdir)
-                floors.append(fire(server.port, shots, args.concurrency, args.load_processes, workdir))
+                floors.append(fire(server.port, shots, args.concurrency, args.load_processes, workdir,
+                                   server_pid=server.process.pid))
             print(f"[{kind}] floor    round {round_no + 1}: {describe(floors[-1])}", flush=True)
             if round_no == args.rounds - 1:
                 with billcore_server(target, args, workdir) as server:
                     warm_up(server.port, warm_shots, args, workdir)
-                    cores.append(fire(server.port, shots, args.concurrency, args.load_processes, workdir))
+                    cores.append(fire(server.port, shots, args.concurrency, args.load_processes, workdir,
+                                      server_pid=server.process.pid))
                 print(f"[{kind}] billcore round {round_no + 1}: {describe(cores[-1])}", flush=True)
         floor, core = max(floors, key=lambda r: r.rate), cores[-1]
         problems = verify(app, shots, core.answers, genuine, forged)
@@ -633,7 +690,10 @@ def main(argv: list[str] | None = None) -> int:
                 report.append({"db": kind, "ratio": out["ratio"], "problems": len(out["problems"]),
                                **{name: {"rate": out[name].rate, "p50": out[name].percentile(50),
                                          "p95": out[name].percentile(95), "p99": out[name].percentile(99),
-                                         "requests": out[name].count} for name in ("floor", "billcore")}})
+                                         "requests": out[name].count,
+                                         "cpu_ms_per_request": {part: out[name].cpu_ms(part)
+                                                                for part in out[name].cpu_seconds}}
+                                  for name in ("floor", "billcore")}})
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": report},
                                               indent=2, default=str))
