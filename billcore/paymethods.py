@@ -79,8 +79,14 @@ def callback_context(payment_id: int) -> CallbackContext | None:
         conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
                                   else {"isolation_level": "AUTOCOMMIT"}))
         row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
-    if row is None:
-        return None
+    return context_of_row(row) if row is not None else None
+
+
+def context_of_row(row: Any) -> CallbackContext:
+    """The :class:`CallbackContext` of a row holding the payment's columns (``id``, ``status``, ``total``,
+    ``currency``, ``account_id``, ``paymethod_id``) and its method's (``module``, ``active``,
+    ``settings``, ``secrets_encrypted``), as read by :func:`callback_context` or by the payment service
+    under its lock."""
     return CallbackContext(payment_id=row.id, status=row.status, total=row.total, currency=row.currency,
                            account_id=row.account_id, paymethod_id=row.paymethod_id, module=row.module,
                            active=row.active, settings=_merge(row.settings, row.secrets_encrypted))

@@ -275,3 +275,60 @@ def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
     other = service.create_payment(p.account_id, p.paymethod_id, Decimal("3.00"))
     assert service.set_paid(other.id, amount=Decimal("3.00"), currency="RUB", source="test").changed
     assert _balance(p.account_id) == before + Decimal("3.00")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _event_count(payment_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(PaymentEvent).where(PaymentEvent.payment_id == payment_id))
+
+
+def test_verify_sees_the_method_and_its_secrets_under_the_lock(app):
+    """set_paid(verify=...) hands the gateway's check the payment and its method's full settings, read in
+    the credit's own transaction; returning normally lets the credit go on."""
+    from billcore.crypto import encrypt_json
+
+    p = factories.payment("12.00", settings={"merchant": "m-1"},
+                          secrets_encrypted=encrypt_json({"secret": "verify-secret-1"}))
+    seen = []
+    outcome = service.set_paid(p.id, amount=Decimal("12.00"), currency="RUB", source="test",
+                               verify=seen.append)
+    assert outcome.changed and outcome.status == "paid"
+    [found] = seen
+    assert (found.payment_id, found.status, found.total, found.currency) == (p.id, "inpay", Decimal("12.00"), "RUB")
+    assert (found.module, found.active, found.account_id, found.paymethod_id) == ("pmcoretest", True, p.account_id,
+                                                                                  p.paymethod_id)
+    assert found.settings == {"merchant": "m-1", "secret": "verify-secret-1"}
+
+
+@pytest.mark.parametrize("start", ["inpay", "paid"])
+def test_verify_refusing_changes_and_records_nothing(app, start):
+    """A refusal raised by verify reaches the caller and rolls the transaction back: no status change, no
+    credit, and no event (not even the 'already paid' one a genuine repeat would record)."""
+    p = factories.payment("9.00")
+    if start == "paid":
+        service.set_paid(p.id, amount=Decimal("9.00"), currency="RUB", source="test")
+    events, before = _event_count(p.id), _balance(p.account_id)
+
+    def refuse(found):
+        raise _Refused(f"bad signature for {found.payment_id}")
+
+    with pytest.raises(_Refused, match=f"bad signature for {p.id}"):
+        service.set_paid(p.id, amount=Decimal("9.00"), currency="RUB", source="test", verify=refuse)
+    db.session.expire_all()
+    assert db.session.get(Payment, p.id).status == start
+    assert _balance(p.account_id) == before and _event_count(p.id) == events
+    with pytest.raises(_Refused):
+        service.set_cancelled(p.id, source="test", reason="gateway failure", verify=refuse)
+    assert _event_count(p.id) == events
+    # the lock was released: the next call goes through
+    assert service.set_paid(p.id, amount=Decimal("9.00"), currency="RUB", source="test").status == "paid"
+
+
+def test_verify_of_an_unknown_payment_is_not_called(app):
+    called = []
+    with pytest.raises(service.PaymentNotFound):
+        service.set_paid(987654321, amount=Decimal("1.00"), currency="RUB", source="test", verify=called.append)
+    assert called == []

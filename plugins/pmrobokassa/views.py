@@ -103,9 +103,13 @@ def _load(payment_id: int) -> CallbackContext:
     found = callback_context(payment_id)
     if found is None:
         raise Rejected(404, f"unknown payment {payment_id}")
-    if found.module != KEY:
-        raise Rejected(400, f"payment {payment_id} is not a Robokassa payment", payment_id)
+    _check_module(found)
     return found
+
+
+def _check_module(found: CallbackContext) -> None:
+    if found.module != KEY:
+        raise Rejected(400, f"payment {found.payment_id} is not a Robokassa payment", found.payment_id)
 
 
 def _facts(params: Mapping[str, str]) -> dict[str, Any]:
@@ -219,29 +223,36 @@ def _result(params: dict[str, str]) -> Response:
         amount = protocol.parse_amount(params["OutSum"], "OutSum")
     except protocol.MalformedField:
         raise Rejected(400, "malformed field OutSum", payment_id) from None
-    settings = _load(payment_id).settings  # on a connection of its own, already back in the pool
-    try:
-        valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
-                                              password2=str(settings.get("password2") or ""))
-    except protocol.UnsupportedAlgorithm:
-        raise Rejected(500, "the payment method's hash algorithm is misconfigured", payment_id) from None
-    if not valid:
-        raise Rejected(400, "bad signature", payment_id)
-    if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
-        # A test payment moves no money: it must never credit a method that is in live mode, even when
-        # the shop's test and live passwords happen to be the same.
-        raise Rejected(400, "test payment for a payment method in live mode", payment_id)
+
+    def verify(found: CallbackContext) -> None:
+        # Run by the service under the payment's lock: the payment is read once, in the transaction
+        # that credits it. Raising Rejected rolls it back with nothing written.
+        _check_module(found)
+        settings = found.settings
+        try:
+            valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
+                                                  password2=str(settings.get("password2") or ""))
+        except protocol.UnsupportedAlgorithm:
+            raise Rejected(500, "the payment method's hash algorithm is misconfigured", payment_id) from None
+        if not valid:
+            raise Rejected(400, "bad signature", payment_id)
+        if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
+            # A test payment moves no money: it must never credit a method that is in live mode, even
+            # when the shop's test and live passwords happen to be the same.
+            raise Rejected(400, "test payment for a payment method in live mode", payment_id)
 
     ok = protocol.result_answer(payment_id)
-    # kept with the credit, in its own transaction, for polling and refunds later
+    # kept with the credit, in its transaction, for polling and refunds later
     gateway_facts = {name: params[key] for key, name in (
         ("IncCurrLabel", "inc_curr_label"), ("PaymentMethod", "payment_method"), ("Fee", "fee"),
         ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
     try:
         outcome = service.set_paid(
             payment_id, amount=amount, currency=CURRENCY, source="rkresult", data=params,
-            gateway_data=gateway_facts,
+            gateway_data=gateway_facts, verify=verify,
             answer=lambda o: ok if o.result != "fraud" else f"ERROR: {o.message}")
+    except service.PaymentNotFound:
+        raise Rejected(404, f"unknown payment {payment_id}") from None
     except service.IllegalTransition as exc:
         # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
         message = f"payment {payment_id} is {exc.current}: not credited"

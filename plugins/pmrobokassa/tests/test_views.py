@@ -290,15 +290,16 @@ def test_result_database_failure_answers_503(app, client_user, payment, monkeypa
     assert reload(payment.id).status == "paid"
 
 
-def test_result_database_failure_before_lookup_answers_503(app, payment, monkeypatch):
-    import pmrobokassa.views as views
+def test_result_database_unreachable_before_the_lock_answers_503(app, payment, monkeypatch):
+    def unreachable():
+        raise OperationalError("BEGIN", {}, Exception("could not connect"))
 
-    def broken(*args, **kwargs):
-        raise OperationalError("SELECT", {}, Exception("could not connect"))
-
-    monkeypatch.setattr(views, "_load", broken)
+    # the payment is first read in the service's transaction: the failure is on taking its connection
+    monkeypatch.setattr(service, "write_connection", unreachable)
     response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
-    assert response.status_code == 503
+    assert response.status_code == 503 and not response.get_data(as_text=True).startswith("OK")
+    monkeypatch.undo()
+    assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
 
 
 def test_result_ip_allow_list(app, payment):

@@ -1,0 +1,102 @@
+"""billcore.prepared: writes on the DBAPI cursor store what SQLAlchemy's own execution stores."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from billcore.db import db
+from billcore.models import Account, PaymentEvent
+from billcore.prepared import PreparedWrite
+from tests import factories
+
+EVENTS, ACCOUNTS = PaymentEvent.__table__, Account.__table__
+WHEN = datetime(2026, 11, 28, 9, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+def _event_values(payment_id: int, outcome: str) -> dict:
+    return {"payment_id": payment_id, "kind": "notification", "source": "test", "status_from": "inpay",
+            "status_to": None, "outcome": outcome, "answer": "OK1", "actor": None,
+            "data": {"OutSum": "10.000000", "nested": {"list": [1, "два", None]}, "empty": ""},
+            "created_at": WHEN}
+
+
+def _fresh() -> None:
+    # end the test session's read transaction: on SQLite (WAL) it would keep its snapshot from before
+    db.session.rollback()
+
+
+def _stored(outcome: str) -> PaymentEvent:
+    _fresh()
+    return db.session.scalars(select(PaymentEvent).where(PaymentEvent.outcome == outcome)).one()
+
+
+def test_an_insert_stores_exactly_what_sqlalchemy_stores(app):
+    p = factories.payment("10.00")
+    prepared = PreparedWrite(insert(EVENTS).inline())
+    with db.engine.begin() as conn:
+        prepared.execute(conn, _event_values(p.id, "by the cursor"))
+        conn.execute(insert(EVENTS), _event_values(p.id, "by sqlalchemy"))
+    ours, theirs = _stored("by the cursor"), _stored("by sqlalchemy")
+    for column in ("payment_id", "kind", "source", "status_from", "status_to", "answer", "actor", "data",
+                   "created_at"):
+        assert getattr(ours, column) == getattr(theirs, column), column
+    assert ours.created_at == WHEN and ours.data["nested"] == {"list": [1, "два", None]}
+
+
+def test_updates_with_different_parameter_names_each_set_only_their_columns(app):
+    user = factories.client()
+    prepared = PreparedWrite(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id")))
+    with db.engine.begin() as conn:
+        assert prepared.execute(conn, {"b_id": user.account_id, "balance": Decimal("12.34")}) == 1
+        assert prepared.execute(conn, {"b_id": user.account_id, "currency": "USD"}) == 1
+        assert prepared.execute(conn, {"b_id": 987654321, "currency": "EUR"}) == 0
+    _fresh()
+    account = db.session.get(Account, user.account_id)
+    assert (account.balance, account.currency) == (Decimal("12.34"), "USD")
+
+
+def test_a_column_left_to_a_python_default_is_refused_before_anything_is_sent(app):
+    """SQLAlchemy fills ``default=`` columns in its own execution; this path would leave them empty."""
+    p = factories.payment("10.00")
+    values = _event_values(p.id, "without created_at")
+    del values["created_at"]  # PaymentEvent.created_at has default=utcnow
+    with db.engine.begin() as conn, pytest.raises(ValueError, match="defaults"):
+        PreparedWrite(insert(EVENTS).inline()).execute(conn, values)
+    assert db.session.scalars(select(PaymentEvent).where(PaymentEvent.outcome == "without created_at")).all() == []
+
+
+def test_a_refused_write_raises_sqlalchemys_exception_and_rolls_back(app):
+    p = factories.payment("10.00")
+    prepared = PreparedWrite(insert(EVENTS).inline())
+    with pytest.raises(IntegrityError):
+        with db.engine.begin() as conn:
+            prepared.execute(conn, _event_values(p.id, "first, rolled back"))
+            prepared.execute(conn, {**_event_values(p.id, "kind missing"), "kind": None})  # NOT NULL
+    _fresh()
+    assert db.session.scalars(select(PaymentEvent).where(PaymentEvent.outcome.like("%rolled back"))).all() == []
+    with db.engine.begin() as conn:  # the pooled connection is usable again
+        prepared.execute(conn, _event_values(p.id, "after the failure"))
+    assert _stored("after the failure").payment_id == p.id
+
+
+def test_statement_listeners_still_see_every_write(app):
+    """With a before_cursor_execute listener (instrumentation, fault injection) the write takes
+    SQLAlchemy's own path, so the listener sees it."""
+    p = factories.payment("10.00")
+    seen = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with db.engine.begin() as conn:
+            PreparedWrite(insert(EVENTS).inline()).execute(conn, _event_values(p.id, "watched"))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    assert any(s.startswith("INSERT INTO payment_events") for s in seen)
+    assert _stored("watched").payment_id == p.id
