@@ -20,6 +20,7 @@ from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import BuildError
 
+from billcore.args import MAX_ID
 from billcore.auth import client_required
 from billcore.db import db
 from billcore.models import Payment, PaymentMethod, Status
@@ -88,6 +89,8 @@ def _inv_id(params: Mapping[str, str], payment_hint: int | None = None) -> int:
         raise Rejected(400, "missing field InvId", payment_hint)
     if not INV_ID_RE.fullmatch(raw):
         raise Rejected(400, "malformed field InvId", payment_hint)
+    if int(raw) > MAX_ID:  # a valid Robokassa InvId, but beyond any payment id billcore can have
+        raise Rejected(404, f"unknown payment {raw}", payment_hint)
     return int(raw)
 
 
@@ -153,7 +156,7 @@ def _culture() -> str:
 def payment():
     """Mark the client's payment ``inpay`` and send the browser to Robokassa with a signed POST form."""
     elid = request.args.get("elid", "")
-    payment_id = int(elid) if INV_ID_RE.fullmatch(elid) else None
+    payment_id = int(elid) if INV_ID_RE.fullmatch(elid) and int(elid) <= MAX_ID else None
     row = db.session.get(Payment, payment_id) if payment_id is not None else None
     if row is None or row.account_id != current_user.account_id:
         log_line(LOG_PAYMENT, elid[:20] or None, "refused: no such payment of this client", user=current_user.id)

@@ -245,6 +245,20 @@ def test_result_unexpected_error_is_not_ok(app, payment, monkeypatch):
     assert reload(payment.id).status == "new"
 
 
+@pytest.mark.parametrize("path", ["/mancgi/rkresult", "/mancgi/rksuccess", "/mancgi/rkfail"])
+def test_callback_inv_id_beyond_any_payment_id_is_unknown_not_a_database_error(app, payment, path):
+    """Robokassa's InvId may be larger than an INTEGER key: such a payment cannot exist here (found by
+    the fuzz test on PostgreSQL, which refused the lookup with 'integer out of range')."""
+    params = {**result_params(payment.id), "InvId": "3000000000"}
+    response = app.test_client().post(path, data=params)
+    assert response.status_code == 404
+    assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
+
+
+def test_redirect_of_an_id_beyond_any_payment_id_is_not_found(client_client, payment):
+    assert client_client.get("/mancgi/rkpayment?elid=3000000000").status_code == 404
+
+
 def test_result_payment_of_another_module(app, client_user):
     other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
     p = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
