@@ -100,3 +100,73 @@ def test_statement_listeners_still_see_every_write(app):
         event.remove(db.engine, "before_cursor_execute", listener)
     assert any(s.startswith("INSERT INTO payment_events") for s in seen)
     assert _stored("watched").payment_id == p.id
+
+
+def test_a_row_reads_exactly_what_sqlalchemy_reads(app):
+    """The service's locking lookup: every column (Decimal money, JSON, booleans, text) comes back as
+    SQLAlchemy's own execution gives it; no row is None."""
+    from billcore.payments.service import _LOCK_PAYMENT_AND_ACCOUNT_ROW as lookup
+
+    p = factories.payment("10.05", settings={"merchant": "m-1", "flags": [True, None]})
+    with db.engine.begin() as conn:
+        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == p.account_id).values(balance=Decimal("1234.56")))
+        ours = lookup.one_or_none(conn, {"payment_id": p.id})
+        theirs = conn.execute(lookup.statement, {"payment_id": p.id}).one()
+        assert lookup.one_or_none(conn, {"payment_id": 987654321}) is None
+    assert ours._asdict() == theirs._asdict()
+    assert (ours.total, ours.balance, ours.active) == (Decimal("10.05"), Decimal("1234.56"), True)
+    assert ours.settings == {"merchant": "m-1", "flags": [True, None]}
+    assert type(ours.total) is Decimal and type(ours.active) is bool
+
+
+def test_a_watched_row_lookup_goes_through_sqlalchemy(app):
+    from billcore.payments.service import _LOCK_PAYMENT_ROW as lookup
+
+    p = factories.payment("10.00")
+    seen = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        with db.engine.begin() as conn:
+            row = lookup.one_or_none(conn, {"payment_id": p.id})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    assert any("FROM payments" in s for s in seen)
+    assert (row.id, row.status, row.module) == (p.id, "inpay", "pmcoretest")
+
+
+def test_writes_together_with_the_same_parameter_names_each_get_their_own_values(app):
+    """execute_together (one statement on PostgreSQL, one by one elsewhere): two inserts whose columns
+    share every name and an update, each with its own values."""
+    from billcore.prepared import execute_together
+
+    p = factories.payment("10.00")
+    insert_event = PreparedWrite(insert(EVENTS).inline())
+    set_balance = PreparedWrite(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id")))
+    with db.engine.begin() as conn:
+        execute_together(conn, [(insert_event, _event_values(p.id, "together 1")),
+                                (set_balance, {"b_id": p.account_id, "balance": Decimal("77.70")}),
+                                (insert_event, {**_event_values(p.id, "together 2"), "kind": "poll",
+                                                "data": {"second": True}})])
+    first, second = _stored("together 1"), _stored("together 2")
+    assert (first.kind, first.data["OutSum"]) == ("notification", "10.000000")
+    assert (second.kind, second.data) == ("poll", {"second": True})
+    assert db.session.get(Account, p.account_id).balance == Decimal("77.70")
+
+
+def test_writes_together_fail_and_roll_back_together(app):
+    from billcore.prepared import execute_together
+
+    p = factories.payment("10.00")
+    insert_event = PreparedWrite(insert(EVENTS).inline())
+    set_balance = PreparedWrite(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id")))
+    with pytest.raises(IntegrityError):
+        with db.engine.begin() as conn:
+            execute_together(conn, [(set_balance, {"b_id": p.account_id, "balance": Decimal("5.00")}),
+                                    (insert_event, {**_event_values(p.id, "refused"), "kind": None})])
+    _fresh()
+    assert db.session.get(Account, p.account_id).balance == Decimal("0.00")
+    assert db.session.scalars(select(PaymentEvent).where(PaymentEvent.outcome == "refused")).all() == []

@@ -253,8 +253,8 @@ def test_amount_plus_commission_must_fit(app):
 def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
     """If the database refuses one of a credit's writes (here: a stray credit entry already exists for the
     payment, so the ledger's unique index refuses the second), the caller gets SQLAlchemy's IntegrityError
-    and nothing of the credit remains: status, balance, events. On PostgreSQL the writes are pipelined,
-    so this is where the error surfaces at the end of the pipeline."""
+    and nothing of the credit remains: status, balance, events. On PostgreSQL the writes are one
+    statement (billcore.prepared.execute_together), so the whole statement fails."""
     from sqlalchemy.exc import IntegrityError
 
     p = factories.payment("7.00")

@@ -19,7 +19,6 @@ from flask import current_app, has_app_context
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..crypto import scrub
@@ -27,7 +26,7 @@ from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..paymethods import CallbackContext, context_of_row, decrypted_secrets
-from ..prepared import PreparedWrite
+from ..prepared import PreparedRow, PreparedWrite, execute_together
 
 NEW, INPAY, PAID = Status.NEW.value, Status.INPAY.value, Status.PAID.value
 CANCELLED, FRAUD = Status.CANCELLED.value, Status.FRAUD.value
@@ -158,28 +157,6 @@ def _end_request_snapshot() -> None:
         session.rollback()
 
 
-@contextmanager
-def _without_waiting(conn: Connection) -> Iterator[None]:
-    """On PostgreSQL, send the statements inside at once instead of one round trip each.
-
-    Only for statements whose answer nobody reads (UPDATEs, INSERTs without RETURNING): psycopg's
-    pipeline mode sends them together and waits once when the block ends; a credit's four writes cost
-    one round trip instead of four (bench/notify.py). The first error is raised at the end of the block,
-    still inside the transaction, as SQLAlchemy's own exception class, so callers see no difference.
-    Elsewhere (SQLite, another driver) the statements simply run one by one.
-    """
-    raw = conn.connection.driver_connection
-    if conn.dialect.name != "postgresql" or not hasattr(raw, "pipeline"):
-        yield
-        return
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    try:
-        with raw.pipeline():
-            yield
-    except dbapi_error as exc:
-        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
-
-
 def _connection(session: Session | Connection) -> Connection:
     return session.connection() if isinstance(session, Session) else session
 
@@ -204,11 +181,11 @@ _PAYMENT_ROW_COLUMNS = (_PAYMENTS.c.id, _PAYMENTS.c.status, _PAYMENTS.c.account_
                         _PAYMENTS.c.amount, _PAYMENTS.c.total, _PAYMENTS.c.currency, _PAYMENTS.c.gateway_data,
                         _METHODS.c.module, _METHODS.c.active, _METHODS.c.settings, _METHODS.c.secrets_encrypted)
 _PAYMENT_WITH_METHOD = _PAYMENTS.join(_METHODS, _METHODS.c.id == _PAYMENTS.c.paymethod_id)
-_LOCK_PAYMENT_ROW = (
+_LOCK_PAYMENT_ROW = PreparedRow(
     select(*_PAYMENT_ROW_COLUMNS).select_from(_PAYMENT_WITH_METHOD)
     .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=_PAYMENTS)
 )
-_LOCK_PAYMENT_AND_ACCOUNT_ROW = (
+_LOCK_PAYMENT_AND_ACCOUNT_ROW = PreparedRow(
     select(*_PAYMENT_ROW_COLUMNS, _ACCOUNTS.c.balance, _ACCOUNTS.c.currency.label("account_currency"))
     .select_from(_PAYMENT_WITH_METHOD.join(_ACCOUNTS, _ACCOUNTS.c.id == _PAYMENTS.c.account_id))
     .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=[_PAYMENTS, _ACCOUNTS])
@@ -252,12 +229,19 @@ def _event(session: Session | Connection, payment: Any, *, kind: str, source: st
     conn = _connection(session)
     if secrets is None:
         secrets = _method_secret_values(conn, payment.paymethod_id) if payment is not None else []
-    _INSERT_EVENT.execute(conn, {
-        "payment_id": payment.id if payment is not None else None,
-        "kind": kind, "source": source, "outcome": outcome[:255], "answer": answer, "actor": actor,
-        "status_from": status_from, "status_to": status_to,
-        "data": scrub(dict(data or {}), secrets), "created_at": utcnow(),
-    })
+    _INSERT_EVENT.execute(conn, _event_values(payment, kind=kind, source=source, outcome=outcome, data=data,
+                                              answer=answer, actor=actor, status_from=status_from,
+                                              status_to=status_to, secrets=secrets))
+
+
+def _event_values(payment: Any, *, kind: str, source: str, outcome: str, data: Mapping[str, Any] | None,
+                  answer: str | None, actor: str | None, status_from: str | None, status_to: str | None,
+                  secrets: list[str]) -> dict[str, Any]:
+    """The row of an event (see :func:`_event`), for ``_INSERT_EVENT``."""
+    return {"payment_id": payment.id if payment is not None else None,
+            "kind": kind, "source": source, "outcome": outcome[:255], "answer": answer, "actor": actor,
+            "status_from": status_from, "status_to": status_to,
+            "data": scrub(dict(data or {}), secrets), "created_at": utcnow()}
 
 
 def _answer_text(answer: Answer, outcome: Outcome) -> str | None:
@@ -275,21 +259,30 @@ def _broadcast(outcome: Outcome, old_status: str, kind: str) -> None:
 
 
 def _credit(session: Session | Connection, account_id: int, amount: Decimal, *, kind: str,
-            payment_id: int | None, refund_id: int | None = None, note: str | None = None,
-            locked: tuple[Decimal, str] | None = None) -> Decimal:
+            payment_id: int | None, refund_id: int | None = None, note: str | None = None) -> Decimal:
     """Add ``amount`` (negative: debit) to the account under its lock and write the ledger entry;
-    returns the balance afterwards. The sum is made in Decimal, never in the database's arithmetic.
-
-    ``locked`` is the account's (balance, currency) when the caller has already locked and read it in
-    this transaction."""
+    returns the balance afterwards. The sum is made in Decimal, never in the database's arithmetic."""
     conn = _connection(session)
-    balance, currency = locked or conn.execute(_LOCK_ACCOUNT, {"b_account_id": account_id}).one()
-    balance = quantize(balance + amount, currency)
-    _UPDATE_BALANCE.execute(conn, {"b_account_id": account_id, "b_balance": balance})
-    _INSERT_LEDGER.execute(conn, {"account_id": account_id, "payment_id": payment_id, "refund_id": refund_id,
-                                  "kind": kind, "amount": amount, "balance_after": balance, "note": note,
-                                  "created_at": utcnow()})
+    balance, currency = conn.execute(_LOCK_ACCOUNT, {"b_account_id": account_id}).one()
+    balance, writes = _credit_writes(account_id, amount, kind=kind, payment_id=payment_id, refund_id=refund_id,
+                                     note=note, locked=(balance, currency))
+    execute_together(conn, writes)
     return balance
+
+
+def _credit_writes(account_id: int, amount: Decimal, *, kind: str, payment_id: int | None,
+                   refund_id: int | None, note: str | None,
+                   locked: tuple[Decimal, str]) -> tuple[Decimal, list[tuple[PreparedWrite, dict[str, Any]]]]:
+    """The balance after adding ``amount`` to ``locked`` (the account's balance and currency, read under
+    its lock in this transaction), and the two writes that record it: the balance and the ledger entry."""
+    balance, currency = locked
+    balance = quantize(balance + amount, currency)
+    return balance, [
+        (_UPDATE_BALANCE, {"b_account_id": account_id, "b_balance": balance}),
+        (_INSERT_LEDGER, {"account_id": account_id, "payment_id": payment_id, "refund_id": refund_id,
+                          "kind": kind, "amount": amount, "balance_after": balance, "note": note,
+                          "created_at": utcnow()}),
+    ]
 
 
 def _transition(payment_id: int, target: str, *, kind: str, source: str, data, info: str | None,
@@ -305,8 +298,8 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
     it, credit the account when paid, insert the event, commit.
     """
     with write_connection() as conn:
-        payment = conn.execute(_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW,
-                               {"payment_id": payment_id}).one_or_none()
+        payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW).one_or_none(
+            conn, {"payment_id": payment_id})
         if payment is None:
             raise PaymentNotFound(f"no payment {payment_id}")
         if verify is not None:
@@ -338,14 +331,16 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
         if target == PAID:
             values["paid_at"] = now
         outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
-        with _without_waiting(conn):
-            _UPDATE_PAYMENT.execute(conn, values)
-            if target == PAID:
-                _credit(conn, payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
-                        note=f"payment {payment.id}", locked=(payment.balance, payment.account_currency))
-            _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
-                   answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
-                   secrets=secrets)
+        writes: list[tuple[PreparedWrite, dict[str, Any]]] = [(_UPDATE_PAYMENT, values)]
+        if target == PAID:
+            writes += _credit_writes(payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
+                                     refund_id=None, note=f"payment {payment.id}",
+                                     locked=(payment.balance, payment.account_currency))[1]
+        writes.append((_INSERT_EVENT, _event_values(
+            payment, kind=kind, source=source, outcome=outcome.message, data=data,
+            answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
+            secrets=secrets)))
+        execute_together(conn, writes)  # on PostgreSQL one statement, one round trip
     _broadcast(outcome, old, kind)
     return outcome
 
