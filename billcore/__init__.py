@@ -28,7 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     The instance folder is ``BILLCORE_INSTANCE_PATH`` when set (or ``test_config['INSTANCE_PATH']``),
     else ``instance/`` beside the source tree or the current directory's ``instance/`` when installed.
     """
-    from . import admin, auth, cli, config, db, i18n, logs, main, plugins, security, templating
+    from . import admin, auth, cli, config, db, i18n, logs, main, plugins, security, sessions, templating
     from .checkout import views as checkout_views
 
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("BILLCORE_INSTANCE_PATH")
@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     i18n.init_app(app)
     security.init_app(app)
+    sessions.init_app(app)
     templating.init_app(app)
     auth.init_app(app)
     logs.init_app(app)
