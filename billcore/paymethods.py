@@ -20,16 +20,18 @@ from .paymodule import ModuleInfo
 def _decrypted(_key: str, token: str) -> tuple[tuple[str, Any], ...]:
     # Keyed by the installation's key and the stored token: a changed secret is a new token, so the
     # cache never serves an old password. Decrypting on every notification showed in bench/notify.py.
-    return tuple(decrypt_json(token).items())
+    secrets = tuple(decrypt_json(token).items())
+    # masked in logs from now on; the set of known secrets only grows, so once per decryption is enough
+    remember_secrets(str(v) for _, v in secrets)
+    return secrets
 
 
 def decrypted_secrets(token: str | None) -> dict[str, Any]:
-    """The secrets in a method's ``secrets_encrypted`` column (a fresh dict; decryption is cached)."""
+    """The secrets in a method's ``secrets_encrypted`` column (a fresh dict; decryption is cached), and
+    from now on masked in every log line."""
     if not token:
         return {}
-    secrets = dict(_decrypted(current_app.config["ENCRYPTION_KEY"], token))
-    remember_secrets(str(v) for v in secrets.values())
-    return secrets
+    return dict(_decrypted(current_app.config["ENCRYPTION_KEY"], token))
 
 
 def _merge(settings: dict[str, Any] | None, token: str | None) -> dict[str, Any]:
