@@ -106,6 +106,9 @@ class PreparedWrite:
         """Run the statement with ``params`` on ``conn``'s DBAPI connection; returns the rows changed."""
         if _watched(conn):
             return conn.execute(self.statement, params).rowcount
+        return self._execute(conn, params)
+
+    def _execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         return _run(conn, self._binding(conn.dialect, frozenset(params)), params, lambda cursor: cursor.rowcount)
 
 
@@ -125,9 +128,13 @@ def execute_together(conn: Connection, writes: Writes) -> None:
     such CTEs) and when statements are being watched they run one by one.
     """
     dialect = conn.dialect
-    if len(writes) < 2 or dialect.name != "postgresql" or dialect.paramstyle != "pyformat" or _watched(conn):
+    if _watched(conn):
         for write, params in writes:
-            write.execute(conn, params)
+            conn.execute(write.statement, params)
+        return
+    if len(writes) < 2 or dialect.name != "postgresql" or dialect.paramstyle != "pyformat":
+        for write, params in writes:
+            write._execute(conn, params)
         return
     key = tuple((write, frozenset(params)) for write, params in writes)
     per_dialect = _TOGETHER.setdefault(dialect, {})
