@@ -170,3 +170,49 @@ def test_writes_together_fail_and_roll_back_together(app):
     _fresh()
     assert db.session.get(Account, p.account_id).balance == Decimal("0.00")
     assert db.session.scalars(select(PaymentEvent).where(PaymentEvent.outcome == "refused")).all() == []
+
+
+def test_two_updates_of_one_table_are_refused_together_on_every_database(app):
+    from billcore.prepared import execute_together
+
+    user = factories.client()
+    set_balance = PreparedWrite(update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id")))
+    with db.engine.begin() as conn, pytest.raises(ValueError, match="two UPDATEs"):
+        execute_together(conn, [(set_balance, {"b_id": user.account_id, "balance": Decimal("1.00")}),
+                                (set_balance, {"b_id": user.account_id, "currency": "USD"})])
+    _fresh()
+    assert db.session.get(Account, user.account_id).balance == Decimal("0.00")
+
+
+def test_placeholders_are_renamed_but_escaped_percent_signs_are_not():
+    from billcore.prepared import _renamed
+
+    sql = "UPDATE t SET a=%(a)s::VARCHAR, b='%%(b)s' || %%%(c)s WHERE id = %(id)s"
+    assert _renamed(sql, "w1_") == "UPDATE t SET a=%(w1_a)s::VARCHAR, b='%%(b)s' || %%%(w1_c)s WHERE id = %(w1_id)s"
+
+
+def test_a_value_its_type_cannot_convert_is_sqlalchemys_statement_error(app):
+    from sqlalchemy.exc import SQLAlchemyError, StatementError
+
+    p = factories.payment("10.00")
+    with pytest.raises(StatementError) as raised, db.engine.begin() as conn:
+        PreparedWrite(insert(EVENTS).inline()).execute(conn, {**_event_values(p.id, "bad data"),
+                                                               "data": {"amount": Decimal("1.00")}})
+    assert isinstance(raised.value, SQLAlchemyError) and "Decimal" in str(raised.value)
+
+
+def test_a_lost_connection_is_invalidated_and_the_pool_recovers(app):
+    """The driver's connection dies in the middle of a transaction: the error says so, the connection is
+    not handed back to the pool, and the next transaction works."""
+    from sqlalchemy.exc import DBAPIError
+
+    p = factories.payment("10.00")
+    prepared = PreparedWrite(insert(EVENTS).inline())
+    with pytest.raises(DBAPIError) as raised:
+        with db.engine.connect() as conn, conn.begin():
+            conn.connection.driver_connection.close()  # what a server restart looks like to the client
+            prepared.execute(conn, _event_values(p.id, "on a dead connection"))
+    assert raised.value.connection_invalidated
+    with db.engine.begin() as conn:
+        prepared.execute(conn, _event_values(p.id, "after the reconnect"))
+    assert _stored("after the reconnect").payment_id == p.id

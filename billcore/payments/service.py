@@ -26,7 +26,7 @@ from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..paymethods import CallbackContext, context_of_row, decrypted_secrets
-from ..prepared import PreparedRow, PreparedWrite, execute_together
+from ..prepared import PreparedLookup, PreparedWrite, execute_together
 
 NEW, INPAY, PAID = Status.NEW.value, Status.INPAY.value, Status.PAID.value
 CANCELLED, FRAUD = Status.CANCELLED.value, Status.FRAUD.value
@@ -107,7 +107,7 @@ class Outcome:
 
 Answer = str | Callable[[Outcome], str] | None
 # A gateway's check of a notification, run under the payment's lock before anything else (see set_paid)
-Verify = Callable[[CallbackContext], None] | None
+Verifier = Callable[[CallbackContext], None]
 
 
 @contextmanager
@@ -181,18 +181,18 @@ _PAYMENT_ROW_COLUMNS = (_PAYMENTS.c.id, _PAYMENTS.c.status, _PAYMENTS.c.account_
                         _PAYMENTS.c.amount, _PAYMENTS.c.total, _PAYMENTS.c.currency, _PAYMENTS.c.gateway_data,
                         _METHODS.c.module, _METHODS.c.active, _METHODS.c.settings, _METHODS.c.secrets_encrypted)
 _PAYMENT_WITH_METHOD = _PAYMENTS.join(_METHODS, _METHODS.c.id == _PAYMENTS.c.paymethod_id)
-_LOCK_PAYMENT_ROW = PreparedRow(
+_LOCK_PAYMENT_ROW = PreparedLookup(
     select(*_PAYMENT_ROW_COLUMNS).select_from(_PAYMENT_WITH_METHOD)
     .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=_PAYMENTS)
 )
-_LOCK_PAYMENT_AND_ACCOUNT_ROW = PreparedRow(
+_LOCK_PAYMENT_AND_ACCOUNT_ROW = PreparedLookup(
     select(*_PAYMENT_ROW_COLUMNS, _ACCOUNTS.c.balance, _ACCOUNTS.c.currency.label("account_currency"))
     .select_from(_PAYMENT_WITH_METHOD.join(_ACCOUNTS, _ACCOUNTS.c.id == _PAYMENTS.c.account_id))
     .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=[_PAYMENTS, _ACCOUNTS])
 )
-# Built once and executed with parameter dicts: ``.values(...)`` on every call showed in the profile
-# (the statement's cache key is computed again each time). The writes of every status change run on the
-# DBAPI cursor (billcore.prepared: a fraction of Connection.execute's cost per statement).
+# Built once, each value given as a parameter: the lookup and the writes of every status change run on
+# the DBAPI cursor, compiled once per dialect (billcore.prepared: a fraction of Connection.execute's
+# cost per statement); _LOCK_ACCOUNT (refunds) goes through Connection.execute.
 _UPDATE_PAYMENT = PreparedWrite(update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("b_payment_id")))
 _LOCK_ACCOUNT = (select(_ACCOUNTS.c.balance, _ACCOUNTS.c.currency)
                  .where(_ACCOUNTS.c.id == bindparam("b_account_id")).with_for_update())
@@ -289,13 +289,14 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
                 answer: Answer, actor: str | None, external_id: str | None = None,
                 extra_allowed: frozenset[str] = frozenset(),
                 check: Callable[[Any], str | None] | None = None,
-                gateway_data: Mapping[str, Any] | None = None, verify: Verify = None) -> Outcome:
+                gateway_data: Mapping[str, Any] | None = None, verify: Verifier | None = None) -> Outcome:
     """Move a payment to ``target`` under its lock; ``check`` may divert the change to ``fraud`` by
     returning the reason (used by :func:`set_paid` for amount and currency mismatches); ``verify`` may
     refuse the whole call by raising (see :func:`set_paid`).
 
-    Core statements on one connection: lock and read the payment (with its method's settings), update
-    it, credit the account when paid, insert the event, commit.
+    On one connection, with billcore.prepared's statements: lock and read the payment (with its method's
+    settings and, for a credit, the account), then update it, credit the account when paid and insert
+    the event (on PostgreSQL as one statement), commit.
     """
     with write_connection() as conn:
         payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW).one_or_none(
@@ -403,7 +404,7 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
              data: Mapping[str, Any] | None = None, info: str | None = None, external_id: str | None = None,
              answer: Answer = None, actor: str | None = None, kind: str = "notification",
              manual: bool = False, gateway_data: Mapping[str, Any] | None = None,
-             verify: Verify = None) -> Outcome:
+             verify: Verifier | None = None) -> Outcome:
     """Credit a payment once: ``amount`` and ``currency`` are what the gateway says it received.
 
     They must equal the payment's ``total`` and ``currency`` exactly (``amount`` compared as a Decimal at
@@ -418,7 +419,8 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
     a notification handler checks the signature there and raises its own exception to refuse. The call
     then rolls back and the exception reaches the caller, with nothing written (record the refusal with
     :func:`record_event`). One transaction per notification instead of a read before the service's; keep
-    ``verify`` to checks in memory (no network), since it holds the lock (on SQLite, the database's).
+    ``verify`` to checks in memory (no network), since it holds the lock (on SQLite, the database's write
+    lock: a forged notification takes it too, once to be checked and once to record the refusal).
     """
     if isinstance(amount, float):
         raise TypeError("amount must be a Decimal, never a float")
@@ -443,7 +445,7 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
 
 def set_cancelled(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
                   answer: Answer = None, actor: str | None = None, kind: str = "notification",
-                  verify: Verify = None) -> Outcome:
+                  verify: Verifier | None = None) -> Outcome:
     """Cancel a ``new`` or ``inpay`` payment; a paid one is never undone (:class:`IllegalTransition`).
     ``verify`` is as in :func:`set_paid`."""
     return _transition(payment_id, CANCELLED, kind=kind, source=source, data=data, info=reason,
