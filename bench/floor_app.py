@@ -15,6 +15,9 @@ from flask import Flask, Response, request
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, event, func, insert
 from sqlalchemy.engine import Engine
 
+from billcore.config import DEFAULTS
+from billcore.db import checkpoint_every_commits
+
 metadata = MetaData()
 floor_notifications = Table(
     "bench_floor_notifications", metadata,
@@ -27,7 +30,7 @@ floor_notifications = Table(
 
 
 def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
-    """An engine configured like billcore's (SQLite: WAL, busy timeout, synchronous=NORMAL)."""
+    """An engine configured like billcore's (SQLite: WAL, busy timeout, synchronous=NORMAL, checkpoints)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not url.startswith("sqlite"):
@@ -42,6 +45,8 @@ def make_engine(url: str, busy_timeout_ms: int = 30000) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    # billcore's WAL checkpoint policy too, with its default (the same settings, so the ratio compares code)
+    checkpoint_every_commits(engine, DEFAULTS["SQLITE_CHECKPOINT_EVERY"])
     return engine
 
 

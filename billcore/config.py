@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "REMEMBER_COOKIE_HTTPONLY": True,
     "REMEMBER_COOKIE_SAMESITE": "Lax",
     "SQLITE_BUSY_TIMEOUT_MS": 30000,
+    "SQLITE_CHECKPOINT_EVERY": 100,  # commits per process between WAL checkpoints (billcore.db)
     # A refund still "requested" after this many hours is flagged for an admin by `payments check`.
     "REFUND_ATTENTION_HOURS": 24,
     # A refund the gateway gave no id for may be settled by hand this many minutes after it was requested

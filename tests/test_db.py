@@ -1,0 +1,44 @@
+"""billcore.db: SQLite's WAL is checkpointed every SQLITE_CHECKPOINT_EVERY commits, after the commit."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from billcore.db import SQLITE_AUTOCHECKPOINT_PAGES, checkpoint_every_commits, db
+from billcore.testing.fixtures import make_app
+
+
+@pytest.fixture()
+def sqlite_app(tmp_path):
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", SQLITE_CHECKPOINT_EVERY=3)
+    with app.app_context():
+        yield app
+
+
+def _traced(statements: list[str]):
+    """Record every statement the (single, pooled) SQLite connection runs from now on."""
+    with db.engine.connect() as conn:
+        conn.connection.driver_connection.set_trace_callback(statements.append)
+
+
+def test_a_checkpoint_follows_every_nth_commit_once_the_connection_is_back(sqlite_app):
+    statements: list[str] = []
+    _traced(statements)
+    for n in range(7):
+        with db.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS t (x)"))
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+    checkpoints = [i for i, s in enumerate(statements) if s == "PRAGMA wal_checkpoint(PASSIVE)"]
+    assert len(checkpoints) == 2  # after the 3rd and the 6th commit
+    # never inside a transaction: each comes after a COMMIT
+    assert all(statements[i - 1] == "COMMIT" for i in checkpoints)
+
+
+def test_sqlites_own_checkpoint_is_only_a_safety_net(sqlite_app):
+    with db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == SQLITE_AUTOCHECKPOINT_PAGES
+
+
+def test_the_setting_must_be_positive(sqlite_app):
+    with pytest.raises(ValueError, match="SQLITE_CHECKPOINT_EVERY"):
+        checkpoint_every_commits(db.engine, 0)
