@@ -1,6 +1,8 @@
 """billcore.prepared: writes on the DBAPI cursor store what SQLAlchemy's own execution stores."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -27,6 +29,21 @@ def _event_values(payment_id: int, outcome: str) -> dict:
 def _fresh() -> None:
     # end the test session's read transaction: on SQLite (WAL) it would keep its snapshot from before
     db.session.rollback()
+
+
+@contextmanager
+def _statements_seen() -> Iterator[list[str]]:
+    """The statements a before_cursor_execute listener sees meanwhile (as instrumentation would)."""
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
 
 
 def _stored(outcome: str) -> PaymentEvent:
@@ -87,17 +104,8 @@ def test_statement_listeners_still_see_every_write(app):
     """With a before_cursor_execute listener (instrumentation, fault injection) the write takes
     SQLAlchemy's own path, so the listener sees it."""
     p = factories.payment("10.00")
-    seen = []
-
-    def listener(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", listener)
-    try:
-        with db.engine.begin() as conn:
-            PreparedWrite(insert(EVENTS).inline()).execute(conn, _event_values(p.id, "watched"))
-    finally:
-        event.remove(db.engine, "before_cursor_execute", listener)
+    with _statements_seen() as seen, db.engine.begin() as conn:
+        PreparedWrite(insert(EVENTS).inline()).execute(conn, _event_values(p.id, "watched"))
     assert any(s.startswith("INSERT INTO payment_events") for s in seen)
     assert _stored("watched").payment_id == p.id
 
@@ -123,17 +131,8 @@ def test_a_watched_row_lookup_goes_through_sqlalchemy(app):
     from billcore.payments.service import _LOCK_PAYMENT_ROW as lookup
 
     p = factories.payment("10.00")
-    seen = []
-
-    def listener(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", listener)
-    try:
-        with db.engine.begin() as conn:
-            row = lookup.one_or_none(conn, {"payment_id": p.id})
-    finally:
-        event.remove(db.engine, "before_cursor_execute", listener)
+    with _statements_seen() as seen, db.engine.begin() as conn:
+        row = lookup.one_or_none(conn, {"payment_id": p.id})
     assert any("FROM payments" in s for s in seen)
     assert (row.id, row.status, row.module) == (p.id, "inpay", "pmcoretest")
 
