@@ -325,6 +325,18 @@ def test_module_error_retries_the_same_child(app, client_user):
     assert balance(client_user.account_id) == Decimal("60.00") and profile_of(p.id).failures == 0
 
 
+def _held_child(app, user, **parent_fields):
+    """A threshold profile whose first charge failed with an unknown outcome (the module raised): its
+    child payment stays ``new`` and held. Returns (method, profile, child)."""
+    app.config["FAKEREC_MODE"] = "error"
+    method, parent = paid_parent(user, **parent_fields)
+    profile = recurring.create_profile(parent.id, account_id=user.account_id, rule="threshold", amount="50",
+                                       threshold="100", monthly_max="500", now=T0)
+    recurring.run_due(T0)
+    (child,) = children(profile.id)
+    return method, profile, child
+
+
 def _age(payment_id: int, days: float) -> None:
     with db.engine.begin() as conn:
         conn.execute(Payment.__table__.update().where(Payment.id == payment_id)
@@ -333,12 +345,7 @@ def _age(payment_id: int, days: float) -> None:
 
 
 def test_cleanup_leaves_a_child_whose_charge_outcome_is_unknown(app, client_user):
-    app.config["FAKEREC_MODE"] = "error"  # the module was asked; its answer was lost
-    method, parent = paid_parent(client_user, delete_after_days=1)
-    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
-                                 threshold="100", monthly_max="500", now=T0)
-    recurring.run_due(T0)
-    (child,) = children(p.id)
+    method, p, child = _held_child(app, client_user, delete_after_days=1)  # its answer was lost
     unrelated = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
     _age(child.id, 3)
     _age(unrelated.id, 3)
@@ -355,12 +362,7 @@ def test_cleanup_leaves_a_child_whose_charge_outcome_is_unknown(app, client_user
 
 
 def test_client_cannot_cancel_a_child_being_charged(app, client_user):
-    app.config["FAKEREC_MODE"] = "error"
-    _, parent = paid_parent(client_user)
-    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
-                                 threshold="100", monthly_max="500", now=T0)
-    recurring.run_due(T0)
-    (child,) = children(p.id)
+    _, p, child = _held_child(app, client_user)
     c = app.test_client()
     login(c, *CLIENT)
     page = c.post(f"/payments/{child.id}/cancel", follow_redirects=True).get_data(as_text=True)
@@ -379,12 +381,7 @@ def test_client_cannot_cancel_a_child_being_charged(app, client_user):
 def test_cancel_button_is_hidden_on_a_child_being_charged(app, client_user):
     """The page offers "Cancel payment" only where the server would take it: not on a child whose
     charge outcome is unknown (pages and the server ask the same predicate)."""
-    app.config["FAKEREC_MODE"] = "error"
-    method, parent = paid_parent(client_user)
-    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
-                                 threshold="100", monthly_max="500", now=T0)
-    recurring.run_due(T0)
-    (child,) = children(p.id)
+    method, p, child = _held_child(app, client_user)
     ordinary = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
     c = app.test_client()
     login(c, *CLIENT)
@@ -400,12 +397,7 @@ def test_cancel_button_is_hidden_on_a_child_being_charged(app, client_user):
 def test_pay_button_is_hidden_and_refused_on_a_child_being_charged(app, client_user):
     """Paying a held child by hand could take the money twice for one payment: no "Pay" button, and the
     server refuses the request without sending anyone to the gateway."""
-    app.config["FAKEREC_MODE"] = "error"
-    method, parent = paid_parent(client_user)
-    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
-                                 threshold="100", monthly_max="500", now=T0)
-    recurring.run_due(T0)
-    (child,) = children(p.id)
+    method, p, child = _held_child(app, client_user)
     ordinary = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
     c = app.test_client()
     login(c, *CLIENT)
@@ -421,12 +413,7 @@ def test_pay_button_is_hidden_and_refused_on_a_child_being_charged(app, client_u
 
 
 def test_run_never_replaces_a_child_cancelled_while_its_outcome_is_unknown(app, client_user):
-    app.config["FAKEREC_MODE"] = "error"
-    _, parent = paid_parent(client_user)
-    p = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="threshold", amount="50",
-                                 threshold="100", monthly_max="500", now=T0)
-    recurring.run_due(T0)
-    (child,) = children(p.id)
+    _, p, child = _held_child(app, client_user)
     service.set_cancelled(child.id, source="admin", kind="manual", reason="looked stuck")  # past the guards
     app.config["FAKEREC_MODE"] = "paid"
     result = recurring.run_due(T0 + timedelta(hours=1))
