@@ -250,6 +250,10 @@ def test_amount_plus_commission_must_fit(app):
         service.create_payment(user.account_id, pm.id, "999999999999.99")
 
 
+def _event_count(payment_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(PaymentEvent).where(PaymentEvent.payment_id == payment_id))
+
+
 def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
     """If the database refuses one of a credit's writes (here: a stray credit entry already exists for the
     payment, so the ledger's unique index refuses the second), the caller gets SQLAlchemy's IntegrityError
@@ -261,7 +265,7 @@ def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
     db.session.add(LedgerEntry(account_id=p.account_id, payment_id=p.id, kind="payment",
                                amount=Decimal("0.01"), balance_after=Decimal("0.01")))
     db.session.commit()
-    events = db.session.scalar(select(func.count()).select_from(PaymentEvent).where(PaymentEvent.payment_id == p.id))
+    events = _event_count(p.id)
     before = _balance(p.account_id)
     status = db.session.get(Payment, p.id).status
     with pytest.raises(IntegrityError):
@@ -269,8 +273,7 @@ def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
     db.session.expire_all()
     assert db.session.get(Payment, p.id).status == status == "inpay"
     assert _balance(p.account_id) == before
-    assert db.session.scalar(select(func.count()).select_from(PaymentEvent)
-                             .where(PaymentEvent.payment_id == p.id)) == events
+    assert _event_count(p.id) == events
     # the connection went back to the pool in a usable state: the next credit works
     other = service.create_payment(p.account_id, p.paymethod_id, Decimal("3.00"))
     assert service.set_paid(other.id, amount=Decimal("3.00"), currency="RUB", source="test").changed
@@ -279,10 +282,6 @@ def test_a_write_refused_by_the_database_rolls_the_whole_credit_back(app):
 
 class _Refused(Exception):
     pass
-
-
-def _event_count(payment_id: int) -> int:
-    return db.session.scalar(select(func.count()).select_from(PaymentEvent).where(PaymentEvent.payment_id == payment_id))
 
 
 def test_verify_sees_the_method_and_its_secrets_under_the_lock(app):
