@@ -580,3 +580,24 @@ def test_poll_errors_are_translated(admin, payer, method):
     flashed = " ".join(re.findall(r'<div class="flash[^>]*>(.*?)</div>', r.get_data(as_text=True), re.S))
     # the reason is a translatable message of its own (the history keeps the English one)
     assert "The status could not be checked: the gateway call failed: RuntimeError: timeout" in flashed
+
+
+def test_an_overdue_refund_the_gateway_still_handles_is_not_marked_failed(admin, payer, method):
+    """Marking failed puts the amount back on the balance: if the gateway is still paying the refund out
+    (or has), that would refund twice. The gateway is asked once more first."""
+    p = _paid(payer.account_id, method.id)
+    fake.REFUND["request"] = RefundResult(state="pending", external_id="RP-7")
+    refund_id = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN[0], None).refund_id
+    _age(refund_id, 25)  # overdue: settleable by hand
+    url = f"/admin/payments/{p.id}/refunds/{refund_id}/settle"
+    fake.REFUND["status"] = RefundResult(state="pending", info="processing")
+    r = admin.post(url, data={"result": "failed", "reason": "looks lost"}, follow_redirects=True)
+    assert "could refund the money twice" in r.get_data(as_text=True)
+    assert _refund_status(refund_id) == "requested"
+    assert _state(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))  # still held
+    fake.REFUND["status"] = RefundResult(state="finished")
+    r = admin.post(url, data={"result": "failed", "reason": "looks lost"}, follow_redirects=True)
+    assert "booked as finished" in r.get_data(as_text=True)
+    assert _refund_status(refund_id) == "finished"
+    # refunded once: 40.00 left for good, and never put back on the balance
+    assert _state(p.id) == ("paid", Decimal("40.00"), Decimal("60.00"))

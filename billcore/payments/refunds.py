@@ -289,8 +289,10 @@ def settle_by_hand(refund_id: int, *, done: bool, reason: str, actor: str,
 
     ``done`` books it finished (the gateway returned the money); otherwise failed, and the amount goes
     back to the balance, both through the payment service with ``reason`` in the history. A refund that
-    is already settled is reported as ``already``. Raises :class:`service.RefundError` (nothing changed)
-    for a refund that following can still settle, :class:`service.PaymentNotFound` for an unknown id.
+    is already settled is reported as ``already``. Raises :class:`service.RefundError` for a refund that
+    following can still settle, and, before marking failed a refund the gateway has an id for, when the
+    gateway (asked once more) reports it under way or made (then it is booked finished);
+    :class:`service.PaymentNotFound` for an unknown id.
     """
     db.session.expire_all()
     refund = db.session.get(Refund, refund_id)
@@ -304,6 +306,16 @@ def settle_by_hand(refund_id: int, *, done: bool, reason: str, actor: str,
     if refund.status == "requested" and not is_stuck(refund):
         raise service.RefundError(_("Refund %(id)s is still being followed at the gateway; it can be settled "
                                     "by hand once it is overdue.", id=refund.id))
+    if not done and refund.status == "requested" and refund.external_id:
+        # Putting the amount back while the gateway may still pay it out would refund twice: ask it once
+        # more. Only when it cannot be asked does the admin's own check of its records decide.
+        answer = _ask_gateway(refund, db.session.get(Payment, refund.payment_id), source, actor)
+        if answer.state == "pending":
+            raise service.RefundError(_("The gateway still reports refund %(id)s as under way: marking it "
+                                        "failed now could refund the money twice.", id=refund.id))
+        if answer.state == "finished":
+            raise service.RefundError(_("The gateway reports refund %(id)s as made: it was booked as "
+                                        "finished, not failed.", id=refund.id))
     final = "finished" if done else "failed"
     data = {"refund_id": refund.id, "state": final, "manual": True, "reason": reason}
     info = f"refund {refund.id} marked {final} by hand: {reason}"[:255]
