@@ -120,7 +120,7 @@ def _begin_immediate(connection, busy_timeout_ms: int) -> None:
     SQLite's own busy handler sleeps 1, 2, 5 ... then 100 ms between attempts, so under a burst of
     notifications from several workers a waiter sleeps long after the lock was freed (measured by
     bench/notify.py: 36 notifications/s with 4 workers). Short polls (0.2 ms growing to at most 1 ms: a
-    credit now holds the lock for about a millisecond) keep the lock in use. After
+    credit holds the lock for well under a millisecond) keep the lock in use. After
     ``busy_timeout_ms`` the last attempt fails with SQLAlchemy's OperationalError, as before.
     """
     raw = connection.connection.driver_connection
