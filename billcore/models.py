@@ -56,7 +56,7 @@ def utcnow() -> datetime:
 
 
 class Status(str, enum.Enum):
-    """A payment's status; the values are the names stored in the database (BILLMANAGER.md §3)."""
+    """A payment's status; the values are the names stored in the database (docs/design.md §3)."""
 
     NEW = "new"
     INPAY = "inpay"
@@ -319,7 +319,7 @@ class PaymethodDraft(db.Model):
 
 
 class RecurringProfile(db.Model):
-    """A client's auto-payment (issue 9): charges against a stored parent payment, by a rule.
+    """A client's auto-payment: charges against a stored parent payment, by a rule.
 
     ``rule`` is ``fixed`` (``amount`` every month on ``charge_day``) or ``threshold`` (``amount`` whenever
     the balance is below ``threshold``). ``monthly_max`` caps what the profile's children may total in a

@@ -1,4 +1,4 @@
-"""Recurring payments end to end against the Robokassa sandbox over real HTTP (issue 9, "done when").
+"""Recurring payments end to end against the Robokassa sandbox over real HTTP.
 
 The customer pays once through the sandbox with ``Recurring=true`` and sets up an auto-payment;
 ``recurring run`` charges the child through ``/Merchant/Recurring``, which only answers "accepted"; the

@@ -1,5 +1,5 @@
 """A wheel built from setup.py, installed in a clean virtual environment, runs with its templates and
-both in-tree payment modules (the packaging promise of DESIGN.md)."""
+both in-tree payment modules (the packaging promise of docs/design.md §10)."""
 from __future__ import annotations
 
 import json

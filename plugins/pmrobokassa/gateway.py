@@ -1,4 +1,4 @@
-"""Calls from billcore to Robokassa's web services over HTTP (ROBOKASSA.md §6-§8).
+"""Calls from billcore to Robokassa's web services over HTTP (docs/robokassa.md §6-§8).
 
 Every URL comes from :func:`common.endpoints`, i.e. from the method's payment URL, so a sandbox at
 ``<prefix>/Merchant/Index.aspx`` answers all of them. No function here changes a payment: they return

@@ -26,7 +26,7 @@ from .payform import description_for, receipt_for
 
 CALLBACK_PATHS = {"result": "/mancgi/rkresult", "success": "/mancgi/rksuccess", "fail": "/mancgi/rkfail"}
 
-# OpStateExt State/Code -> billcore's answer (ROBOKASSA.md §6.1)
+# OpStateExt State/Code -> billcore's answer (docs/robokassa.md §6.1)
 CANCELLED_STATES = {protocol.STATE_CANCELLED, protocol.STATE_RETURNED}
 
 # HTTP answers that clearly refuse a Refund/Create or Recurring request (bad request, credentials, not

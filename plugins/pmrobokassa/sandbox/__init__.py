@@ -1,7 +1,7 @@
 """The Robokassa sandbox: a local emulator of the gateway, served by billcore itself.
 
 Off unless ``PMROBOKASSA_SANDBOX`` is true (the demo turns it on). It answers under
-``/sandbox/robokassa/`` the way ROBOKASSA.md describes auth.robokassa.ru and services.robokassa.ru:
+``/sandbox/robokassa/`` the way docs/robokassa.md describes auth.robokassa.ru and services.robokassa.ru:
 the payment page (``Merchant/Index.aspx``), the ResultURL notification with retries and fault
 injection, the Success/Fail redirects, the XML web service (``OpStateExt``, ``GetCurrencies``), child
 recurring charges and the Refund API. A payment method whose URL is

@@ -181,7 +181,7 @@ class SandboxStore:
                       is_test: bool, shp: dict[str, str], culture: str, fault: str,
                       parent_inv_id: str | None = None) -> Operation:
         """Record a new operation with a fresh ``OpKey`` and return it."""
-        # Real OpKeys look like "0005F891-8CCD-434B-8455-816AFFFDBF37-0VOisWikFF" (ROBOKASSA.md §2.6).
+        # Real OpKeys look like "0005F891-8CCD-434B-8455-816AFFFDBF37-0VOisWikFF" (docs/robokassa.md §2.6).
         op_key = f"{str(uuid.uuid4()).upper()}-{uuid.uuid4().hex[:10]}"
         stamp = now_iso()
         with self.connect() as conn:

@@ -156,7 +156,7 @@ def _signature_diagnosis(shop: Shop, received: str, build) -> list[str]:
 
 @bp.route("/Merchant/Index.aspx", methods=["GET", "POST"])
 def payment_page():
-    """``Merchant/Index.aspx``: check the payment request (ROBOKASSA.md §1) and show the payment page."""
+    """``Merchant/Index.aspx``: check the payment request (docs/robokassa.md §1) and show the payment page."""
     params = _params()
     with _culture_context(params.get("Culture")):
         return _payment_page(params)
@@ -271,7 +271,7 @@ def pay():
             culture=checkout["culture"], fault=fault)
         back = {"OutSum": checkout["out_sum"], "InvId": inv_id}
         if cancelled:
-            # FailURL carries no signature (ROBOKASSA.md §4.2).
+            # FailURL carries no signature (docs/robokassa.md §4.2).
             if checkout["culture"]:
                 back["Culture"] = checkout["culture"]
             back.update(checkout["shp"])

@@ -1,6 +1,6 @@
 """Tests of the pure Robokassa protocol layer (no network, no Flask).
 
-The test vectors are the ones pinned in ROBOKASSA.md §2.6; they were recomputed with hashlib.
+The test vectors are the ones pinned in docs/robokassa.md §2.6; they were recomputed with hashlib.
 """
 from __future__ import annotations
 

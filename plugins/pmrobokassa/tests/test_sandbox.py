@@ -29,7 +29,7 @@ SHOP = {"login": LOGIN, "password1": P1, "password2": P2, "password3": P3, "hash
 
 @pytest.fixture
 def sb_app(tmp_path):
-    """An app with the sandbox on and one shop ``demo`` with the ROBOKASSA.md §2.6 passwords."""
+    """An app with the sandbox on and one shop ``demo`` with the docs/robokassa.md §2.6 passwords."""
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'test.sqlite'}", PMROBOKASSA_SANDBOX=True,
                    PMROBOKASSA_SANDBOX_SHOPS=[dict(SHOP), dict(SHOP, login="getshop", success_method="GET",
                                                                fail_method="GET", hash_algorithm="sha256")],
