@@ -57,7 +57,7 @@ SNO_LABELS = {
 }
 TAX_LABELS = {
     "none": _l("No VAT"), "vat0": _l("VAT 0%"), "vat10": _l("VAT 10%"), "vat110": _l("VAT 10/110"),
-    "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
+    "vat22": _l("VAT 22%"), "vat122": _l("VAT 22/122"), "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
     "vat105": _l("VAT 5/105"), "vat107": _l("VAT 7/107"),
 }
 

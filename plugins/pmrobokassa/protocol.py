@@ -580,8 +580,10 @@ def _loads_object(text: str | bytes, what: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 SNO_CHOICES: tuple[str, ...] = ("osn", "usn_income", "usn_income_outcome", "esn", "patent")
+# vat22 / vat122: the general VAT rate since 1 January 2026. vat20 / vat120 stay valid for receipts of
+# operations made before then (a refund of an old payment repeats the rate of its original receipt).
 TAX_CHOICES: tuple[str, ...] = (
-    "none", "vat0", "vat10", "vat110", "vat20", "vat120", "vat5", "vat7", "vat105", "vat107",
+    "none", "vat0", "vat10", "vat110", "vat22", "vat122", "vat20", "vat120", "vat5", "vat7", "vat105", "vat107",
 )
 PAYMENT_METHOD_CHOICES: tuple[str, ...] = (
     "full_prepayment", "prepayment", "advance", "full_payment", "partial_payment", "credit",

@@ -93,7 +93,7 @@ def _session_posting(post):
 
 def _answering(status: int, content: bytes = b"error"):
     """A stand-in for ``requests.post`` whose every answer has this HTTP status and body."""
-    answer = SimpleNamespace(status_code=status, content=content)
+    answer = SimpleNamespace(status_code=status, content=content, text=content.decode("utf-8", "replace"))
     return lambda url, **kw: answer
 
 
