@@ -193,7 +193,7 @@ def fill(target: Target, sandbox_url: str, store_path: Path, n: int, *, notify: 
         inpay = [pid for pid, _ in payments(n, "inpay", now)]
         # "new" (not inpay), so the sweeps do not poll them; recent, so cleanup leaves them alone
         quiet = payments(notify, "new", now)
-        busy = payments(notify * 10, "new", now)
+        busy = payments(notify * 30, "new", now)
         payments(expired, "new", now - timedelta(days=3))
         parents = payments(profiles, "paid", now - timedelta(days=40), paid_at=now - timedelta(days=40),
                            external_id=None)
@@ -440,7 +440,9 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
 
 def run_memory(kind: str, args, workdir: Path) -> list[dict]:
     rows = []
-    for job, sizes in (("cleanup", (1000, args.big_cleanup)), ("check", (1000, args.big_check))):
+    jobs = [(job, sizes) for job, sizes in (("cleanup", (1000, args.big_cleanup)), ("check", (1000, args.big_check)))
+            if job in args.memory_jobs]
+    for job, sizes in jobs:
         for size in sizes:
             case = workdir / f"memory-{kind}-{job}-{size}"
             case.mkdir()
@@ -483,6 +485,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sandbox-threads", type=int, default=64)
     parser.add_argument("--quiet-seconds", type=float, default=10)
     parser.add_argument("--memory", action="store_true", help="peak memory at 1,000 vs --big-* items")
+    parser.add_argument("--memory-jobs", nargs="+", default=["cleanup", "check"], choices=["cleanup", "check"])
     parser.add_argument("--big-cleanup", type=int, default=100_000)
     parser.add_argument("--big-check", type=int, default=10_000)
     parser.add_argument("--json", type=Path, help="also write the figures here")
