@@ -12,10 +12,12 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from http import cookiejar
 from decimal import Decimal
 from typing import Any
 
 import requests
+import requests.adapters
 from urllib3.exceptions import ConnectTimeoutError
 
 from . import protocol
@@ -81,6 +83,52 @@ def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable
     return GatewayUnavailable(f"{type(exc).__name__} calling {url}", sent=not _never_sent(exc))
 
 
+# --------------------------------------------------------------------------------------------------
+# Transport: one HTTP session per thread, so connections (and TLS sessions) are reused
+# --------------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+class _NoCookies(cookiejar.DefaultCookiePolicy):
+    """Never keep a cookie: a session serves every shop of this module, and the web services need none."""
+
+    def set_ok(self, cookie, request):  # noqa: D102 - the cookiejar API
+        return False
+
+    def return_ok(self, cookie, request):  # noqa: D102
+        return False
+
+
+def http_session() -> requests.Session:
+    """This thread's HTTP session for Robokassa's web services.
+
+    The batch jobs call from a pool of threads (``GATEWAY_WORKERS``); a ``requests.Session`` is not
+    meant to be shared between threads, so each thread keeps its own, with keep-alive connections
+    (``PMROBOKASSA_HTTP_POOL`` per host) reused from call to call instead of a new TCP and TLS handshake
+    each time. No retries (a POST may have reached the gateway) and no cookies.
+    """
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        size = max(1, int(config("PMROBOKASSA_HTTP_POOL")))
+        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.cookies.set_policy(_NoCookies())
+        session.headers["User-Agent"] = USER_AGENT
+        _local.session = session
+    return session
+
+
+def close_http_session() -> None:
+    """Close this thread's HTTP session and its connections (tests; a thread about to end)."""
+    session = getattr(_local, "session", None)
+    if session is not None:
+        _local.session = None
+        session.close()
+
+
 def _http_error(response: requests.Response, url: str) -> GatewayUnavailable:
     return GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code,
                               body=response.text[:ERROR_BODY_MAX])
@@ -89,8 +137,8 @@ def _http_error(response: requests.Response, url: str) -> GatewayUnavailable:
 def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
           timeout: float | None = None) -> requests.Response:
     try:
-        response = requests.post(url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})},
-                                 timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+        response = http_session().post(url, data=data, headers=dict(headers or {}),
+                                       timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:
@@ -100,8 +148,8 @@ def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = Non
 
 def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -> requests.Response:
     try:
-        response = requests.get(url, params=params, headers={"User-Agent": USER_AGENT},
-                                timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+        response = http_session().get(url, params=params,
+                                      timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:

@@ -31,6 +31,9 @@ Configuration (``app.config`` keys, or environment variables with the ``BILLCORE
 * ``PMROBOKASSA_SANDBOX_RECURRING=refuse`` - child recurring charges are created and then refused;
   ``odd-answer`` - they are made, but answered with an HTML page (200) instead of ``OK<InvoiceID>``.
 * ``PMROBOKASSA_SANDBOX_DB`` - the SQLite file of the sandbox (default: in the instance folder).
+* ``PMROBOKASSA_SANDBOX_LATENCY`` - per web service, a fixed delay, random jitter and a share of
+  requests that time out, e.g. ``{"*": {"delay": 0.2}}`` (see :mod:`.latency`), so benchmarks and tests
+  can stand in for a slow real gateway.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from .. import protocol
-from . import SANDBOX_PREFIX
+from . import SANDBOX_PREFIX, latency
 from .delivery import FAULT_MODES, resend, settings_from_config, six_decimals, start_delivery
 from .shops import Shop, configured_shops, find_shop
 from .store import Operation, get_store, now_iso
@@ -32,6 +32,24 @@ MAX_INV_ID = 9223372036854775807
 _CENT = Decimal("0.01")
 XML_TYPE = "text/xml; charset=utf-8"
 JSON_TYPE = "application/json; charset=utf-8"
+
+
+# The web services the latency knob slows down (view function -> endpoint name of latency.ENDPOINTS).
+_SLOWED = {"op_state_ext": "OpStateExt", "get_currencies": "GetCurrencies", "recurring": "Recurring",
+           "refund_create": "Refund/Create", "refund_get_state": "Refund/GetState"}
+
+
+@bp.before_request
+def _latency():
+    """Answer as slowly as ``PMROBOKASSA_SANDBOX_LATENCY`` says (see :mod:`.latency`)."""
+    name = _SLOWED.get((request.endpoint or "").rpartition(".")[2])
+    setting = current_app.config.get("PMROBOKASSA_SANDBOX_LATENCY")
+    if name is None or not setting:
+        return None
+    knob = latency.for_endpoint(setting, name)
+    if knob is not None and knob.wait():
+        return Response("Gateway Timeout", status=504, content_type="text/plain; charset=utf-8")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
