@@ -8,6 +8,7 @@ from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, User
 from . import bp
+from .. import filters
 from ..args import MAX_ID, row_id
 
 ON_ACCOUNT_PAGE = 50  # latest ledger entries and payments shown; the payments list has the rest
@@ -19,7 +20,10 @@ def accounts():
     """Accounts, newest first, with currency, balance and users; ``?q=`` finds by name or e-mail."""
     size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
     before = request.args.get("before", type=row_id)
-    q = (request.args.get("q") or "").strip()[:200]
+    try:
+        q = filters.text(request.args.get("q"))
+    except filters.BadFilter:
+        abort(400)
     query = select(Account)
     if q:
         like = f"%{q.lower()}%"
