@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     # default, the documented setting), so a caller gets billcore's own 503 and never a killed worker.
     "SQLITE_BUSY_TIMEOUT_MS": 10000,
     "POSTGRES_LOCK_TIMEOUT_MS": 10000,  # PostgreSQL lock_timeout: waiting for a row or table lock
-    "POSTGRES_STATEMENT_TIMEOUT_MS": 20000,  # PostgreSQL statement_timeout: any one statement
+    "POSTGRES_STATEMENT_TIMEOUT_MS": 15000,  # PostgreSQL statement_timeout: any one statement
     "WORKER_TIMEOUT_SECONDS": 30,  # the documented gunicorn --timeout the limits above stay under
     # Request bodies: every request, and the gateways' callbacks (a few fields) much less.
     "MAX_CONTENT_LENGTH": 1024 * 1024,
