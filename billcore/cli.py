@@ -20,6 +20,7 @@ DEMO_ADMIN = ("admin@example.com", "admin-demo-1")
 DEMO_CLIENT = ("client@example.com", "client-demo-1")
 
 account_cli = AppGroup("account", help="Client accounts.")
+user_cli = AppGroup("user", help="Users: a new password, deactivation (both end every session of the user).")
 payment_cli = AppGroup("payment", help="Single payments.")
 
 
@@ -74,6 +75,47 @@ def create_client_command(email: str, currency: str, name: str | None) -> None:
     except (MoneyError, WeakPassword) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"client {user.email} created (account {user.account_id}, {user.account.currency})")
+
+
+def _user(email: str):
+    user = find_user(email)
+    if user is None:
+        raise click.ClickException(f"no user {email}")
+    return user
+
+
+@user_cli.command("set-password", epilog=PASSWORD_HELP)
+@click.argument("email")
+def user_set_password(email: str) -> None:
+    """Give a user a new password; every session of the user ends."""
+    from .accounts import change_password
+
+    user = _user(email)
+    try:
+        change_password(user, read_password())
+    except WeakPassword as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"new password set for {user.email}; every session of the user ended")
+
+
+@user_cli.command("deactivate")
+@click.argument("email")
+def user_deactivate(email: str) -> None:
+    """Deactivate a user: no more logins, and every session ends now."""
+    from .accounts import set_active
+
+    set_active(_user(email), False)
+    click.echo(f"{email} deactivated; every session of the user ended")
+
+
+@user_cli.command("activate")
+@click.argument("email")
+def user_activate(email: str) -> None:
+    """Let a deactivated user log in again."""
+    from .accounts import set_active
+
+    set_active(_user(email), True)
+    click.echo(f"{email} activated")
 
 
 @account_cli.command("show")
@@ -153,7 +195,7 @@ def _print(data: dict, as_json: bool) -> None:
 
 
 COMMANDS = [init_command, create_admin_command, create_client_command, plugins_command, demo_command,
-            account_cli, payment_cli]
+            account_cli, payment_cli, user_cli]
 from .cli_paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
 
 COMMANDS.append(paymethod_cli)

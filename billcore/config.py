@@ -45,10 +45,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "CALLBACK_MAX_CONTENT_LENGTH": 16 * 1024,
     # What a refused callback leaves in the database: its protocol's known fields, each cut to this many
-    # characters, at most CALLBACK_REFUSED_RECORDS of them per payment (or unknown payment) and window;
-    # beyond that only the log line.
+    # characters; at most CALLBACK_REFUSED_RECORDS of them per script and payment (or unknown payment)
+    # and CALLBACK_REFUSED_RECORDS_TOTAL per script in a window; beyond that only the log line.
     "CALLBACK_FIELD_MAX": 256,
-    "CALLBACK_REFUSED_RECORDS": "30/minute",
+    "CALLBACK_REFUSED_RECORDS": "10/minute",
+    "CALLBACK_REFUSED_RECORDS_TOTAL": "120/minute",
     # Sessions: a login lasts this long at most (seconds or a timedelta), checked on the server.
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,
     # Failed logins per e-mail and per client address; Flask-Limiter's storage: memory:// counts per

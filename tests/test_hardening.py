@@ -265,3 +265,33 @@ def test_database_waits_end_well_before_the_worker_timeout(app):
                      for name in ("lock_timeout", "statement_timeout")]  # in milliseconds
     assert all(0 < wait <= worker / 2 for wait in waits), waits
 
+
+
+def test_an_admin_deactivating_a_client_ends_its_sessions(app, admin_user, client_user):
+    payer = app.test_client()
+    assert login(payer, *CLIENT).status_code == 302
+    admin = app.test_client()
+    assert login(admin, *ADMIN).status_code == 302
+    page = admin.get(f"/admin/accounts/{client_user.account_id}").get_data(as_text=True)
+    assert "Deactivate and end all sessions" in page
+    response = admin.post(f"/admin/users/{client_user.id}/active", data={"active": "0"})
+    assert response.status_code == 302
+    assert payer.get("/dashboard").status_code == 302
+    assert login(app.test_client(), *CLIENT).status_code == 401
+    assert admin.post(f"/admin/users/{client_user.id}/active", data={"active": "1"}).status_code == 302
+    assert login(app.test_client(), *CLIENT).status_code == 302
+    assert admin.post(f"/admin/users/{admin_user.id}/active", data={"active": "0"}).status_code == 404
+    assert admin.post("/admin/users/99999999999/active", data={"active": "0"}).status_code == 404
+
+
+def test_cli_new_password_and_deactivation_end_sessions(app, client_client, client_user):
+    runner = app.test_cli_runner()
+    saved = _copy(app, client_client)
+    result = runner.invoke(args=["user", "set-password", CLIENT[0]], input="brand-new-pass-3\n")
+    assert result.exit_code == 0, result.output
+    assert saved.get("/dashboard").status_code == 302
+    fresh = app.test_client()
+    assert login(fresh, CLIENT[0], "brand-new-pass-3").status_code == 302
+    assert runner.invoke(args=["user", "deactivate", CLIENT[0]]).exit_code == 0
+    assert fresh.get("/dashboard").status_code == 302
+    assert runner.invoke(args=["user", "set-password", CLIENT[0]], input="123456\n").exit_code != 0

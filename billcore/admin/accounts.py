@@ -1,7 +1,9 @@
 """The admin's accounts: a list with balances (keyset paging) and an account's page with its ledger and payments."""
 from __future__ import annotations
 
-from flask import abort, current_app, render_template, request
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 
 from ..auth import admin_required
@@ -57,4 +59,27 @@ def account(account_id: int):
     payments = db.session.execute(select(Payment).where(Payment.account_id == item.id)
                                   .order_by(Payment.id.desc()).limit(ON_ACCOUNT_PAGE)).scalars().all()
     return render_template("admin/accounts/detail.html", account=item, users=users, ledger=ledger,
-                           payments=payments, limit=ON_ACCOUNT_PAGE)
+                           payments=payments, limit=ON_ACCOUNT_PAGE, action_form=ActionForm())
+
+
+class ActionForm(FlaskForm):
+    """A POST button with a CSRF token."""
+
+
+@bp.route("/users/<id:user_id>/active", methods=["POST"])
+@admin_required
+def user_active(user_id: int):
+    """Activate or deactivate a client user (``active=1`` or ``0``); deactivating ends every session of
+    the user at once, on every browser."""
+    from ..accounts import set_active
+
+    user = db.session.get(User, user_id)
+    if user is None or user.account_id is None:  # admins are managed from the command line
+        abort(404)
+    if not ActionForm().validate_on_submit() or request.form.get("active") not in ("0", "1"):
+        abort(400)
+    active = request.form["active"] == "1"
+    set_active(user, active)
+    flash(_("%(email)s can log in again.", email=user.email) if active else
+          _("%(email)s is deactivated and logged out everywhere.", email=user.email), "success")
+    return redirect(url_for(".account", account_id=user.account_id))

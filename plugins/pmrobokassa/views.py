@@ -144,9 +144,12 @@ def _record_refused(stem: str, payment_id: int | None, *, kind: str, outcome: st
                     answer: str | None = None) -> bool:
     """Record a refused callback, bounded: only the protocol's fields, each cut short, with a count of
     what was dropped; and at most ``CALLBACK_REFUSED_RECORDS`` per script and payment (or unknown payment)
-    in a window, so a flood of refused requests cannot grow the database without bound. Beyond the limit
-    the log line says it was not recorded. False when the database could not take the record."""
-    if not allow(current_app.config["CALLBACK_REFUSED_RECORDS"], "refused", stem, str(payment_id or "-")):
+    and ``CALLBACK_REFUSED_RECORDS_TOTAL`` per script in a window, so a flood of refused requests grows
+    the database by a bounded amount per minute whatever ids it names. Beyond the limits the log line
+    says it was not recorded. False when the database could not take the record."""
+    limits = current_app.config
+    if not (allow(limits["CALLBACK_REFUSED_RECORDS"], "refused", stem, str(payment_id or "-"))
+            and allow(limits["CALLBACK_REFUSED_RECORDS_TOTAL"], "refused", stem)):
         log_line(stem, payment_id, "refused callback not recorded: too many in a short time", logging.WARNING)
         return True
     data = known_fields(params, PROTOCOL_FIELDS, prefixes=("Shp_", "shp_"),

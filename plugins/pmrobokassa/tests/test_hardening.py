@@ -72,6 +72,11 @@ def test_a_flood_of_refused_callbacks_is_recorded_up_to_the_limit(app, payment):
         assert c.post("/mancgi/rkresult", data={"InvId": "abc", "x": "A" * 1000}).status_code == 400
     assert len(events(payment.id, "rkresult")) == 5
     assert len(events(None, "rkresult")) == 5
+    # many payments named at once: the total per script is bounded too
+    app.config["CALLBACK_REFUSED_RECORDS_TOTAL"] = "12/minute"
+    for inv_id in range(payment.id + 1, payment.id + 40):
+        c.post("/mancgi/rkresult", data={"InvId": str(inv_id)})
+    assert len(events(None, "rkresult")) == 5 + 12  # (each id its own payment key: the total stops them)
     # a genuine notification is still credited and recorded
     assert c.post("/mancgi/rkresult", data=result_params(payment.id)).get_data(as_text=True) == f"OK{payment.id}"
     assert ledger_count(payment.id) == 1
