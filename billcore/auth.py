@@ -18,7 +18,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import db
 from .filters import has_control_characters
-from .limits import limiter
+from .hashslots import password_slot
+from .limits import limiter, retry_after
 from .models import User
 
 bp = Blueprint("auth", __name__)
@@ -114,17 +115,27 @@ def login():
 
     Refused attempts count per e-mail and per client address (``LOGIN_LIMIT_PER_ACCOUNT``,
     ``LOGIN_LIMIT_PER_ADDRESS``); past either limit the answer is 429 without checking the password.
-    An unknown e-mail costs a password hash as well, so timing does not tell which e-mails exist.
+    An unknown e-mail costs a password hash as well, so timing does not tell which e-mails exist; at
+    most ``LOGIN_HASH_SLOTS`` checks run at once on a host (:mod:`billcore.hashslots`), so guessing
+    cannot take every worker from the gateways' notifications.
     """
     if current_user.is_authenticated:
         return redirect(home_for(current_user))
     form = LoginForm()
     if form.validate_on_submit():
-        email = form.email.data.strip().lower()
-        user = db.session.execute(select(User).where(func.lower(User.email) == email)).scalar_one_or_none()
-        if user is None:
-            check_password_hash(_dummy_hash(), form.password.data)
-        elif user.check_password(form.password.data) and user.is_active:
+        with password_slot() as free:
+            if not free:  # every slot is checking a password: answer at once rather than queue workers
+                flash(_("Too many people are logging in right now. Please try again in a moment."), "error")
+                retry_after(1)
+                return render_template("login.html", form=form), 429
+            email = form.email.data.strip().lower()
+            user = db.session.execute(select(User).where(func.lower(User.email) == email)).scalar_one_or_none()
+            if user is None:
+                check_password_hash(_dummy_hash(), form.password.data)
+                ok = False
+            else:
+                ok = user.check_password(form.password.data) and user.is_active
+        if ok:
             session.clear()  # a fresh session: nothing from before the login carries over
             session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME, checked on the server too
             login_user(user)

@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_LIMIT_PER_ACCOUNT": "10 per 15 minutes",
     "LOGIN_LIMIT_PER_ADDRESS": "30 per 15 minutes",
     "RATELIMIT_STORAGE_URI": "memory://",
+    # Password checks running at once on a host (each takes a CPU core for a moment; 0 = no cap), and per
+    # host in a window (None = no limit): what guessing from many addresses can take from the gateways.
+    "LOGIN_HASH_SLOTS": 1,
+    "LOGIN_HASH_RATE": "3/second",
     "RATELIMIT_HEADERS_ENABLED": True,
     "TRUSTED_PROXIES": 0,  # reverse proxies in front of billcore (X-Forwarded-For), for client addresses
     "SQLITE_CHECKPOINT_EVERY": 100,  # commits per process between WAL checkpoints (billcore.db)

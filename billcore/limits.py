@@ -98,6 +98,21 @@ def cap_body(config_name: str) -> Callable:
     return decorate
 
 
+def retry_after(seconds: int) -> None:
+    """Answer this request with ``Retry-After: seconds`` (a 429 decided by the view itself, which
+    Flask-Limiter's own headers would otherwise overwrite)."""
+    request.environ["billcore.retry_after"] = seconds
+
+
 def init_app(app: Flask) -> None:
     """Set up the app's rate limiter (storage from ``RATELIMIT_STORAGE_URI``)."""
+
+    # registered before Flask-Limiter's own hook, so it runs after it and its value is the one kept
+    @app.after_request
+    def _retry_after(response):
+        seconds = request.environ.get("billcore.retry_after")
+        if seconds is not None:
+            response.headers["Retry-After"] = str(seconds)
+        return response
+
     limiter.init_app(app)

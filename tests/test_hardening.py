@@ -295,3 +295,35 @@ def test_cli_new_password_and_deactivation_end_sessions(app, client_client, clie
     assert runner.invoke(args=["user", "deactivate", CLIENT[0]]).exit_code == 0
     assert fresh.get("/dashboard").status_code == 302
     assert runner.invoke(args=["user", "set-password", CLIENT[0]], input="123456\n").exit_code != 0
+
+
+def test_password_checks_beyond_the_hosts_slots_are_answered_at_once(app, client_user, monkeypatch):
+    """Guessing from many addresses at random e-mails passes every per-address and per-account limit:
+    the host's password-check slots keep it from taking every worker (bench/hardening.py)."""
+    import fcntl
+    import os
+    from pathlib import Path
+
+    checked = []
+    real = auth_module.check_password_hash
+    monkeypatch.setattr(auth_module, "check_password_hash", lambda h, p: checked.append(h) or real(h, p))
+    folder = Path(app.instance_path) / "run"
+    folder.mkdir(exist_ok=True)
+    holder = os.open(folder / "login-slot-0.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another worker is checking a password
+    try:
+        started = time.monotonic()
+        busy = login(app.test_client(), *CLIENT)
+        assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+        assert "Too many people are logging in right now" in busy.get_data(as_text=True)
+        assert checked == [] and time.monotonic() - started < 1
+    finally:
+        os.close(holder)
+    assert login(app.test_client(), *CLIENT).status_code == 302  # the slot is free again
+
+
+def test_password_checks_per_host_are_rate_limited(app, client_user):
+    app.config["LOGIN_HASH_RATE"] = "2/minute"
+    assert login(app.test_client(), "nobody@test.example", "wrong-password-1").status_code == 401
+    assert login(app.test_client(), "nobody2@test.example", "wrong-password-1").status_code == 401
+    assert login(app.test_client(), *CLIENT).status_code == 429

@@ -48,6 +48,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "WTF_CSRF_ENABLED": False,
         "BASE_URL": BASE_URL,
         "SERVER_NAME": None,
+        # Tests log in several times a second; the per-host cap on password checks has tests of its own.
+        "LOGIN_HASH_RATE": None,
     }
     settings.update(config)
     app = create_app(settings)
