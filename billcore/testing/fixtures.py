@@ -67,6 +67,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
 
 def _forget_login_user(sender: Flask, **extra: Any) -> None:
     g.pop("_login_user", None)
+    # Flask-WTF caches the request's CSRF token in ``g`` too; a login starts a new session (and token)
+    g.pop(sender.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     refresh()  # Flask-Babel caches the locale in the same context
 
 
