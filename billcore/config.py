@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     # and CALLBACK_REFUSED_RECORDS_TOTAL per script in a window; beyond that only the log line.
     "CALLBACK_FIELD_MAX": 256,
     "CALLBACK_REFUSED_RECORDS": "10/minute",
-    "CALLBACK_REFUSED_RECORDS_TOTAL": "120/minute",
+    "CALLBACK_REFUSED_RECORDS_TOTAL": "60/minute",
     # Sessions: a login lasts this long at most (seconds or a timedelta), checked on the server.
     "PERMANENT_SESSION_LIFETIME": 12 * 3600,
     # Failed logins per e-mail and per client address; Flask-Limiter's storage: memory:// counts per
