@@ -46,7 +46,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.notify import (PG_ADMIN_URL, PASSWORD2, WRONG_PASSWORD2, Server, create_payments,  # noqa: E402
+from bench.notify import (PG_ADMIN_URL, PASSWORD2, Server, create_payments,  # noqa: E402
                           create_schema, drop_target, machine, make_target, notification, setup_app)
 
 CLIENT_EMAIL, CLIENT_PASSWORD = "bench-client@example.com", "bench-client-pass-1"

@@ -20,7 +20,7 @@ from .db import db
 from .filters import has_control_characters
 from .hashslots import password_slot
 from .limits import limiter, retry_after
-from .models import User
+from .models import User, password_hash_method
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -68,14 +68,16 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-_DUMMY_HASH: list[str] = []
+_DUMMY_HASHES: dict[str, str] = {}
 
 
 def _dummy_hash() -> str:
-    """A hash made like real ones, so that checking a password for an unknown e-mail costs the same."""
-    if not _DUMMY_HASH:
-        _DUMMY_HASH.append(generate_password_hash(secrets.token_hex(16)))
-    return _DUMMY_HASH[0]
+    """A hash made like real ones (the same method), so that checking a password for an unknown e-mail
+    costs the same as for a known one."""
+    method = password_hash_method()
+    if method not in _DUMMY_HASHES:
+        _DUMMY_HASHES[method] = generate_password_hash(secrets.token_hex(16), method=method)
+    return _DUMMY_HASHES[method]
 
 
 def _login_account() -> str:

@@ -1,4 +1,4 @@
-"""Recurring payments (auto top-ups): opt-in, profiles, due dates and ``recurring run`` (issue 9).
+"""Recurring payments (auto top-ups): opt-in, profiles, due dates and ``recurring run``.
 
 A customer marks a payment as the *parent* of future charges while paying (:func:`mark_parent`: the
 module sends it as such, e.g. Robokassa's ``Recurring=true``); once it is paid, a profile is created from

@@ -1,4 +1,4 @@
-"""Recurring payments (issue 9): opt-in, due dates, monthly maximum, retries and suspension, cancellation,
+"""Recurring payments: opt-in, due dates, monthly maximum, retries and suspension, cancellation,
 exactly one charge per period under concurrent runs, the pages, the CLI, and pmtemplate end to end."""
 from __future__ import annotations
 

@@ -50,6 +50,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "SERVER_NAME": None,
         # Tests log in several times a second; the per-host cap on password checks has tests of its own.
         "LOGIN_HASH_RATE": None,
+        # A one-round hash for the fixtures' users: scrypt costs ~50 ms per user and per login.
+        "TEST_CHEAP_PASSWORD_HASH": True,
     }
     settings.update(config)
     app = create_app(settings)

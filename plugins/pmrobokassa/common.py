@@ -12,13 +12,13 @@ from billcore.logs import file_logger, quote
 from . import protocol
 
 KEY = "pmrobokassa"
-CURRENCY = "RUB"  # Robokassa's OutSum is always in roubles (ROBOKASSA.md §1.2)
+CURRENCY = "RUB"  # Robokassa's OutSum is always in roubles (docs/robokassa.md §1.2)
 
-# The log files of BILLMANAGER.md §6: the module's own and one per CGI-style script.
+# The log files of docs/design.md §6: the module's own and one per CGI-style script.
 LOG_MODULE, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, LOG_FAIL = (
     "pmrobokassa", "rkpayment", "rkresult", "rksuccess", "rkfail")
 
-# Robokassa's documented notification addresses (ROBOKASSA.md §3).
+# Robokassa's documented notification addresses (docs/robokassa.md §3).
 DEFAULT_ALLOWED_IPS = ("185.59.216.65", "185.59.217.65")
 
 CONFIG_DEFAULTS: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Calls from billcore to Robokassa's web services over HTTP (ROBOKASSA.md §6-§8).
+"""Calls from billcore to Robokassa's web services over HTTP (docs/robokassa.md §6-§8).
 
 Every URL comes from :func:`common.endpoints`, i.e. from the method's payment URL, so a sandbox at
 ``<prefix>/Merchant/Index.aspx`` answers all of them. No function here changes a payment: they return
@@ -6,11 +6,12 @@ what the gateway said and write one line to ``pmrobokassa.log`` per call (never 
 """
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,7 @@ from . import protocol
 from .common import LOG_MODULE, algorithm, config, endpoints, log_line
 
 USER_AGENT = "billcore-pmrobokassa/0.1"
+ERROR_BODY_MAX = 1000  # how much of an HTTP error answer is kept to tell the admin what the gateway said
 
 
 class GatewayUnavailable(Exception):
@@ -30,12 +32,13 @@ class GatewayUnavailable(Exception):
     resolved, connect timeout, server certificate refused in the TLS handshake): the gateway cannot have
     acted on it. Otherwise (read timeout, connection reset or TLS EOF after sending, an HTTP error) it
     may have. ``status_code`` is the
-    HTTP status of an error answer.
+    HTTP status of an error answer, and ``body`` the first :data:`ERROR_BODY_MAX` characters of its body.
     """
 
-    def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None):
+    def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None, body: str = ""):
         super().__init__(message)
         self.sent, self.status_code = sent, status_code
+        self.body = body  # the start of an error answer's body (the gateway's own words), for the admin
 
 
 # causes that can only happen before a byte of the request reached the server: the connection was never
@@ -78,6 +81,11 @@ def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable
     return GatewayUnavailable(f"{type(exc).__name__} calling {url}", sent=not _never_sent(exc))
 
 
+def _http_error(response: requests.Response, url: str) -> GatewayUnavailable:
+    return GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code,
+                              body=response.text[:ERROR_BODY_MAX])
+
+
 def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
           timeout: float | None = None) -> requests.Response:
     try:
@@ -86,7 +94,7 @@ def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = Non
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
+        raise _http_error(response, url)
     return response
 
 
@@ -97,7 +105,7 @@ def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
+        raise _http_error(response, url)
     return response
 
 
@@ -175,21 +183,31 @@ def get_currencies(identifier: str, url: str, language: str = "en") -> list[prot
 # --------------------------------------------------------------------------------------------------
 
 
-def refund_create(settings: Mapping[str, Any], *, payment_id: int, op_key: str,
-                  refund_sum: Decimal | None) -> protocol.RefundCreateAnswer:
+def refund_create(settings: Mapping[str, Any], *, payment_id: int, op_key: str, refund_sum: Decimal | None,
+                  invoice_items: Sequence[protocol.RefundItem] | None = None) -> protocol.RefundCreateAnswer:
     """POST a refund request (JWT signed with Password #3) to ``Refund/Create``.
 
-    ``refund_sum`` None asks for the whole operation. Raises :class:`GatewayUnavailable` or
+    The body is the token as a JSON string (``"eyJ…"``, quoted) with ``Content-Type: application/json``,
+    as Robokassa's official CMS plugins and its published API description send it. ``refund_sum`` None
+    asks for the whole operation; ``invoice_items`` are the lines of the refund receipt (54-FZ). Raises
+    :class:`GatewayUnavailable` (its ``body`` holds the gateway's words for an HTTP error) or
     :class:`protocol.ProtocolError`.
     """
-    token = protocol.make_refund_jwt(str(settings.get("password3") or ""), op_key=op_key, refund_sum=refund_sum)
-    response = _post(endpoints(settings).refund_create_url, data=token.encode("ascii"),
-                     headers={"Content-Type": "application/jwt"})
+    token = protocol.make_refund_jwt(str(settings.get("password3") or ""), op_key=op_key, refund_sum=refund_sum,
+                                     invoice_items=invoice_items)
+    response = _post(endpoints(settings).refund_create_url, data=refund_request_body(token),
+                     headers={"Content-Type": "application/json"})
     answer = protocol.parse_refund_create_answer(response.content)
     log_line(LOG_MODULE, payment_id, "Refund/Create answered", call="Refund/Create", success=answer.success,
              request_id=answer.request_id, message=answer.message,
-             refund_sum=refund_sum if refund_sum is not None else "full")
+             refund_sum=refund_sum if refund_sum is not None else "full",
+             receipt_lines=len(invoice_items) if invoice_items else 0)
     return answer
+
+
+def refund_request_body(token: str) -> bytes:
+    """The body of ``Refund/Create``: the JWT as a JSON string literal (a JWT needs no escaping)."""
+    return json.dumps(token).encode("ascii")
 
 
 def refund_state(settings: Mapping[str, Any], *, payment_id: int, request_id: str) -> protocol.RefundState:

@@ -15,7 +15,7 @@ from billcore.db import db
 from billcore.limits import DROPPED, TRUNCATED
 from billcore.models import PaymentEvent
 from billcore.payments import service
-from billcore.testing.fixtures import CLIENT, login
+from billcore.testing.fixtures import CLIENT
 
 from .helpers import events, ledger_count, reload, result_params
 

@@ -88,7 +88,7 @@ def test_refund_never_sent_fails(app, client_user, fake, monkeypatch, make):
 
 def _answering(status: int, content: bytes = b"error"):
     """A stand-in for ``requests.post`` whose every answer has this HTTP status and body."""
-    answer = SimpleNamespace(status_code=status, content=content)
+    answer = SimpleNamespace(status_code=status, content=content, text=content.decode("utf-8", "replace"))
     return lambda url, **kw: answer
 
 
