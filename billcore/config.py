@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_HASH_SLOTS": 1,
     "LOGIN_HASH_RATE": "3/second",
     "RATELIMIT_HEADERS_ENABLED": True,
+    # An unreachable Redis must not turn logins into 500s: count in memory meanwhile.
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "TRUSTED_PROXIES": 0,  # reverse proxies in front of billcore (X-Forwarded-For), for client addresses
     "SQLITE_CHECKPOINT_EVERY": 100,  # commits per process between WAL checkpoints (billcore.db)
     # A refund still "requested" after this many hours is flagged for an admin by `payments check`.

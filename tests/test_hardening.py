@@ -328,3 +328,12 @@ def test_password_checks_per_host_are_rate_limited(app, client_user):
     assert login(app.test_client(), "nobody@test.example", "wrong-password-1").status_code == 401
     assert login(app.test_client(), "nobody2@test.example", "wrong-password-1").status_code == 401
     assert login(app.test_client(), *CLIENT).status_code == 429
+
+
+def test_an_unreachable_limit_storage_does_not_break_logins(tmp_path, app):
+    """Redis down: logins still work (counted in memory meanwhile), never a 500."""
+    broken = make_app(tmp_path / "broken", app.config["DATABASE_URL"], RATELIMIT_STORAGE_URI="redis://127.0.0.1:1",
+                      LOGIN_LIMIT_PER_ACCOUNT="2 per minute")
+    create_client(*CLIENT)
+    for expected in (401, 401, 429):
+        assert login(broken.test_client(), CLIENT[0], "wrong-password-1").status_code == expected
