@@ -44,6 +44,9 @@ setup(
         "requests>=2.31,<3",
         "psycopg[binary]>=3.1,<4",
         "email-validator>=2.0,<3",
+        "Flask-Limiter>=3.8,<5",
+        "redis>=5,<9",
+        "zxcvbn>=4.4,<5",
     ],
     extras_require={
         "test": [

@@ -28,7 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     The instance folder is ``BILLCORE_INSTANCE_PATH`` when set (or ``test_config['INSTANCE_PATH']``),
     else ``instance/`` beside the source tree or the current directory's ``instance/`` when installed.
     """
-    from . import admin, auth, cli, config, db, i18n, logs, main, plugins, security, sessions, templating
+    from . import admin, args, auth, cli, config, db, i18n, limits, logs, main, plugins, security, sessions, templating
     from .checkout import views as checkout_views
 
     instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("BILLCORE_INSTANCE_PATH")
@@ -39,8 +39,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()), instance_relative_config=True,
                 template_folder=_template_folder(), static_folder="static")
     config.load_config(app, test_config)
+    args.init_app(app)  # before any route is added: the id converter of every route
 
     db.init_app(app)
+    limits.init_app(app)
     i18n.init_app(app)
     security.init_app(app)
     sessions.init_app(app)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from . import migrate
-from .accounts import UserExists, create_admin, create_client, find_user
+from .accounts import UserExists, WeakPassword, create_admin, create_client, find_user
 from .db import db
 from .models import Account, Payment
 from .money import MoneyError, format_amount
@@ -18,6 +20,7 @@ DEMO_ADMIN = ("admin@example.com", "admin-demo-1")
 DEMO_CLIENT = ("client@example.com", "client-demo-1")
 
 account_cli = AppGroup("account", help="Client accounts.")
+user_cli = AppGroup("user", help="Users: a new password, deactivation (both end every session of the user).")
 payment_cli = AppGroup("payment", help="Single payments.")
 
 
@@ -29,34 +32,90 @@ def init_command() -> None:
     click.echo(f"Database at revision {revision}; instance folder {current_app.instance_path}")
 
 
-@click.command("create-admin")
+PASSWORD_ENV = "BILLCORE_PASSWORD"
+PASSWORD_HELP = (f"The password is read from ${PASSWORD_ENV} when set, else from standard input when it is not "
+                 "a terminal (one line), else asked for twice without echo; never from the command line, "
+                 "where it would show in `ps` and the shell's history.")
+
+
+def read_password() -> str:
+    """A new password from ``$BILLCORE_PASSWORD``, piped standard input (its first line) or a hidden prompt."""
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@click.command("create-admin", epilog=PASSWORD_HELP)
 @click.argument("email")
-@click.option("--password", required=True, help="The administrator's password.")
 @with_appcontext
-def create_admin_command(email: str, password: str) -> None:
+def create_admin_command(email: str) -> None:
     """Create an administrator."""
     try:
-        user = create_admin(email, password)
+        user = create_admin(email, read_password())
     except UserExists:
         raise click.ClickException(f"a user {email} already exists") from None
+    except WeakPassword as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"admin {user.email} created (id {user.id})")
 
 
-@click.command("create-client")
+@click.command("create-client", epilog=PASSWORD_HELP)
 @click.argument("email")
-@click.option("--password", required=True, help="The client's password.")
 @click.option("--currency", default="RUB", show_default=True, help="The account's currency.")
 @click.option("--name", default=None, help="The account's name (default: the e-mail).")
 @with_appcontext
-def create_client_command(email: str, password: str, currency: str, name: str | None) -> None:
+def create_client_command(email: str, currency: str, name: str | None) -> None:
     """Create a client user with its own account."""
     try:
-        user = create_client(email, password, currency=currency, name=name)
+        user = create_client(email, read_password(), currency=currency, name=name)
     except UserExists:
         raise click.ClickException(f"a user {email} already exists") from None
-    except MoneyError as exc:
+    except (MoneyError, WeakPassword) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"client {user.email} created (account {user.account_id}, {user.account.currency})")
+
+
+def _user(email: str):
+    user = find_user(email)
+    if user is None:
+        raise click.ClickException(f"no user {email}")
+    return user
+
+
+@user_cli.command("set-password", epilog=PASSWORD_HELP)
+@click.argument("email")
+def user_set_password(email: str) -> None:
+    """Give a user a new password; every session of the user ends."""
+    from .accounts import change_password
+
+    user = _user(email)
+    try:
+        change_password(user, read_password())
+    except WeakPassword as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"new password set for {user.email}; every session of the user ended")
+
+
+@user_cli.command("deactivate")
+@click.argument("email")
+def user_deactivate(email: str) -> None:
+    """Deactivate a user: no more logins, and every session ends now."""
+    from .accounts import set_active
+
+    set_active(_user(email), False)
+    click.echo(f"{email} deactivated; every session of the user ended")
+
+
+@user_cli.command("activate")
+@click.argument("email")
+def user_activate(email: str) -> None:
+    """Let a deactivated user log in again."""
+    from .accounts import set_active
+
+    set_active(_user(email), True)
+    click.echo(f"{email} activated")
 
 
 @account_cli.command("show")
@@ -136,7 +195,7 @@ def _print(data: dict, as_json: bool) -> None:
 
 
 COMMANDS = [init_command, create_admin_command, create_client_command, plugins_command, demo_command,
-            account_cli, payment_cli]
+            account_cli, payment_cli, user_cli]
 from .cli_paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
 
 COMMANDS.append(paymethod_cli)

@@ -7,6 +7,7 @@ the same stored method whichever way they came in.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -53,12 +54,40 @@ def _fail(errors: dict[str, list[str]], prefix: str = "") -> None:
     sys.exit(1)
 
 
-def _integration_formdata(key: str, pairs: tuple[str, ...]) -> MultiDict:
-    """Turn ``--set KEY=VALUE`` pairs into the form data a browser would post for the module's form."""
+SECRET_ENV_PREFIX = "BILLCORE_SECRET_"
+
+
+def secret_env_name(name: str) -> str:
+    """The environment variable a secret setting is read from (``password1`` -> ``BILLCORE_SECRET_PASSWORD1``)."""
+    return SECRET_ENV_PREFIX + name.upper()
+
+
+def read_secret(name: str) -> str:
+    """A secret setting's value: ``$BILLCORE_SECRET_<NAME>``, else the next line of piped standard input,
+    else a hidden prompt; never the command line (it would show in ``ps`` and the shell's history)."""
+    value = os.environ.get(secret_env_name(name))
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(f"{name}", hide_input=True, confirmation_prompt=True)
+
+
+def _integration_formdata(key: str, pairs: tuple[str, ...], secrets: tuple[str, ...] = ()) -> MultiDict:
+    """Turn ``--set KEY=VALUE`` pairs and ``--secret KEY`` names (their values read by :func:`read_secret`)
+    into the form data a browser would post for the module's form. A secret (a password field) given
+    with ``--set`` is refused."""
     form = make_integration_form(key, None, formdata=None, csrf=False)
     fields = {f.name: f for f in form if f.type not in ("CSRFTokenField", "SubmitField")}
     data = MultiDict()
     errors: dict[str, list[str]] = {}
+    for name in secrets:
+        field = fields.get(name)
+        if field is None or field.type != "PasswordField":
+            known = ", ".join(n for n, f in fields.items() if f.type == "PasswordField") or "none"
+            errors.setdefault(name, []).append(f"not a secret setting (secrets: {known})")
+            continue
+        data[name] = read_secret(name)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         name = name.strip()
@@ -68,6 +97,11 @@ def _integration_formdata(key: str, pairs: tuple[str, ...]) -> MultiDict:
         field = fields.get(name)
         if field is None:
             errors.setdefault(name, []).append(f"unknown setting (known: {', '.join(fields) or 'none'})")
+            continue
+        if field.type == "PasswordField":
+            errors.setdefault(name, []).append(
+                f"a secret: give it with --secret {name} (read from ${secret_env_name(name)}, piped standard "
+                "input or a prompt), never on the command line")
             continue
         if field.type == "BooleanField":
             try:
@@ -107,11 +141,14 @@ def _integration_formdata(key: str, pairs: tuple[str, ...]) -> MultiDict:
 @click.option("--comment", default="", help="Admin comment.")
 @click.option("--inactive", is_flag=True, help="Create the method disabled.")
 @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="An integration setting by its form field name; repeat for each.")
+              help="An integration setting by its form field name; repeat for each. Not for secrets.")
+@click.option("--secret", "secrets", multiple=True, metavar="KEY",
+              help=f"A secret setting (a password or key) by its form field name, read from ${SECRET_ENV_PREFIX}KEY "
+                   "(upper case), else one line of piped standard input per --secret in order, else a prompt.")
 def paymethod_add(module: str, name: str, name_ru: str, currency: str, min_amount: str, max_amount: str,
                   commission_amount: str, commission_percent: str, delete_after_days: str, sort_order: str,
                   allow_refund: bool, recurring: bool, description: str, description_ru: str, comment: str,
-                  inactive: bool, pairs: tuple[str, ...]) -> None:
+                  inactive: bool, pairs: tuple[str, ...], secrets: tuple[str, ...]) -> None:
     """Add a payment method of MODULE, validated exactly as the add wizard validates it; prints its id."""
     info = get_registry().info(module)
     if info is None:
@@ -119,7 +156,7 @@ def paymethod_add(module: str, name: str, name_ru: str, currency: str, min_amoun
         raise click.ClickException(f"no payment module {module!r} is loaded (loaded: {known})")
     # The forms and the translations need a request context; no request is made.
     with current_app.test_request_context("/"):
-        form = make_integration_form(module, None, formdata=_integration_formdata(module, pairs), csrf=False)
+        form = make_integration_form(module, None, formdata=_integration_formdata(module, pairs, secrets), csrf=False)
         settings = validate_integration(module, form, currency=currency.strip().upper())
         if settings is None:
             _fail(form_errors(form), "--set ")

@@ -35,7 +35,37 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,
     "REMEMBER_COOKIE_SAMESITE": "Lax",
-    "SQLITE_BUSY_TIMEOUT_MS": 30000,
+    # Every wait for the database ends well before the WSGI server's worker timeout (gunicorn's 30 s
+    # default, the documented setting), so a caller gets billcore's own 503 and never a killed worker.
+    "SQLITE_BUSY_TIMEOUT_MS": 10000,
+    "POSTGRES_LOCK_TIMEOUT_MS": 10000,  # PostgreSQL lock_timeout: waiting for a row or table lock
+    "POSTGRES_STATEMENT_TIMEOUT_MS": 15000,  # PostgreSQL statement_timeout: any one statement
+    "WORKER_TIMEOUT_SECONDS": 30,  # the documented gunicorn --timeout the limits above stay under
+    # Request bodies: every request, and the gateways' callbacks (a few fields) much less.
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "CALLBACK_MAX_CONTENT_LENGTH": 16 * 1024,
+    # What a refused callback leaves in the database: its protocol's known fields, each cut to this many
+    # characters; at most CALLBACK_REFUSED_RECORDS of them per script and payment (or unknown payment)
+    # and CALLBACK_REFUSED_RECORDS_TOTAL per script in a window; beyond that only the log line.
+    "CALLBACK_FIELD_MAX": 256,
+    "CALLBACK_REFUSED_RECORDS": "10/minute",
+    "CALLBACK_REFUSED_RECORDS_TOTAL": "60/minute",
+    # Sessions: a login lasts this long at most (seconds or a timedelta), checked on the server.
+    "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+    # Failed logins per e-mail and per client address; Flask-Limiter's storage: memory:// counts per
+    # process, redis://host:6379 is shared by every worker and host.
+    "LOGIN_LIMIT_PER_ACCOUNT": "10 per 15 minutes",
+    "LOGIN_LIMIT_PER_ADDRESS": "30 per 15 minutes",
+    "RATELIMIT_STORAGE_URI": "memory://",
+    # Password checks running at once on a host (each takes a CPU core for a moment; 0 = no cap), and per
+    # host in a window (None = no limit): what guessing from many addresses can take from the gateways.
+    "LOGIN_HASH_SLOTS": 1,
+    "LOGIN_HASH_RATE": "3/second",
+    "RATELIMIT_HEADERS_ENABLED": True,
+    # An unreachable Redis must not turn logins into 500s: count in memory meanwhile.
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    "TRUSTED_PROXIES": 0,  # reverse proxies in front of billcore (X-Forwarded-For), for client addresses
     "SQLITE_CHECKPOINT_EVERY": 100,  # commits per process between WAL checkpoints (billcore.db)
     # A refund still "requested" after this many hours is flagged for an admin by `payments check`.
     "REFUND_ATTENTION_HOURS": 24,
@@ -61,7 +91,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         app.config.from_mapping(test_config)
 
     instance = Path(app.instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(instance)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _read_or_create(instance / SECRET_KEY_FILE, lambda: secrets.token_hex(32))
     if not app.config.get("ENCRYPTION_KEY"):
@@ -70,6 +100,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         )
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'billcore.sqlite'}"
+        private_file(instance / "billcore.sqlite")  # SQLite gives its -wal and -shm files the same mode
     app.config["DATABASE_URL"] = normalise_database_url(str(app.config["DATABASE_URL"]))
     if not app.config.get("LOG_DIR"):
         app.config["LOG_DIR"] = str(instance / "var")
@@ -79,6 +110,22 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         app.config["SESSION_COOKIE_SECURE"] = True
         app.config["REMEMBER_COOKIE_SECURE"] = True
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+
+
+def private_folder(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by the owner only (0700); an existing folder is
+    left as the operator set it."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and readable by the owner only (0600) unless it exists (then left alone)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def normalise_database_url(url: str) -> str:

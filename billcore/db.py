@@ -47,6 +47,28 @@ def init_app(app: Flask) -> None:
         with app.app_context():
             _configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
             checkpoint_every_commits(db.engine, app.config["SQLITE_CHECKPOINT_EVERY"])
+    elif url.startswith("postgresql"):
+        with app.app_context():
+            postgres_timeouts(db.engine, app.config["POSTGRES_LOCK_TIMEOUT_MS"],
+                              app.config["POSTGRES_STATEMENT_TIMEOUT_MS"])
+
+
+def postgres_timeouts(engine: Engine, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
+    """Give every PostgreSQL connection of ``engine`` a ``lock_timeout`` and a ``statement_timeout``.
+
+    Without them a request waits for a row lock as long as its holder keeps it, and the WSGI server
+    kills the worker first (an HTML 500 from gunicorn instead of billcore's 503 that a gateway retries).
+    Set per connection (once, when it is opened) rather than in the URL, which keeps its own options.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # outside any transaction, so a later rollback keeps them
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+        dbapi_connection.autocommit = autocommit
 
 
 def _most_gateway_workers(app: Flask) -> int:

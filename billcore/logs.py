@@ -1,22 +1,80 @@
 """Per-module log files in ``LOG_DIR`` (``pmrobokassa.log``, ``rkresult.log`` ...), secrets masked.
 
 Each file gets one line per event. Several worker processes may append to the same file: each record is
-written with a single ``write`` on a file opened in append mode, which Linux keeps whole.
+written with a single ``write`` on a file opened in append mode, which Linux keeps whole. Values from
+outside cannot forge lines or fields: every string argument is written by :func:`quote` (quoted and
+escaped unless it is a plain token), and whatever still holds a line break is escaped as the line is
+formatted. The folder is created 0700 and the files 0600.
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 
 from flask import Flask, current_app
 
+from .config import private_file, private_folder
 from .crypto import MASK
 
 _known_secrets: set[str] = set()
 _lock = threading.Lock()
 
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
+MAX_VALUE = 500  # characters of one value in a log line
+
+# A value written bare: letters, digits and a few separators that cannot start another field.
+_BARE = re.compile(r"[\w.,:/@+\-#()\[\]*]{1,%d}" % MAX_VALUE, re.ASCII)
+# Escaped inside a quoted value and in every line: C0 and C1 controls (\x85 is a line break for some
+# readers), Unicode line and paragraph separators, and the quote and backslash themselves.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def quote(value: object) -> str:
+    """``value`` as one field of a log line: bare when it is a plain token (``12``, ``OK12``,
+    ``BankCardPSR``), otherwise in double quotes with quotes, backslashes, control characters and line
+    separators escaped, so that no value can add a line or a ``key=value`` field. Cut to MAX_VALUE."""
+    text = str(value)[:MAX_VALUE]
+    if _BARE.fullmatch(text):
+        return text
+    return '"' + _UNSAFE.sub(_escape, text) + '"'
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character escaped (a log record is one line)."""
+    return _LINE_BREAKS.sub(_escape, text)
+
+
+class QuoteArgsFilter(logging.Filter):
+    """Writes a record's string arguments through :func:`quote` (numbers and other types as they are)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Quote in place; never drops a record."""
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(quote(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: quote(v) if isinstance(v, str) else v for k, v in args.items()}
+        return True
+
+
+class OneLineFormatter(logging.Formatter):
+    """The usual format, with line breaks (a message's or a traceback's) escaped: one record, one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format and escape."""
+        return one_line(super().format(record))
 
 
 def remember_secrets(values) -> None:
@@ -117,10 +175,12 @@ def file_logger(stem: str, app: Flask | None = None) -> logging.Logger:
     if not getattr(logger, "_billcore_ready", False):
         with _lock:
             if not getattr(logger, "_billcore_ready", False):
-                log_dir.mkdir(parents=True, exist_ok=True)
+                private_folder(log_dir)
+                private_file(path)
                 handler = logging.FileHandler(path, encoding="utf-8", delay=True)
-                handler.setFormatter(logging.Formatter(FORMAT))
+                handler.setFormatter(OneLineFormatter(FORMAT))
                 handler.addFilter(SecretMaskFilter())
+                handler.addFilter(QuoteArgsFilter())
                 logger.addHandler(handler)
                 logger.propagate = False
                 logger._billcore_ready = True  # type: ignore[attr-defined]
@@ -141,5 +201,6 @@ def _level(level: int | str) -> int:
 
 def init_app(app: Flask) -> None:
     """Make sure the log folder exists and the ``billcore`` logger tree masks known secrets."""
-    Path(app.config["LOG_DIR"]).mkdir(parents=True, exist_ok=True)
+    private_folder(Path(app.config["LOG_DIR"]))
     install_core_masking()
+

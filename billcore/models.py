@@ -101,13 +101,20 @@ class User(UserMixin, db.Model):
     language: Mapped[str | None] = mapped_column(String(8))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Part of every session's login (``<id>.<version>``): raising it ends every session of the user.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     account: Mapped[Account | None] = relationship(back_populates="users")
 
     def set_password(self, password: str) -> None:
-        """Store a salted hash of ``password`` (scrypt; see :func:`password_hash_method`)."""
+        """Store a salted hash of ``password`` (scrypt; see :func:`password_hash_method`) and end the
+        user's sessions made with the old one. The password policy is :func:`billcore.accounts.check_password`'s."""
         self.password_hash = generate_password_hash(password, method=password_hash_method())
+        self.session_version = (self.session_version or 0) + 1
+
+    def get_id(self) -> str:  # Flask-Login: what the session keeps
+        return f"{self.id}.{self.session_version or 0}"
 
     def check_password(self, password: str) -> bool:
         """True when ``password`` matches the stored hash."""

@@ -9,23 +9,23 @@ from billcore.payments import service
 from tests import factories
 
 
-def _invoke(app, *args):
-    return app.test_cli_runner().invoke(args=list(args))
+def _invoke(app, *args, input=None):
+    return app.test_cli_runner().invoke(args=list(args), input=input)
 
 
 def test_create_admin_and_client(app):
-    result = _invoke(app, "create-admin", "boss@test.example", "--password", "boss-pass-1")
+    result = _invoke(app, "create-admin", "boss@test.example", input="boss-pass-1\n")
     assert result.exit_code == 0, result.output
-    result = _invoke(app, "create-admin", "BOSS@test.example", "--password", "x")
+    result = _invoke(app, "create-admin", "BOSS@test.example", input="boss-pass-2\n")
     assert result.exit_code != 0 and "already exists" in result.output
-    result = _invoke(app, "create-client", "payer@test.example", "--password", "p-pass-1", "--currency", "usd")
+    result = _invoke(app, "create-client", "payer@test.example", "--currency", "usd", input="payer-pass-1\n")
     assert result.exit_code == 0, result.output
     shown = json.loads(_invoke(app, "account", "show", "payer@test.example", "--json").output)
     assert shown["currency"] == "USD" and shown["balance"] == "0.00" and shown["email"] == "payer@test.example"
 
 
 def test_create_client_refuses_unknown_currency(app):
-    result = _invoke(app, "create-client", "payer@test.example", "--password", "p-pass-1", "--currency", "XXX")
+    result = _invoke(app, "create-client", "payer@test.example", "--currency", "XXX", input="payer-pass-1\n")
     assert result.exit_code != 0 and "Unsupported currency" in result.output
 
 

@@ -19,7 +19,7 @@ from tests.test_admin_paymethods import STEP2, STEP3, walk
 
 SECRET = "cli-secret-value-1"
 BASE = ["paymethod", "add", "pmfake", "--name", "Cards", "--currency", "RUB"]
-GOOD = BASE + ["--set", "shop_id=shop-1", "--set", f"secret={SECRET}"]
+GOOD = BASE + ["--set", "shop_id=shop-1", "--secret", "secret"]
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ def run(fapp):
     """Invoke a ``flask`` command; returns the click Result."""
     runner = fapp.test_cli_runner()  # ``result.output`` holds stdout and stderr, as a terminal shows them
 
-    def invoke(args):
-        result = runner.invoke(args=args)
+    def invoke(args, input=f"{SECRET}\n"):  # a secret is read from standard input, never from args
+        result = runner.invoke(args=args, input=input)
         db.session.expire_all()
         return result
 
@@ -92,18 +92,18 @@ def test_parse_bool_refuses_other_words():
     (GOOD + ["--set", "test_mode=maybe"], "--set test_mode: expected 1/0"),
     (GOOD + ["--set", "colour=red"], "--set colour: unknown setting"),
     (GOOD + ["--set", "novalue"], "expected KEY=VALUE"),
-    (BASE + ["--set", f"secret={SECRET}"], "--set shop_id: This field is required."),
+    (BASE + ["--secret", "secret"], "--set shop_id: This field is required."),
     (BASE + ["--set", "shop_id=shop-1"], "--set secret: This field is required."),
-    (BASE + ["--set", "shop_id=bad-shop", "--set", f"secret={SECRET}"], "shop_id: The gateway does not know this shop."),
+    (BASE + ["--set", "shop_id=bad-shop", "--secret", "secret"], "shop_id: The gateway does not know this shop."),
     (GOOD + ["--min-amount", "1.001"], "--min_amount: Not a valid amount in RUB (at most 2 decimals)."),
     (GOOD + ["--commission-amount", "-1"], "--commission_amount: Must not be negative."),
     (GOOD + ["--min-amount", "10", "--max-amount", "5"], "--max_amount: The maximum must not be less"),
     (["paymethod", "add", "pmfake", "--name", "X", "--currency", "EUR", "--set", "shop_id=a",
-      "--set", f"secret={SECRET}"], "--currency: Fake gateway accepts only these currencies: RUB, USD."),
+      "--secret", "secret"], "--currency: Fake gateway accepts only these currencies: RUB, USD."),
     (["paymethod", "add", "pmfake", "--name", "X", "--currency", "USD", "--set", "shop_id=a",
-      "--set", f"secret={SECRET}", "--set", "test_mode=1"], "test_mode: USD payments cannot be tested."),
+      "--secret", "secret", "--set", "test_mode=1"], "test_mode: USD payments cannot be tested."),
     (["paymethod", "add", "pmfake", "--name", " ", "--currency", "RUB", "--set", "shop_id=a",
-      "--set", f"secret={SECRET}"], "--name: This field is required."),
+      "--secret", "secret"], "--name: This field is required."),
 ])
 def test_add_refused_with_field_errors(run, args, message):
     result = run(args)
@@ -130,8 +130,9 @@ def test_cli_and_wizard_give_the_same_stored_method(run, fapp):
                   "--delete-after-days", STEP3["delete_after_days"], "--sort-order", STEP3["sort_order"],
                   "--allow-refund", "--description", STEP3["description"],
                   "--description-ru", STEP3["description_ru"], "--comment", STEP3["comment"],
-                  "--set", f"shop_id={STEP2['shop_id']}", "--set", f"secret={STEP2['secret']}",
-                  "--set", f"hash_algorithm={STEP2['hash_algorithm']}", "--set", "test_mode=on"])
+                  "--set", f"shop_id={STEP2['shop_id']}", "--secret", "secret",
+                  "--set", f"hash_algorithm={STEP2['hash_algorithm']}", "--set", "test_mode=on"],
+                 input=f"{STEP2['secret']}\n")
     assert result.exit_code == 0, result.output
     cli_id = int(result.output.strip())
     by_id = {m.id: m for m in methods()}
@@ -176,7 +177,8 @@ def test_add_pmtemplate(run):
     if form_cls is None or not hasattr(form_cls, "merchant_id"):
         pytest.skip("pmtemplate has no integration form yet")
     result = run(["paymethod", "add", "pmtemplate", "--name", "Tmpl", "--currency", "RUB",
-                  "--set", "merchant_id=shop-1", "--set", "secret=tmpl-secret-123", "--set", "test_mode=0"])
+                  "--set", "merchant_id=shop-1", "--secret", "secret", "--set", "test_mode=0"],
+                 input="tmpl-secret-123\n")
     assert result.exit_code == 0, result.output
     [m] = methods()
     assert m.settings["merchant_id"] == "shop-1" and m.settings["test_mode"] is False
@@ -184,3 +186,21 @@ def test_add_pmtemplate(run):
     result = run(["paymethod", "add", "pmtemplate", "--name", "Tmpl", "--currency", "RUB",
                   "--set", "merchant_id=shop-1"])
     assert result.exit_code != 0 and "secret" in result.output
+
+
+def test_a_secret_on_the_command_line_is_refused_and_nothing_is_stored(run):
+    result = run(BASE + ["--set", "shop_id=shop-1", "--set", f"secret={SECRET}"])
+    assert result.exit_code != 0 and "--secret secret" in result.output
+    assert methods() == []
+
+
+def test_a_secret_from_the_environment(run, monkeypatch):
+    monkeypatch.setenv("BILLCORE_SECRET_SECRET", "env-secret-value-2")
+    assert run(GOOD, input="").exit_code == 0
+    [m] = methods()
+    assert full_settings(m)["secret"] == "env-secret-value-2"
+
+
+def test_secret_names_that_are_no_secrets_are_refused(run):
+    result = run(BASE + ["--set", "secret=x", "--secret", "shop_id"])
+    assert result.exit_code != 0 and "not a secret setting" in result.output

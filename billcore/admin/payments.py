@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
@@ -30,6 +30,7 @@ from ..payments.messages import error_text
 from ..paymodule import FEATURE_REFUND
 from ..plugins import get_registry
 from . import bp
+from .. import filters as parse
 from ..args import row_id
 
 STATUSES = [s.value for s in Status]
@@ -52,33 +53,18 @@ class PaymentFilters:
 
     @classmethod
     def from_args(cls, args) -> PaymentFilters:
-        """Read the filters from a query string; bad values are ignored and reported in ``errors``."""
+        """Read the filters from a query string (:mod:`billcore.filters`); values that cannot be used are
+        ignored and named in ``errors`` (the page answers 400 then)."""
         f = cls()
         status = (args.get("status") or "").strip()
         f.status = status if status in STATUSES else None
-        for name in ("paymethod_id", "account_id"):
-            text = (args.get(name) or "").strip().lstrip("#")
-            if text:
+        for names, reader in ((("paymethod_id", "account_id"), parse.ident),
+                              (("date_from", "date_to"), parse.day),
+                              (("amount_min", "amount_max"), parse.amount)):
+            for name in names:
                 try:
-                    setattr(f, name, row_id(text))
-                except ValueError:
-                    f.errors.append(name)
-        for name in ("date_from", "date_to"):
-            text = (args.get(name) or "").strip()
-            if text:
-                try:
-                    setattr(f, name, date.fromisoformat(text))
-                except ValueError:
-                    f.errors.append(name)
-        for name in ("amount_min", "amount_max"):
-            text = (args.get(name) or "").strip().replace(",", ".")
-            if text:
-                try:
-                    value = Decimal(text)
-                    if not value.is_finite():
-                        raise InvalidOperation
-                    setattr(f, name, value)
-                except InvalidOperation:
+                    setattr(f, name, reader(args.get(name)))
+                except parse.BadFilter:
                     f.errors.append(name)
         return f
 
@@ -158,7 +144,7 @@ def payments():
     methods = db.session.execute(select(PaymentMethod).order_by(PaymentMethod.sort_order, PaymentMethod.id)).scalars().all()
     return render_template("admin/payments/list.html", rows=rows, filters=filters, before=before,
                            next_before=next_before, methods=methods, statuses=STATUSES,
-                           filter_args=filters.as_args())
+                           filter_args=filters.as_args()), 400 if filters.errors else 200
 
 
 class RefundForm(FlaskForm):

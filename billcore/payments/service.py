@@ -40,6 +40,9 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
     CANCELLED: frozenset({NEW, INPAY}),
     FRAUD: frozenset({NEW, INPAY, CANCELLED}),
 }
+# the kind of event an admin must look at (shown on the payment's page)
+ATTENTION = "attention"
+
 # statuses in which a repeat of the change is "already done" rather than illegal
 ALREADY: dict[str, frozenset[str]] = {
     INPAY: frozenset({INPAY}),
@@ -309,8 +312,12 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
         old = payment.status
         if old in ALREADY[target]:
             outcome = Outcome(payment.id, old, "already", f"payment {payment.id} is already {old}")
-            _event(conn, payment, kind=kind, source=source, outcome=outcome.message, data=data,
-                   answer=_answer_text(answer, outcome), actor=actor, secrets=secrets)
+            # A repeat that disagrees with the payment (a signed notification of another amount for a
+            # paid payment) changes nothing either, but is recorded for an admin to look at.
+            disagrees = check(payment) if check is not None and old == target else None
+            _event(conn, payment, kind=ATTENTION if disagrees else kind, source=source,
+                   outcome=f"{outcome.message}; repeat disagrees, {disagrees}" if disagrees else outcome.message,
+                   data=data, answer=_answer_text(answer, outcome), actor=actor, secrets=secrets)
             return outcome
         if old not in ALLOWED_FROM[target] | extra_allowed:
             raise IllegalTransition(payment.id, old, target)

@@ -48,6 +48,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "WTF_CSRF_ENABLED": False,
         "BASE_URL": BASE_URL,
         "SERVER_NAME": None,
+        # Tests log in several times a second; the per-host cap on password checks has tests of its own.
+        "LOGIN_HASH_RATE": None,
         # A one-round hash for the fixtures' users: scrypt costs ~50 ms per user and per login.
         "TEST_CHEAP_PASSWORD_HASH": True,
     }
@@ -67,6 +69,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
 
 def _forget_login_user(sender: Flask, **extra: Any) -> None:
     g.pop("_login_user", None)
+    # Flask-WTF caches the request's CSRF token in ``g`` too; a login starts a new session (and token)
+    g.pop(sender.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     refresh()  # Flask-Babel caches the locale in the same context
 
 

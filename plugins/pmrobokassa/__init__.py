@@ -94,10 +94,14 @@ def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], bas
 
 @hookimpl
 def billcore_start_payment(module: str, payment, paymethod) -> StartAction | None:
-    """The browser goes to ``/mancgi/rkpayment?elid=<id>``, which posts the signed form to Robokassa."""
+    """The browser POSTs ``elid`` (with the session's CSRF token) to ``/mancgi/rkpayment``, which posts the
+    signed form to Robokassa. A POST, so no other site can start a payment by linking there."""
     if module != KEY:
         return None
-    return StartAction(url=url_for("pmrobokassa.payment", elid=payment.id))
+    from flask_wtf.csrf import generate_csrf
+
+    return StartAction(url=url_for("pmrobokassa.payment"), method="POST",
+                       fields=(("elid", str(payment.id)), ("csrf_token", generate_csrf())))
 
 
 @hookimpl

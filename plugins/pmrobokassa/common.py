@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 
-from billcore.logs import file_logger
+from billcore.logs import file_logger, quote
 
 from . import protocol
 
@@ -65,14 +65,11 @@ def log_line(stem: str, payment_id: int | str | None, outcome: str, level: int =
              **facts: Any) -> None:
     """Write one line ``payment=<id> outcome=<text> key=value...`` to ``<stem>.log``.
 
-    Callers pass only non-secret facts; the core's filter masks known secrets as a second line of defence.
+    Every value is written by :func:`billcore.logs.quote` (quoted and escaped unless a plain token), so
+    gateway data can add neither a line nor a field. Callers pass only non-secret facts; the core's
+    filter masks known secrets as a second line of defence.
     """
-    extra = " ".join(f"{k}={_clean(v)}" for k, v in facts.items() if v not in (None, ""))
-    logger(stem).log(level, "payment=%s outcome=%s%s", payment_id if payment_id is not None else "-",
-                     _clean(outcome), f" {extra}" if extra else "")
-
-
-def _clean(value: Any) -> str:
-    # One event per line: newlines in gateway data must not forge extra log lines.
-    text = str(value)
-    return text.replace("\r", "\\r").replace("\n", "\\n")[:500]
+    fields = [("payment", payment_id if payment_id is not None else "-"), ("outcome", outcome),
+              *((k, v) for k, v in facts.items() if v not in (None, ""))]
+    # built here, not as %-arguments: the file handler would quote the already quoted text again
+    logger(stem).log(level, " ".join(f"{k}={quote(v)}" for k, v in fields))

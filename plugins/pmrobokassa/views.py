@@ -20,9 +20,12 @@ from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import BuildError
 
+from flask_wtf import FlaskForm
+
 from billcore.args import MAX_ID
 from billcore.auth import client_required
 from billcore.db import db
+from billcore.limits import allow, cap_body, known_fields
 from billcore.models import Payment, PaymentMethod, Status
 from billcore.payments import service
 from billcore.paymethods import CallbackContext, callback_context, full_settings
@@ -37,6 +40,10 @@ bp = Blueprint("pmrobokassa", __name__, template_folder="templates", static_fold
 
 INV_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 CALLBACK_METHODS = ["GET", "POST"]
+# What Robokassa sends to ResultURL, SuccessURL and FailURL; a refused callback records only these
+# (each cut to CALLBACK_FIELD_MAX characters) and the shop's own Shp_ parameters.
+PROTOCOL_FIELDS = ("InvId", "OutSum", "SignatureValue", "Culture", "IsTest", "IncCurrLabel", "PaymentMethod",
+                   "IncSum", "Fee", "EMail", "OpKey", "CurrLabel")
 
 
 class Rejected(Exception):
@@ -121,13 +128,33 @@ def _facts(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _record(payment_id: int | None, *, kind: str, source: str, outcome: str, data: Mapping[str, Any],
-            answer: str | None = None) -> None:
-    """Record an event; when even that fails (database down) the log line is all that remains."""
+            answer: str | None = None) -> bool:
+    """Record an event; False when that failed (database down or locked: the log line is all that
+    remains, and the caller decides whether to answer 503)."""
     try:
         service.record_event(payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer)
     except SQLAlchemyError:
         db.session.rollback()
         current_app.logger.exception("could not record a %s event", source)
+        return False
+    return True
+
+
+def _record_refused(stem: str, payment_id: int | None, *, kind: str, outcome: str, params: Mapping[str, str],
+                    answer: str | None = None) -> bool:
+    """Record a refused callback, bounded: only the protocol's fields, each cut short, with a count of
+    what was dropped; and at most ``CALLBACK_REFUSED_RECORDS`` per script and payment (or unknown payment)
+    and ``CALLBACK_REFUSED_RECORDS_TOTAL`` per script in a window, so a flood of refused requests grows
+    the database by a bounded amount per minute whatever ids it names. Beyond the limits the log line
+    says it was not recorded. False when the database could not take the record."""
+    limits = current_app.config
+    if not (allow(limits["CALLBACK_REFUSED_RECORDS"], "refused", stem, str(payment_id or "-"))
+            and allow(limits["CALLBACK_REFUSED_RECORDS_TOTAL"], "refused", stem)):
+        log_line(stem, payment_id, "refused callback not recorded: too many in a short time", logging.WARNING)
+        return True
+    data = known_fields(params, PROTOCOL_FIELDS, prefixes=("Shp_", "shp_"),
+                        max_length=int(current_app.config["CALLBACK_FIELD_MAX"]))
+    return _record(payment_id, kind=kind, source=stem, outcome=outcome[:255], data=data, answer=answer)
 
 
 def _return_url(payment_id: int, outcome: str) -> str:
@@ -151,16 +178,41 @@ def _culture() -> str:
     return "ru" if language.lower().startswith("ru") else "en"
 
 
-@bp.route("/mancgi/rkpayment")
-@client_required
-def payment():
-    """Mark the client's payment ``inpay`` and send the browser to Robokassa with a signed POST form."""
-    elid = request.args.get("elid", "")
+class ContinueForm(FlaskForm):
+    """The "continue to the payment system" button: a POST with a CSRF token."""
+
+
+def _own_payment(elid: str) -> Payment:
+    """The current client's payment ``elid``; 404 for anyone else's, unknown or malformed ids."""
     payment_id = int(elid) if INV_ID_RE.fullmatch(elid) and int(elid) <= MAX_ID else None
     row = db.session.get(Payment, payment_id) if payment_id is not None else None
     if row is None or row.account_id != current_user.account_id:
         log_line(LOG_PAYMENT, elid[:20] or None, "refused: no such payment of this client", user=current_user.id)
         abort(404)
+    return row
+
+
+@bp.route("/mancgi/rkpayment", methods=["GET"])
+@client_required
+def payment_page():
+    """A link to the redirect script (from an e-mail, a bookmark): only a button that continues by POST.
+
+    A GET changes nothing, so another site cannot start a payment by linking here.
+    """
+    row = _own_payment(request.args.get("elid", "")[:40])
+    return render_template("pmrobokassa/continue.html", payment=row, form=ContinueForm())
+
+
+@bp.route("/mancgi/rkpayment", methods=["POST"])
+@client_required
+def payment():
+    """Mark the client's payment ``inpay`` and send the browser to Robokassa with a signed POST form.
+
+    Reached by a POST with the session's CSRF token (the checkout's form, or the button of
+    :func:`payment_page`); the global CSRF protection refuses any other.
+    """
+    elid = request.form.get("elid", "")[:40]
+    row = _own_payment(elid)
     method = db.session.get(PaymentMethod, row.paymethod_id)
     if method is None or method.module != KEY:
         log_line(LOG_PAYMENT, row.id, "refused: not a Robokassa payment")
@@ -191,6 +243,7 @@ def payment():
 
 
 @bp.route("/mancgi/rkresult", methods=CALLBACK_METHODS)
+@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
 def result():
     """Robokassa's ResultURL: verify with Password #2, credit once, answer ``OK<InvId>``."""
     params = _params()
@@ -199,8 +252,8 @@ def result():
     except Rejected as exc:
         log_line(LOG_RESULT, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
                  address=client_address(), **_facts(params))
-        _record(exc.payment_id, kind="notification", source="rkresult", outcome=f"rejected: {exc.message}",
-                data=params, answer=exc.message)
+        _record_refused(LOG_RESULT, exc.payment_id, kind="notification", outcome=f"rejected: {exc.message}",
+                        params=params, answer=exc.message)
         return _text(exc.message, exc.status)
     except SQLAlchemyError as exc:
         # The database failed: nothing was committed; a non-OK 5xx makes Robokassa repeat later.
@@ -260,8 +313,8 @@ def _result(params: dict[str, str]) -> Response:
         # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
         message = f"payment {payment_id} is {exc.current}: not credited"
         log_line(LOG_RESULT, payment_id, f"refused (409): {message}", logging.WARNING, **_facts(params))
-        _record(payment_id, kind="notification", source="rkresult", outcome=f"refused: {message}",
-                data=params, answer=message)
+        _record_refused(LOG_RESULT, payment_id, kind="notification", outcome=f"refused: {message}",
+                        params=params, answer=message)
         return _text(message, 409)
     if outcome.result == "fraud":
         log_line(LOG_RESULT, payment_id, f"fraud: {outcome.message}", logging.ERROR, **_facts(params))
@@ -277,6 +330,7 @@ def _result(params: dict[str, str]) -> Response:
 
 
 @bp.route("/mancgi/rksuccess", methods=CALLBACK_METHODS)
+@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
 def success():
     """The payer's return after paying: check Password #1's signature, then show the payment page.
 
@@ -294,8 +348,9 @@ def success():
     except Rejected as exc:
         log_line(LOG_SUCCESS, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
                  **_facts(params))
-        _record(exc.payment_id, kind="return", source="rksuccess", outcome=f"rejected: {exc.message}",
-                data=params)
+        if not _record_refused(LOG_SUCCESS, exc.payment_id, kind="return", outcome=f"rejected: {exc.message}",
+                               params=params):
+            return _unavailable(LOG_SUCCESS, exc.payment_id, params)
         return _error_page(exc.status, _("This return link is not valid (%(reason)s). Your payment, if "
                                          "made, will be credited when Robokassa notifies us.",
                                          reason=exc.message))
@@ -303,32 +358,47 @@ def success():
         db.session.rollback()
         log_line(LOG_SUCCESS, None, "database failure", logging.ERROR, **_facts(params))
         return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
-    _record(payment_id, kind="return", source="rksuccess", outcome=f"success return; payment is {status}",
-            data=params)
+    if not _record(payment_id, kind="return", source="rksuccess",
+                   outcome=f"success return; payment is {status}", data=params):
+        return _unavailable(LOG_SUCCESS, payment_id, params)
     log_line(LOG_SUCCESS, payment_id, f"success return, payment is {status}", **_facts(params))
     return redirect(_return_url(payment_id, "success"))
 
 
 @bp.route("/mancgi/rkfail", methods=CALLBACK_METHODS)
+@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
 def fail():
-    """The payer's return after a refused or abandoned payment. Unsigned, so it changes nothing."""
+    """The payer's return after a refused or abandoned payment. Unsigned, so it changes nothing, and it
+    answers the same whatever the id: the browser goes on to the checkout's return page (which shows a
+    payment to its owner only), so an anonymous caller cannot learn which payments exist or whose they are.
+    The return is recorded (bounded, like every unsigned input), or the answer is 503."""
     params = _params()
+    raw = params.get("InvId", "")
+    payment_id = int(raw) if INV_ID_RE.fullmatch(raw) and int(raw) <= MAX_ID else None
     try:
-        payment_id = _inv_id(params)
-        status = _load(payment_id).status
-    except Rejected as exc:
-        log_line(LOG_FAIL, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
-                 **_facts(params))
-        _record(exc.payment_id, kind="return", source="rkfail", outcome=f"rejected: {exc.message}", data=params)
-        return _error_page(exc.status, _("This return link is not valid (%(reason)s).", reason=exc.message))
+        found = callback_context(payment_id) if payment_id is not None else None
     except SQLAlchemyError:
         db.session.rollback()
-        log_line(LOG_FAIL, None, "database failure", logging.ERROR, **_facts(params))
-        return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
-    _record(payment_id, kind="return", source="rkfail",
-            outcome=f"fail return (unsigned, nothing changed); payment is {status}", data=params)
-    log_line(LOG_FAIL, payment_id, f"fail return, nothing changed, payment is {status}", **_facts(params))
-    return redirect(_return_url(payment_id, "fail"))
+        return _unavailable(LOG_FAIL, None, params)
+    known = found if found is not None and found.module == KEY else None
+    if known is None:
+        log_line(LOG_FAIL, raw[:20] or None, "fail return for no Robokassa payment", logging.WARNING, **_facts(params))
+        recorded = _record_refused(LOG_FAIL, None, kind="return", params=params,
+                                   outcome="fail return (unsigned) for no Robokassa payment")
+    else:
+        log_line(LOG_FAIL, payment_id, f"fail return, nothing changed, payment is {known.status}", **_facts(params))
+        recorded = _record_refused(LOG_FAIL, payment_id, kind="return", params=params,
+                                   outcome=f"fail return (unsigned, nothing changed); payment is {known.status}")
+    if not recorded:
+        return _unavailable(LOG_FAIL, payment_id, params)
+    return redirect(_return_url(payment_id, "fail") if payment_id is not None else url_for("checkout.dashboard"))
+
+
+def _unavailable(stem: str, payment_id: int | None, params: Mapping[str, str]) -> tuple[str, int]:
+    """The database could not record a return: 503, so the browser (or the payer) tries again."""
+    log_line(stem, payment_id, "database failure, return not recorded, answered 503", logging.ERROR,
+             **_facts(params))
+    return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
 
 
 CALLBACK_VIEWS = (result, success, fail)

@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
+from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from billcore.args import row_id
 from billcore.db import db
+from billcore.limits import allow, known_fields
 from billcore.logs import file_logger
 from billcore.payments import service
 from billcore.paymethods import callback_context
@@ -28,6 +30,8 @@ from billcore.paymethods import callback_context
 from .signing import verify
 
 KEY = "pmtemplate"
+# The notification's fields (what a refused one may leave in the database).
+FIELDS = ("payment_id", "merchant_id", "state", "amount", "currency", "op_id", "test", "signature")
 SOURCE = "pmtemplate tplresult"
 SUCCESS_ANSWER = "OK"  # what the gateway expects when we accepted a notification (also for repeats)
 FRAUD_ANSWER = "amount mismatch"
@@ -51,9 +55,15 @@ def handle_notification(params: Mapping[str, str]) -> tuple[str, int]:
 
 
 def _reject(payment_id: int | None, reason: str, data: dict[str, str], answer: str, log) -> tuple[str, int]:
-    """Record a refused notification (nothing changes) and answer 400."""
-    service.record_event(payment_id, kind="notification", source=SOURCE, outcome=f"rejected: {reason}",
-                         data=data, answer=answer)
+    """Record a refused notification (nothing changes) and answer 400. What is kept is bounded: the
+    protocol's fields only, each cut short, and at most CALLBACK_REFUSED_RECORDS(_TOTAL) records in a
+    window (beyond that only the log line), so that a flood cannot grow the database without bound."""
+    config = current_app.config
+    if allow(config["CALLBACK_REFUSED_RECORDS"], "refused", SOURCE, str(payment_id or "-")) \
+            and allow(config["CALLBACK_REFUSED_RECORDS_TOTAL"], "refused", SOURCE):
+        service.record_event(payment_id, kind="notification", source=SOURCE, outcome=f"rejected: {reason}",
+                             data=known_fields(data, FIELDS, max_length=int(config["CALLBACK_FIELD_MAX"])),
+                             answer=answer)
     log.warning("payment %s: rejected (%s)", payment_id if payment_id is not None else data.get("payment_id"),
                 reason)
     return answer, 400

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from billcore.args import row_id
 from billcore.auth import client_required
 from billcore.db import db
+from billcore.limits import cap_body, known_fields
 from billcore.logs import file_logger
 from billcore.models import Payment, PaymentMethod
 from billcore.money import format_amount
@@ -208,6 +209,7 @@ def fakegw_pay():
 # ---------------------------------------------------------------------------------------------------
 
 
+@cap_body("CALLBACK_MAX_CONTENT_LENGTH")  # outside input is bounded before it is parsed
 def tplresult():
     """The gateway's signed notification; plain-text answer (``OK`` when accepted or repeated)."""
     body, status = handle_notification(request.form)
@@ -223,7 +225,8 @@ def _return_page(kind: str, message: str, category: str):
         return redirect(url_for("main.index"))
     service.record_event(payment.id, kind="return", source=f"pmtemplate tpl{kind}",
                          outcome=f"client returned ({kind}); payment is {payment.status}",
-                         data=dict(request.args))
+                         data=known_fields(request.args, ("elid",),
+                                           max_length=int(current_app.config["CALLBACK_FIELD_MAX"])))
     log.info("payment %s: client returned (%s), status %s", payment.id, kind, payment.status)
     target = payment_page(payment.id, kind)
     if "checkout.payment_return" not in current_app.view_functions:

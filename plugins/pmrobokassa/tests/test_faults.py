@@ -115,7 +115,7 @@ def test_locked_database_answers_503_then_retry_credits_once(app, client_user, i
     assert not response.get_data(as_text=True).startswith("OK")
     _assert_untouched(inpay.id, client_user.account_id)
     log = Path(app.config["LOG_DIR"], "rkresult.log").read_text()
-    assert f"payment={inpay.id} outcome=database failure, answered 503" in log
+    assert f'payment={inpay.id} outcome="database failure, answered 503' in log
 
     retried = _post(app, params)
     assert (retried.status_code, retried.get_data(as_text=True)) == (200, f"OK{inpay.id}")

@@ -120,4 +120,7 @@ def test_start_payment_points_to_redirect_script(app, payment):
     with app.test_request_context("/"):
         action = get_registry().call("pmrobokassa", "billcore_start_payment", payment=payment,
                                      paymethod=db.session.get(PaymentMethod, payment.paymethod_id))
-    assert action.url == f"/mancgi/rkpayment?elid={payment.id}" and action.method == "GET"
+    # a POST with the session's CSRF token: no other site can start a payment by a link
+    fields = dict(action.fields)
+    assert action.url == "/mancgi/rkpayment" and action.method == "POST"
+    assert fields["elid"] == str(payment.id) and fields["csrf_token"]

@@ -120,7 +120,9 @@ def pay_in_sandbox(live, shopper, fault="normal", action="pay", amount="100.00")
     """
     session, account_id, method_id = shopper
     payment = service.create_payment(account_id, method_id, Decimal(amount))
-    page = session.get(f"{live.url}/mancgi/rkpayment", params={"elid": payment.id})
+    start = session.get(f"{live.url}/mancgi/rkpayment", params={"elid": payment.id})  # a link: only a button
+    [button] = [f for f in forms_of(start.text) if "elid" in f["fields"]]
+    page = session.post(f"{live.url}{button['action']}", data=button["fields"])
     assert page.status_code == 200
     [to_gateway] = [f for f in forms_of(page.text) if f["autosubmit"]]
     assert to_gateway["action"] == f"{live.url}/sandbox/robokassa/Merchant/Index.aspx"

@@ -1,0 +1,345 @@
+"""Genuine notifications during an attack: a flood of 10 MB refused callbacks and a login-guessing burst.
+
+For each database (a SQLite file, or a PostgreSQL database created and dropped by the run) billcore runs
+under gunicorn (bench/notify.py's server: ``--workers 4``, sync workers; login limits counted in Redis at
+127.0.0.1:6379, shared by the workers). Then
+
+1. **quiet**: genuine signed notifications at a steady pace (``--rate`` per second, each on its own
+   connection, for ``--seconds``); their latency p50/p95/p99;
+2. **attack**: the same pace of genuine notifications (on other payments) while, at the same time,
+   ``--flood`` threads post 10 MB bodies to ``/mancgi/rkresult`` (naming real payments, bad signature),
+   ``--forged`` threads post refused callbacks just under the body cap (8 KB of junk, bad signature),
+   and ``--guessers`` threads guess passwords at ``/login``: half at the demo client's e-mail from one
+   address, half at random e-mails from a new address each time (``X-Forwarded-For`` behind one trusted
+   proxy), which no per-address or per-account limit stops;
+3. reports both latency sets, p99 attack/quiet, what the attackers got back, and how much the database
+   grew during the attack (SQLite: the file and its WAL; PostgreSQL: ``pg_database_size``), with the
+   number of events recorded;
+4. checks exactly-once: every genuine notification answered ``OK<id>``, each payment paid with one ledger
+   entry.
+
+Run from the repository root (Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432)::
+
+    .venv/bin/python bench/hardening.py --db sqlite --db postgresql
+
+Only 127.0.0.1 is contacted, for ``--seconds`` per phase. This is a benchmark, not a test: it prints
+figures and exits non-zero only when exactly-once fails.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import random
+import re
+import string
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.notify import (PG_ADMIN_URL, PASSWORD2, Server, create_payments,  # noqa: E402
+                          create_schema, drop_target, machine, make_target, notification, setup_app)
+
+CLIENT_EMAIL, CLIENT_PASSWORD = "bench-client@example.com", "bench-client-pass-1"
+FLOOD_BYTES = 10 * 1024 * 1024
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``, 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def post(port: int, path: str, body: bytes | str, headers: dict[str, str] | None = None,
+         timeout: float = 60) -> tuple[int, str, dict[str, str]]:
+    """One POST on its own connection: (status, first 200 characters, headers); status 0 on an OSError."""
+    data = body.encode() if isinstance(body, str) else body
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("POST", path, body=data, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                        **(headers or {})})
+        response = conn.getresponse()
+        result = response.status, response.read(200).decode("utf-8", "replace"), dict(response.getheaders())
+        conn.close()
+        return result
+    except OSError as exc:
+        return 0, type(exc).__name__, {}
+
+
+def paced_notifications(port: int, payments: list[tuple[int, Decimal]], rate: float, seconds: float
+                        ) -> list[tuple[int, float, int, str]]:
+    """Send one genuine notification every 1/rate seconds (each in its own thread, so a slow answer
+    does not delay the next); returns (payment id, latency ms, status, answer) each."""
+    results: list[tuple[int, float, int, str]] = []
+    lock = threading.Lock()
+    threads = []
+
+    def send(payment_id: int, total: Decimal) -> None:
+        started = time.monotonic()
+        status, text, _ = post(port, "/mancgi/rkresult", notification(payment_id, total, PASSWORD2))
+        with lock:
+            results.append((payment_id, (time.monotonic() - started) * 1000, status, text))
+
+    start = time.monotonic()
+    for index, (payment_id, total) in enumerate(payments[:int(rate * seconds)]):
+        delay = start + index / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        thread = threading.Thread(target=send, args=(payment_id, total), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+class Attackers:
+    """The attackers' threads (in their own process, so that they do not slow down the measuring
+    client), run until ``stopping`` is set; counts of what each kind got back."""
+
+    def __init__(self, port: int, callback_port: int, targets: list[int], flood: int, forged: int,
+                 guessers: int) -> None:
+        self.port, self.callback_port, self.targets = port, callback_port, targets
+        self.stopping = threading.Event()
+        self.counts: dict[str, dict[str, int]] = {}
+        self.lock = threading.Lock()
+        self.threads = ([threading.Thread(target=self._flood, daemon=True) for _ in range(flood)]
+                        + [threading.Thread(target=self._forged, daemon=True) for _ in range(forged)]
+                        + [threading.Thread(target=self._guess, args=(i % 2 == 0,), daemon=True)
+                           for i in range(guessers)])
+
+    def _count(self, kind: str, status: int) -> None:
+        with self.lock:
+            bucket = self.counts.setdefault(kind, {})
+            bucket[str(status)] = bucket.get(str(status), 0) + 1
+
+    def _flood(self) -> None:
+        rnd = random.Random()
+        junk = b"A" * FLOOD_BYTES
+        while not self.stopping.is_set():
+            prefix = f"InvId={rnd.choice(self.targets)}&OutSum=1.00&SignatureValue=00&x=".encode()
+            status, _, _ = post(self.callback_port, "/mancgi/rkresult", prefix + junk[len(prefix):], timeout=30)
+            self._count("flood 10 MB (0 = reset after 413)", status)
+
+    def _forged(self) -> None:
+        rnd = random.Random()
+        junk = "B" * 8000
+        while not self.stopping.is_set():
+            body = urlencode({"InvId": rnd.choice(self.targets), "OutSum": "1.00", "SignatureValue": "0" * 32,
+                              "x": junk})
+            status, _, _ = post(self.callback_port, "/mancgi/rkresult", body)
+            self._count("forged 8 KB", status)
+
+    def _session(self, address: str) -> tuple[str, str]:
+        """A login page's session cookie and CSRF token."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", "/login", headers={"X-Forwarded-For": address})
+        response = conn.getresponse()
+        html = response.read().decode()
+        cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+        conn.close()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+        return cookie, token
+
+    def _guess(self, one_address: bool) -> None:
+        rnd = random.Random()
+        kind = "guess: one address, the client" if one_address else "guess: new address, random e-mail"
+        address = f"203.0.113.{rnd.randrange(1, 250)}"
+        cookie, token = self._session(address)
+        while not self.stopping.is_set():
+            if not one_address:
+                address = f"198.{rnd.randrange(18, 20)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+            email = CLIENT_EMAIL if one_address else \
+                "".join(rnd.choices(string.ascii_lowercase, k=10)) + "@example.com"
+            body = urlencode({"email": email, "password": "guess-" + uuid.uuid4().hex[:8], "csrf_token": token})
+            status, _, _ = post(self.port, "/login", body, {"Cookie": cookie, "X-Forwarded-For": address})
+            self._count(kind, status)
+
+
+def _attack_process(port: int, callback_port: int, targets: list[int], flood: int, forged: int, guessers: int,
+                    stop, out) -> None:
+    attackers = Attackers(port, callback_port, targets, flood, forged, guessers)
+    for thread in attackers.threads:
+        thread.start()
+    stop.wait()
+    attackers.stopping.set()
+    for thread in attackers.threads:
+        thread.join(60)
+    out.put(attackers.counts)
+
+
+class Attack:
+    """The attack in a child process while the ``with`` block runs; ``counts`` afterwards."""
+
+    def __init__(self, port: int, callback_port: int, targets: list[int], args) -> None:
+        self.stop = multiprocessing.Event()
+        self.out = multiprocessing.Queue()
+        self.process = multiprocessing.Process(target=_attack_process, daemon=True, args=(
+            port, callback_port, targets, args.flood, args.forged, args.guessers, self.stop, self.out))
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def __enter__(self) -> Attack:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.counts = self.out.get(timeout=120)
+        self.process.join(30)
+
+
+def database_size(app, target) -> int:
+    """Bytes the database takes now: the SQLite file and its WAL, or pg_database_size."""
+    from sqlalchemy import text
+
+    from billcore.db import db
+
+    with app.app_context():
+        if target.kind == "sqlite":
+            path = Path(db.engine.url.database)
+            return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+
+
+def event_count(app) -> int:
+    """Rows in payment_events."""
+    from sqlalchemy import func, select
+
+    from billcore.db import db
+    from billcore.models import PaymentEvent
+
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(PaymentEvent))
+
+
+def exactly_once(app, results: list[tuple[int, float, int, str]]) -> list[str]:
+    """Problems: a genuine notification not answered OK, a payment not paid once."""
+    from sqlalchemy import func, select
+
+    from billcore.db import db
+    from billcore.models import LedgerEntry, Payment
+
+    problems = [f"payment {pid}: {status} {text!r}" for pid, _, status, text in results
+                if status != 200 or text != f"OK{pid}"]
+    ids = [pid for pid, *_ in results]
+    with app.app_context():
+        paid = db.session.scalar(select(func.count()).select_from(Payment)
+                                 .where(Payment.id.in_(ids), Payment.status == "paid"))
+        ledger = db.session.scalar(select(func.count()).select_from(LedgerEntry)
+                                   .where(LedgerEntry.payment_id.in_(ids), LedgerEntry.kind == "payment"))
+    if paid != len(ids) or ledger != len(ids):
+        problems.append(f"{len(ids)} notified, {paid} paid, {ledger} ledger entries")
+    return problems
+
+
+def summary(label: str, results: list[tuple[int, float, int, str]]) -> dict:
+    """Latency figures of one phase."""
+    latencies = [ms for _, ms, _, _ in results]
+    figures = {"count": len(latencies), "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+               "p99": percentile(latencies, 99), "max": max(latencies, default=0.0)}
+    print(f"  {label:<7} {figures['count']:>5} notifications   p50 {figures['p50']:7.1f} ms   "
+          f"p95 {figures['p95']:7.1f} ms   p99 {figures['p99']:7.1f} ms   max {figures['max']:7.1f} ms", flush=True)
+    return figures
+
+
+def run(kind: str, args, workdir: Path) -> dict:
+    """Both phases on one database."""
+    from billcore.accounts import create_client
+
+    target = make_target(kind, workdir, args.pg_url)
+    try:
+        app = setup_app(target)
+        method_id, account_ids = create_schema(app)
+        with app.app_context():
+            create_client(CLIENT_EMAIL, CLIENT_PASSWORD)
+        per_phase = int(args.rate * args.seconds)
+        payments = create_payments(app, method_id, account_ids, 2 * per_phase + 200)
+        warm, quiet_payments, attack_payments = payments[:40], payments[200:200 + per_phase], payments[200 + per_phase:]
+        targets = [pid for pid, _ in payments[40:200]]  # what the attackers name: real payments
+        env = {"BILLCORE_INSTANCE_PATH": str(target.instance), "BILLCORE_DATABASE_URL": target.url,
+               "BILLCORE_BASE_URL": "https://billing.example.com", "BILLCORE_TRUSTED_PROXIES": "1",
+               "BILLCORE_RATELIMIT_STORAGE_URI": args.redis, "BILLCORE_RATELIMIT_KEY_PREFIX": uuid.uuid4().hex}
+        print(f"{kind}:", flush=True)
+        pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}")
+        callbacks = pages
+        if args.callback_workers:  # the gateways' callbacks served by workers of their own
+            callbacks = Server("billcore:create_app()", env,
+                               argparse.Namespace(**{**vars(args), "workers": args.callback_workers}),
+                               workdir, f"hardening-callbacks-{kind}")
+        with pages, callbacks:
+            paced_notifications(callbacks.port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
+            quiet = paced_notifications(callbacks.port, quiet_payments, args.rate, args.seconds)
+            size_before, events_before = database_size(app, target), event_count(app)
+            with Attack(pages.port, callbacks.port, targets, args) as attack:
+                time.sleep(1)  # the attack is under way before the genuine ones start
+                loud = paced_notifications(callbacks.port, attack_payments, args.rate, args.seconds)
+            size_after, events_after = database_size(app, target), event_count(app)
+        quiet_figures, loud_figures = summary("quiet", quiet), summary("attack", loud)
+        ratio = loud_figures["p99"] / quiet_figures["p99"] if quiet_figures["p99"] else 0.0
+        problems = exactly_once(app, quiet + loud)
+        print(f"  p99 attack / quiet: {ratio:.2f}", flush=True)
+        for name, statuses in sorted(attack.counts.items()):
+            print(f"  {name:<36} {sum(statuses.values()):>6} requests, answers {json.dumps(statuses, sort_keys=True)}")
+        print(f"  database grew {(size_after - size_before) / 1024:.0f} KiB during the attack "
+              f"({events_after - events_before} events recorded, {len(loud)} of them genuine credits)")
+        print(f"  exactly-once: {'OK' if not problems else problems[:5]}", flush=True)
+        return {"db": kind, "quiet": quiet_figures, "attack": loud_figures, "p99_ratio": ratio,
+                "attackers": attack.counts, "growth_bytes": size_after - size_before,
+                "events_added": events_after - events_before, "problems": problems}
+    finally:
+        drop_target(target, args.pg_url)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"],
+                        help="database(s) to run on (repeatable; default both)")
+    parser.add_argument("--pg-url", default=PG_ADMIN_URL, help="PostgreSQL server (a bench database is created)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="the login limits' storage")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--callback-workers", type=int, default=0,
+                        help="serve /mancgi/ callbacks by a second gunicorn with this many workers (0: one server)")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--rate", type=float, default=20, help="genuine notifications per second")
+    parser.add_argument("--seconds", type=float, default=20, help="length of each phase")
+    parser.add_argument("--flood", type=int, default=4, help="threads posting 10 MB refused callbacks")
+    parser.add_argument("--forged", type=int, default=2, help="threads posting refused callbacks under the cap")
+    parser.add_argument("--guessers", type=int, default=8, help="threads guessing passwords")
+    parser.add_argument("--json", help="write the figures to this file too")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit status 1 when exactly-once failed."""
+    args = parse_args(argv)
+    print(f"machine: {machine()}")
+    print(f"settings: gunicorn {args.workers} x {args.worker_class}, {args.rate:g} genuine notifications/s for "
+          f"{args.seconds:g} s per phase; attack: {args.flood} x 10 MB flood, {args.forged} x forged, "
+          f"{args.guessers} password guessers", flush=True)
+    report = []
+    with tempfile.TemporaryDirectory(prefix="billcore-hardening-") as tmp:
+        for kind in args.db or ["sqlite", "postgresql"]:
+            report.append(run(kind, args, Path(tmp)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": report},
+                                              indent=2, default=str))
+    return 1 if any(r["problems"] for r in report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
