@@ -568,7 +568,7 @@ def test_refusals_name_statuses_by_their_labels(admin, payer, method):
     _stuck_refund(p.id)
     r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "1"}, follow_redirects=True)
     flashed = " ".join(re.findall(r'<div class="flash[^>]*>(.*?)</div>', r.get_data(as_text=True), re.S))
-    assert "“Pending return”" in flashed and "pending_return" not in flashed
+    assert "“Refund pending”" in flashed and "pending_return" not in flashed
     r = admin.post(f"/admin/payments/{p.id}/mark-paid", data={"reason": "again"}, follow_redirects=True)
     assert "The payment was already paid." in r.get_data(as_text=True)
 
