@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TIMEZONE": "Europe/Moscow",
     # the return page: after this many seconds of waiting for the gateway it says what happens next
     "RETURN_WAIT_NOTICE_SECONDS": 120,
+    # the overview flags a payment still awaiting payment this many hours after it went to the gateway
+    "STUCK_INPAY_HOURS": 2,
     # how customers reach support (shown when a payment takes long); blank: "our support team"
     "SUPPORT_CONTACT": "",
     "WIZARD_DRAFT_TTL_MINUTES": 60,

@@ -87,12 +87,18 @@ def test_list_filters(admin, payer, method):
         f"date_from={(datetime.now(timezone.utc) - timedelta(days=1)).date()}": [c.id, b.id, a.id],
         "amount_min=100&amount_max=250": [b.id, a.id],
         "amount_min=999.99": [c.id],
-        "status=bogus&amount_min=abc": [d.id, c.id, b.id, a.id],  # ignored, with a note
+        "status=bogus&amount_min=abc": [],  # refused: nothing shown rather than everything
+        f"account_id={OTHER_CLIENT[0]}": [d.id, c.id],  # an account by its user's e-mail
+        f"account_id={OTHER_CLIENT[0].split('@')[0][:4].upper()}": [d.id, c.id],  # part of one, any case
+        f"account_id=%23{other.account_id}": [d.id, c.id],  # "#12"
+        "account_id=nobody%40nowhere": [],
+        "account_id=%25": [],  # LIKE's wildcards are plain characters
     }
     for query, expected in cases.items():
         html = admin.get(f"/admin/payments?{query}").get_data(as_text=True)
         assert _ids(html) == expected, query
-    assert "not understood" in admin.get("/admin/payments?amount_min=abc").get_data(as_text=True)
+    refused = admin.get("/admin/payments?amount_min=abc").get_data(as_text=True)
+    assert "not understood: Amount from" in refused and _ids(refused) == []
 
 
 def test_keyset_paging_keeps_filters(capp, admin, payer, method):  # noqa: F811
