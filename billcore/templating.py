@@ -147,13 +147,25 @@ def ledger_label(kind: str) -> str:
     return str(LEDGER_LABELS.get(kind, kind))
 
 
+def ledger_note(entry) -> str:
+    """A ledger entry's note in the reader's language: the service writes refund notes in English
+    (``refund 1 of payment 5``) for logs; a correction's note is the admin's own reason, shown as typed."""
+    from flask_babel import gettext as _
+
+    if entry.kind in ("refund", "refund_reversal") and entry.refund_id and entry.payment_id:
+        return _("Refund %(refund)s of payment #%(payment)s", refund=entry.refund_id, payment=entry.payment_id)
+    if entry.kind == "payment" and entry.payment_id:
+        return _("Payment #%(id)s", id=entry.payment_id)
+    return entry.note or ""
+
+
 def init_app(app: Flask) -> None:
     """Register the filters and globals."""
     app.jinja_env.filters["money"] = money
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["dt"] = datetime_text
     app.jinja_env.globals.update(status_label=status_label, refund_label=refund_label, event_label=event_label,
-                                 ledger_label=ledger_label, refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
+                                 ledger_label=ledger_label, ledger_note=ledger_note, refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
 
     def _nav(entries):
         return lambda: [(e, label) for e, label in entries if e in current_app.view_functions]
