@@ -122,3 +122,22 @@ def test_csv_export_streams_the_filtered_set(capp, admin, payer, method):  # noq
     assert {r["status"] for r in rows} == {"paid"} and rows[-1]["amount"] == "20.00"
     assert rows[0]["account"] == "'=HYPERLINK(1)"
     assert admin.get("/admin/payments.csv?amount_min=abc").status_code == 400
+
+
+def test_refund_asks_first_with_amount_and_account(admin, payer, method):  # noqa: F811
+    from tests.test_admin_payments import _state
+
+    p = _paid(payer.account_id, method.id, "100.00")
+    page = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30,50", "reason": "asked"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'data-testid="refund-confirm"' in html
+    assert ">30.50 RUB<" in html and f"(#{payer.account_id})" in html and "69.50 RUB" in html  # balance after
+    assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))  # nothing refunded yet
+    too_much = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "100.01"}, follow_redirects=True)
+    assert "Enter an amount from 0.01 to 100.00" in too_much.get_data(as_text=True)
+    done = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30.50", "reason": "asked", "confirmed": "1"})
+    assert done.status_code == 302 and _state(p.id)[1] == Decimal("30.50")
+    detail = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
+    # states as words on badges, never the codes
+    assert re.search(r'<span class="status status-\w+" data-refund-state="\w+">Refund (done|requested)</span>', detail)
+    assert ">requested<" not in detail and ">finished<" not in detail

@@ -22,7 +22,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, func, select, tuple_
-from wtforms import StringField, TextAreaField
+from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from ..auth import admin_required
@@ -337,6 +337,8 @@ class RefundForm(FlaskForm):
 
     amount = StringField(_l("Amount to refund"), validators=[DataRequired(), Length(max=32)])
     reason = StringField(_l("Reason"), validators=[Length(max=500)])
+    # set by the confirmation page: the admin saw the amount, the account and the balance after
+    confirmed = HiddenField()
 
 
 class ReasonForm(FlaskForm):
@@ -433,6 +435,20 @@ def payment_refund(payment_id: int):
     if not form.validate_on_submit():
         flash(_("Enter the amount to refund."), "error")
         return redirect(url_for(".payment", payment_id=item.id))
+    if form.confirmed.data != "1":
+        # first the confirmation: what is refunded, from which account, and the balance afterwards
+        text = form.amount.data.strip().replace(",", ".").replace(" ", "").replace("\u00a0", "")
+        try:
+            value = Decimal(text)
+            if not value.is_finite() or value <= 0 or value > item.refundable:
+                raise InvalidOperation
+        except InvalidOperation:
+            flash(_("The refund was refused: %(error)s",
+                    error=_("Enter an amount from 0.01 to %(amount)s.", amount=item.refundable)), "error")
+            return redirect(url_for(".payment", payment_id=item.id))
+        form.confirmed.data = "1"
+        return render_template("admin/payments/refund_confirm.html", payment=item, form=form, amount=value,
+                               balance_after=item.account.balance - value)
     try:
         result = refunds.refund_payment(item.id, form.amount.data.strip().replace(",", "."), _actor(),
                                         form.reason.data or None)
