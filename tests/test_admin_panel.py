@@ -141,3 +141,38 @@ def test_refund_asks_first_with_amount_and_account(admin, payer, method):  # noq
     # states as words on badges, never the codes
     assert re.search(r'<span class="status status-\w+" data-refund-state="\w+">Refund (done|requested)</span>', detail)
     assert ">requested<" not in detail and ">finished<" not in detail
+
+
+def test_robokassa_step2_shows_every_error_at_once(admin):  # noqa: F811
+    from tests.test_admin_paymethods import field_error, start
+
+    step2 = start(admin, "pmrobokassa")
+    html = admin.post(step2, data={"identifier": "", "password1": "", "password2": "", "action": "next"}) \
+        .get_data(as_text=True)
+    assert "This field is required." in field_error(html, "identifier")
+    assert "Password #1 is required." in field_error(html, "password1")
+    assert "Password #2 is required." in field_error(html, "password2")
+    # a refused password is not kept: no "set" under its error, and blank stays "required" next time
+    html = admin.post(step2, data={"identifier": "shop", "password1": "short", "password2": "Good-pass-22",
+                                   "action": "next"}).get_data(as_text=True)
+    assert "at least 8 characters" in field_error(html, "password1")
+    assert "leave blank to keep" not in field_error(html, "password1")
+    html = admin.post(step2, data={"identifier": "shop", "password1": "", "password2": "", "action": "next"}) \
+        .get_data(as_text=True)
+    assert "Password #1 is required." in field_error(html, "password1")
+    assert "Password #2" not in field_error(html, "password2")  # the good one was kept
+
+
+def test_method_page_one_warning_per_problem_and_refunds_without_password3(capp, admin):  # noqa: F811
+    from tests.conftest import add_paymethod
+
+    capp.config["BASE_URL"] = "http://127.0.0.1:5000"
+    method = add_paymethod("pmrobokassa", {"identifier": "demo", "password1": "Passw0rd-one",
+                                           "password2": "Passw0rd-two", "receipt_payment_method": "full_payment"},
+                           name="Robokassa", allow_refund=True)
+    html = admin.get(f"/admin/paymethods/{method.id}").get_data(as_text=True)
+    warnings = re.findall(r'<div class="warning" role="alert">([^<]+)</div>', html)
+    assert len(warnings) == len(set(warnings)) == 4, warnings
+    assert sum("http" in w for w in warnings) == 1  # plain http: once
+    assert any("Password #3 is not set" in w for w in warnings)
+    assert ">Full payment</td>" in html and ">full_payment<" not in html  # words, not the stored code

@@ -345,8 +345,8 @@ def test_method_page_labels_and_a_failing_setup_hook(admin, fapp):
     assert resp.status_code == 200 and "could not describe the gateway" in html and SECRET not in html
     log = (Path(fapp.config["LOG_DIR"]) / "paymethods.log").read_text()
     assert "RuntimeError: cannot reach the gateway with ***" in log and SECRET not in log
-    assert "<th>Shop id</th><td>boom</td>" in html and "<th>Test mode</th><td>No</td>" in html
-    assert re.search(r"<th>Secret key</th><td><span class=\"tag\">set</span>", html)
+    assert "<th scope=\"row\">Shop id</th><td>boom</td>" in html and "<th scope=\"row\">Test mode</th><td>No</td>" in html
+    assert re.search(r"<th scope=\"row\">Secret key</th><td><span class=\"tag\">set</span>", html)
 
 
 def test_edit_integration_keeps_blank_secret_and_validates(admin):

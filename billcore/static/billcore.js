@@ -26,6 +26,19 @@ document.addEventListener("DOMContentLoaded", function () {
       if (!window.confirm(button.getAttribute("data-confirm"))) { event.preventDefault(); }
     });
   });
+  // A checkbox named "<group>_enabled" shows the other "<group>_*" fields only while it is ticked
+  // (the 54-FZ receipt settings while receipts are off); hidden fields are still submitted as they are.
+  document.querySelectorAll("input[type=checkbox][name$='_enabled']").forEach(function (box) {
+    var group = box.name.slice(0, -"enabled".length);
+    var form = box.form;
+    if (!form) { return; }
+    var blocks = Array.prototype.filter.call(form.elements, function (el) {
+      return el !== box && el.name && el.name.indexOf(group) === 0;
+    }).map(function (el) { return el.closest(".field") || el; });
+    function sync() { blocks.forEach(function (b) { b.hidden = !box.checked; }); }
+    box.addEventListener("change", sync);
+    sync();
+  });
   // A server error under a field goes away as soon as the field is edited.
   document.querySelectorAll(".has-error input, .has-error select, .has-error textarea").forEach(function (input) {
     function clear() {
