@@ -70,6 +70,8 @@ def test_customer_adds_funds(live_server, browser, artifacts, width, lang):
     set_language(live_server, CLIENT[0], lang)
     context, page = new_page(browser, WIDTHS[width], lang)
     try:
+        page.goto(f"{live_server.url}/login")
+        check_page(page, artifacts, "0-login")
         log_in(page, live_server, *CLIENT)
         assert page.inner_text("[data-testid=balance]") == text["zero"]
         # the menu marks the current page
@@ -139,6 +141,10 @@ def test_customer_adds_funds(live_server, browser, artifacts, width, lang):
         check_page(page, artifacts, "7-payment")
         page.goto(f"{live_server.url}/settings")
         check_page(page, artifacts, "8-settings")
+        page.goto(f"{live_server.url}/recurring")
+        check_page(page, artifacts, "9-auto-payments")
+        page.goto(f"{live_server.url}/payments/999999")
+        check_page(page, artifacts, "10-not-found")
     finally:
         context.close()
 
