@@ -52,6 +52,18 @@ def _zones() -> list[str]:
     return sorted(z for z in available_timezones() if z.startswith(areas)) + ["UTC"]
 
 
+def _zone_label(zone: str) -> str:
+    """``Москва — Europe/Moscow``: the zone's city in the reader's language (CLDR), then its IANA name."""
+    from babel.dates import get_timezone, get_timezone_location
+    from flask_babel import get_locale
+
+    try:
+        city = get_timezone_location(get_timezone(zone), locale=str(get_locale() or "en"), return_city=True)
+    except (LookupError, ValueError):
+        return zone
+    return f"{city} — {zone}" if city and zone != "UTC" else zone
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @login_required
 def settings():
@@ -60,7 +72,7 @@ def settings():
 
     form = SettingsForm()
     form.language.choices = [(c, n) for c, n in form.language.choices if c in current_app.config["LANGUAGES"]]
-    form.timezone.choices = [(z, z.replace("_", " ")) for z in _zones()]
+    form.timezone.choices = [(z, _zone_label(z)) for z in _zones()]
     if request.method == "GET":
         form.language.data = current_user.language or current_app.config["BABEL_DEFAULT_LOCALE"]
         form.timezone.data = current_user.timezone or current_app.config["DEFAULT_TIMEZONE"]
