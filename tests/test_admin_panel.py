@@ -176,3 +176,13 @@ def test_method_page_one_warning_per_problem_and_refunds_without_password3(capp,
     assert sum("http" in w for w in warnings) == 1  # plain http: once
     assert any("Password #3 is not set" in w for w in warnings)
     assert ">Full payment</td>" in html and ">full_payment<" not in html  # words, not the stored code
+
+
+def test_robokassa_options_and_receipt_choices_in_russian(admin):  # noqa: F811
+    from tests.test_admin_paymethods import start
+
+    admin.post("/language/ru")
+    html = admin.get(start(admin, "pmrobokassa")).get_data(as_text=True)
+    assert "Банковская карта (Visa, Mastercard, Maestro, Мир)" in html and "Банковские карты" in html
+    assert ">Полный расчёт<" in html and ">Услуга<" in html  # 54-FZ attributes in words
+    assert ">full_payment<" not in html and ">service<" not in html

@@ -48,6 +48,17 @@ CATEGORY_LABELS = {
     "online_banking": _l("Online banking"),
 }
 
+# The built-in list's options (used when GetCurrencies cannot be asked), in the reader's language; the
+# brand names stay as they are. GetCurrencies' own answer comes in the language asked for.
+BUILTIN_OPTION_LABELS = {
+    "BankCardPSR": _l("Bank card (Visa, Mastercard, Maestro, Mir)"),
+    "SBPPSR": _l("Faster Payments System (SBP)"),
+    "TerminalsElecsnetOceanR": _l("Elecsnet terminals"),
+    "RapidaOceanEurosetR": _l("Euroset stores"),
+    "RapidaOceanSvyaznoyR": _l("Svyaznoy stores"),
+    "VTB24R": _l("VTB Online"),
+}
+
 SNO_LABELS = {
     "osn": _l("General (OSN)"),
     "usn_income": _l("Simplified, income (USN income)"),
@@ -143,7 +154,9 @@ def payment_options(identifier: str | None, url: str | None, current: str | None
             if item.label in seen:
                 continue
             seen.add(item.label)
-            choices.append(SelectChoice(item.label, item.name or item.label, optgroup=group_label))
+            name = str(BUILTIN_OPTION_LABELS[item.label]) if groups is None and item.label in BUILTIN_OPTION_LABELS \
+                else (item.name or item.label)
+            choices.append(SelectChoice(item.label, name, optgroup=group_label))
     if current and current not in seen:
         choices.append(SelectChoice(current, current, optgroup=str(_("Current setting"))))
     return choices
