@@ -402,7 +402,7 @@ def test_list_shows_methods_with_counts_and_actions(admin):
     html = admin.get("/admin/paymethods").get_data(as_text=True)
     row_a = html.split(f'data-id="{a.id}"', 1)[1].split("</tr>", 1)[0]
     assert "Alpha" in row_a and "Fake gateway" in row_a and "RUB" in row_a and "Active" in row_a
-    assert '<td class="num">1</td>' in row_a  # one payment
+    assert '<td data-label="Payments" class="num">1</td>' in row_a  # one payment
     assert "Disabled" in html.split("Beta", 1)[1].split("</tr>", 1)[0]
     assert "/admin/paymethods/new" in html and "xxxxxx1" not in html
 
