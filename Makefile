@@ -44,11 +44,17 @@ run: install
 	$(BIN)/flask --app billcore run --host $(HOST) --port $(PORT)
 
 # Browser tests drive Debian's chromium through Playwright (Playwright cannot download browsers here).
+# Without the recommended packages (fonts, extensions, desktop integration) the install takes a minute,
+# not several; headless chromium needs none of them.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
+# Tests run in parallel processes (pytest-xdist): TEST_WORKERS=auto is one per CPU, TEST_WORKERS=0 runs
+# them in this process. --dist loadgroup keeps tests of one xdist_group (the wheel builds) together.
+TEST_WORKERS ?= auto
 test: install-test chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts tests/browser/node_modules

@@ -49,6 +49,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-flask>=1.3,<2",
+            "pytest-xdist>=3.5,<4",
             "playwright>=1.45,<2",
             "hypothesis>=6.100,<7",
             "build>=1.0,<2",

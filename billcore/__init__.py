@@ -50,7 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(main.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(checkout_views.bp)
-    from .recurring_views import bp as recurring_bp  # auto-payments (issue 9)
+    from .recurring_views import bp as recurring_bp  # auto-payments
     app.register_blueprint(recurring_bp)
     plugins.init_app(app)
     cli.init_app(app)

@@ -53,7 +53,7 @@ def _expired_ids(method: PaymentMethod, now: datetime, batch: int, after_id: int
 
 def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_run: bool = False,
                             echo=None) -> CleanupResult:
-    """Cancel every ``new`` payment older than its method's ``delete_after_days`` (BILLMANAGER.md §3).
+    """Cancel every ``new`` payment older than its method's ``delete_after_days`` (docs/design.md §3).
 
     Each payment goes through :func:`service.set_cancelled` (source ``cleanup``), so the history shows
     why and two hosts running this at once never cancel a payment twice or undo a payment that got

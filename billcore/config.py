@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     # A refund the gateway gave no id for may be settled by hand this many minutes after it was requested
     # (not sooner: its gateway request may still be under way, and failing it then could refund twice).
     "REFUND_SETTLE_GRACE_MINUTES": 15,
+    # Gateway calls in flight per payment module and process in the batch jobs (payments check,
+    # recurring run): {module: threads}, and the number for modules not listed (billcore.gateway_pool).
+    "GATEWAY_WORKERS": {},
+    "GATEWAY_WORKERS_DEFAULT": 8,
 }
 
 SECRET_KEY_FILE = "secret_key"

@@ -38,12 +38,26 @@ def init_app(app: Flask) -> None:
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     if url.startswith("postgresql"):
         options.setdefault("pool_pre_ping", True)
+    # The batch jobs' gateway threads each hold up to two connections (a claim and a transaction):
+    # keep that many, so a thread never waits for a connection (or opens and closes one per item).
+    options.setdefault("pool_size", max(5, 2 * _most_gateway_workers(app) + 2))
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     if url.startswith("sqlite"):
         with app.app_context():
             _configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
             checkpoint_every_commits(db.engine, app.config["SQLITE_CHECKPOINT_EVERY"])
+
+
+def _most_gateway_workers(app: Flask) -> int:
+    from .gateway_pool import DEFAULT_WORKERS, MAX_WORKERS
+
+    values = [app.config.get("GATEWAY_WORKERS_DEFAULT", DEFAULT_WORKERS),
+              *(app.config.get("GATEWAY_WORKERS") or {}).values()]
+    try:
+        return min(MAX_WORKERS, max(int(v) for v in values))
+    except (TypeError, ValueError):
+        return DEFAULT_WORKERS  # a bad value is refused with a clear error when a job starts
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from .money import CURRENCIES
 from .paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
@@ -20,6 +20,13 @@ NON_SETTING_TYPES = frozenset({"CSRFTokenField", "SubmitField"})
 
 # The FlaskForm "use the current request" marker, so callers can say "no formdata" explicitly.
 AUTO = object()
+
+
+def no_nul(form: Any, field: Any) -> None:
+    """Refuse a NUL character: PostgreSQL cannot store one in a text column (SQLite would), so it must be
+    a clear form error on both databases rather than a failed insert."""
+    if field.data and "\x00" in field.data:
+        raise ValidationError(_("Must not contain a NUL character."))
 
 
 class EmptyIntegrationForm(FlaskForm):
@@ -33,9 +40,9 @@ class MethodSettingsForm(FlaskForm):
     (see :func:`billcore.paymethod_service.validate_method`), never through float.
     """
 
-    name = StringField(_l("Name (English)"), validators=[DataRequired(), Length(max=200)],
+    name = StringField(_l("Name (English)"), validators=[DataRequired(), Length(max=200), no_nul],
                        description=_l("Shown to clients when they choose how to pay."))
-    name_ru = StringField(_l("Name (Russian)"), validators=[Optional(), Length(max=200)])
+    name_ru = StringField(_l("Name (Russian)"), validators=[Optional(), Length(max=200), no_nul])
     currency = SelectField(_l("Currency"), validate_choice=False)
     min_amount = StringField(_l("Minimum payment amount"), description=_l("Blank: no minimum."))
     max_amount = StringField(_l("Maximum payment amount"), description=_l("Blank: no maximum."))
@@ -51,9 +58,9 @@ class MethodSettingsForm(FlaskForm):
                               description=_l("Lower numbers are listed first. Blank: after the others."))
     allow_refund = BooleanField(_l("Allow refunds"))
     recurring = BooleanField(_l("Recurring payments"))
-    description = TextAreaField(_l("Description for clients (English)"), validators=[Optional(), Length(max=5000)])
-    description_ru = TextAreaField(_l("Description for clients (Russian)"), validators=[Optional(), Length(max=5000)])
-    comment = TextAreaField(_l("Comment (seen by administrators only)"), validators=[Optional(), Length(max=5000)])
+    description = TextAreaField(_l("Description for clients (English)"), validators=[Optional(), Length(max=5000), no_nul])
+    description_ru = TextAreaField(_l("Description for clients (Russian)"), validators=[Optional(), Length(max=5000), no_nul])
+    comment = TextAreaField(_l("Comment (seen by administrators only)"), validators=[Optional(), Length(max=5000), no_nul])
 
 
 def allowed_currencies(info: ModuleInfo) -> list[str]:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from flask import current_app, has_app_context
 from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
@@ -55,7 +56,7 @@ def utcnow() -> datetime:
 
 
 class Status(str, enum.Enum):
-    """A payment's status; the values are the names stored in the database (BILLMANAGER.md §3)."""
+    """A payment's status; the values are the names stored in the database (docs/design.md §3)."""
 
     NEW = "new"
     INPAY = "inpay"
@@ -71,6 +72,21 @@ class Role(str, enum.Enum):
 
     ADMIN = "admin"
     CLIENT = "client"
+
+
+# scrypt's cost (about 50 ms a hash) is the point in production and most of the time of a test that
+# creates users; the cheap method is used only by an app that is TESTING *and* asks for it.
+PASSWORD_HASH = "scrypt"
+CHEAP_TEST_PASSWORD_HASH = "pbkdf2:sha256:1"
+
+
+def password_hash_method() -> str:
+    """The hash for new passwords: scrypt, except in a ``TESTING`` app with ``TEST_CHEAP_PASSWORD_HASH``
+    set (the test fixtures set it), which gets a one-round PBKDF2. Production never reads that setting
+    without ``TESTING``, so a stray config value cannot weaken real passwords."""
+    if has_app_context() and current_app.testing and current_app.config.get("TEST_CHEAP_PASSWORD_HASH"):
+        return CHEAP_TEST_PASSWORD_HASH
+    return PASSWORD_HASH
 
 
 class User(UserMixin, db.Model):
@@ -92,8 +108,8 @@ class User(UserMixin, db.Model):
     account: Mapped[Account | None] = relationship(back_populates="users")
 
     def set_password(self, password: str) -> None:
-        """Store a salted hash of ``password`` (Werkzeug's current default, scrypt)."""
-        self.password_hash = generate_password_hash(password)
+        """Store a salted hash of ``password`` (scrypt; see :func:`password_hash_method`)."""
+        self.password_hash = generate_password_hash(password, method=password_hash_method())
 
     def check_password(self, password: str) -> bool:
         """True when ``password`` matches the stored hash."""
@@ -305,7 +321,7 @@ class PaymethodDraft(db.Model):
 
 
 class RecurringProfile(db.Model):
-    """A client's auto-payment (issue 9): charges against a stored parent payment, by a rule.
+    """A client's auto-payment: charges against a stored parent payment, by a rule.
 
     ``rule`` is ``fixed`` (``amount`` every month on ``charge_day``) or ``threshold`` (``amount`` whenever
     the balance is below ``threshold``). ``monthly_max`` caps what the profile's children may total in a

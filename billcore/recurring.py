@@ -1,4 +1,4 @@
-"""Recurring payments (auto top-ups): opt-in, profiles, due dates and ``recurring run`` (issue 9).
+"""Recurring payments (auto top-ups): opt-in, profiles, due dates and ``recurring run``.
 
 A customer marks a payment as the *parent* of future charges while paying (:func:`mark_parent`: the
 module sends it as such, e.g. Robokassa's ``Recurring=true``); once it is paid, a profile is created from
@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import db
+from .gateway_pool import release_read_transaction, run_each, workers_for
 from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
                      utcnow)
 from .money import MoneyError, commission, parse_amount
@@ -732,6 +733,7 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     method = db.session.get(PaymentMethod, ticket.paymethod_id)
     parent = db.session.get(Payment, ticket.parent_payment_id)
     child = db.session.get(Payment, child_id)
+    release_read_transaction()  # the profile's lock ended with the claim; hold no connection either
     answer = _ask_module(method, child, parent)
     data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
     outcome = _apply_answer(method, child, answer, data)
@@ -795,25 +797,44 @@ def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, d
 
 def due_profile_ids(now: datetime, limit: int = 500) -> list[int]:
     """Ids of active profiles due at ``now``, oldest due first."""
-    ids = list(db.session.execute(
-        select(RecurringProfile.id).where(RecurringProfile.status == ACTIVE,
-                                          RecurringProfile.next_charge_at <= now)
-        .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(limit)).scalars())
+    return [profile_id for profile_id, _module in _due_profiles(now, limit)]
+
+
+def _due_profiles(now: datetime, limit: int) -> list[tuple[int, str]]:
+    """``(profile id, module key)`` of active profiles due at ``now``, oldest due first."""
+    rows = [(row[0], row[1]) for row in db.session.execute(
+        select(RecurringProfile.id, PaymentMethod.module)
+        .join(PaymentMethod, PaymentMethod.id == RecurringProfile.paymethod_id)
+        .where(RecurringProfile.status == ACTIVE, RecurringProfile.next_charge_at <= now)
+        .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(limit))]
     db.session.commit()  # end the read snapshot before the claims
-    return ids
+    return rows
 
 
 def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
-    """Charge every due profile once (the cron job). Safe to run on several hosts at once."""
+    """Charge every due profile once (the cron job). Safe to run on several hosts at once.
+
+    The profiles of each module are charged concurrently by that module's pool of threads
+    (:func:`billcore.gateway_pool.workers_for`); each claim is its own short transaction, and the
+    gateway is asked with nothing locked (the claim's lease keeps other hosts off the profile).
+    """
     now = _aware(now or utcnow())
     result = RunResult()
-    for profile_id in due_profile_ids(now, limit):
-        try:
-            ticket = _claim(profile_id, now, result)
-            if ticket is not None:
-                charge_ticket(ticket, now, result)
-        except Exception as exc:  # one profile's trouble (a database hiccup) must not stop the others
-            log.exception("recurring profile %s could not be processed", profile_id)
-            db.session.rollback()
-            result.errors.append((profile_id, f"{type(exc).__name__}: {exc}"[:300]))
+    by_module: dict[str, list[int]] = {}
+    for profile_id, module in _due_profiles(now, limit):
+        by_module.setdefault(module, []).append(profile_id)
+
+    def charge(profile_id: int) -> None:
+        ticket = _claim(profile_id, now, result)
+        if ticket is not None:
+            charge_ticket(ticket, now, result)
+
+    def failed(profile_id: int, exc: Exception) -> None:
+        # one profile's trouble (a database hiccup) must not stop the others
+        log.error("recurring profile %s could not be processed", profile_id,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        result.errors.append((profile_id, f"{type(exc).__name__}: {exc}"[:300]))
+
+    for module, profile_ids in by_module.items():
+        run_each(profile_ids, charge, workers_for(module), failed)
     return result

@@ -5,6 +5,11 @@ on PostgreSQL too. Override ``app_config`` in a test module to pass settings (e.
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from billcore.db import db
@@ -25,3 +30,28 @@ def sqlite_app(tmp_path):
     with application.app_context():
         yield application
         db.session.remove()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a source distribution would not carry (and what other test processes may be writing meanwhile).
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "instance", "test-artifacts",
+                                     "__pycache__", ".pytest_cache", ".hypothesis", "node_modules", "*.mo")
+
+
+@pytest.fixture(scope="session")
+def billcore_wheel(tmp_path_factory) -> Path:
+    """billcore's wheel, built once per test process from a copy of the source tree.
+
+    Built from a copy because ``pip wheel`` writes ``build/`` and ``billcore.egg-info`` into the folder it
+    builds, and the editable install reads its entry points from that very egg-info: parallel test
+    processes must not see it rewritten. Tests that use the wheel share an ``xdist_group`` so one process
+    builds it once.
+    """
+    work = tmp_path_factory.mktemp("wheel-build")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
+    dist = work / "dist"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return next(dist.glob("billcore-*.whl"))

@@ -1,4 +1,4 @@
-"""Recurring payments (issue 9): opt-in, due dates, monthly maximum, retries and suspension, cancellation,
+"""Recurring payments: opt-in, due dates, monthly maximum, retries and suspension, cancellation,
 exactly one charge per period under concurrent runs, the pages, the CLI, and pmtemplate end to end."""
 from __future__ import annotations
 
@@ -875,9 +875,10 @@ def test_one_broken_profile_does_not_stop_the_run(app, client_user, monkeypatch)
     b = recurring.create_profile(second.id, account_id=client_user.account_id, rule="threshold", amount="50",
                                  threshold="100", monthly_max="500", now=T0)
     real = recurring._claim
+    broken = a.id  # read here: the run's threads must not touch this test's session
 
     def flaky(profile_id, now, result):
-        if profile_id == a.id:
+        if profile_id == broken:
             raise RuntimeError("database hiccup")
         return real(profile_id, now, result)
 

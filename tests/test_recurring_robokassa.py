@@ -1,4 +1,4 @@
-"""Recurring payments end to end against the Robokassa sandbox over real HTTP (issue 9, "done when").
+"""Recurring payments end to end against the Robokassa sandbox over real HTTP.
 
 The customer pays once through the sandbox with ``Recurring=true`` and sets up an auto-payment;
 ``recurring run`` charges the child through ``/Merchant/Recurring``, which only answers "accepted"; the
@@ -84,4 +84,40 @@ def test_auto_payment_through_the_sandbox(live, shopper):
     assert result.charges == [(profile.id, "t2", refused_id, "failed")]
     fresh()
     assert db.session.get(RecurringProfile, profile.id).failures == 1
+    assert balance(account_id) == Decimal("150.00")
+
+
+def test_an_unclear_answer_is_settled_by_the_gateway_never_charged_again(live, shopper):
+    """Robokassa made the charge but the answer was an HTML page: the child waits (inpay) instead of being
+    cancelled, no run charges the period again, and OpStateExt settles it paid, credited once."""
+    session, account_id, method_id = shopper
+    from billcore.db import db
+    from billcore.models import Payment, PaymentEvent, PaymentMethod
+
+    db.session.get(PaymentMethod, method_id).recurring = True
+    db.session.commit()
+    parent_id = pay_parent(live, shopper)
+    form = session.post(f"{live.url}/payments/{parent_id}/recurring", allow_redirects=False, data={
+        "rule": "threshold", "amount": "50.00", "threshold": "1000", "monthly_max": "100"})
+    assert form.status_code == 302, form.text
+    fresh()
+    profile = db.session.query(RecurringProfile).one()
+    now = utcnow()
+    # the charge goes through at the gateway, its notification is lost, and the answer is not OK<InvoiceID>
+    live.app.config.update(PMROBOKASSA_SANDBOX_RECURRING="odd-answer", PMROBOKASSA_SANDBOX_FAULT="none")
+    [(pid, period, child_id, outcome)] = recurring.run_due(now).charges
+    assert (pid, period, outcome) == (profile.id, "t1", "accepted")
+    assert payment_row(child_id).status == "inpay"
+    fresh()
+    [event] = db.session.query(PaymentEvent).filter_by(payment_id=child_id, kind="recurring").all()
+    assert event.data.get("unconfirmed") is True and "not a clear yes or no" in event.data["info"]
+
+    # later runs see a charge the gateway is still to settle: nothing charged again, no second child
+    assert recurring.run_due(now + timedelta(minutes=61)).charges == []
+    fresh()
+    assert db.session.query(Payment).filter(Payment.account_id == account_id).count() == 2
+
+    check_payment(child_id, "test")  # OpStateExt: state 100
+    assert payment_row(child_id).status == "paid" and credits(child_id) == 1
+    assert recurring.run_due(now + timedelta(minutes=122)).charges == [(profile.id, "t1", child_id, "paid")]
     assert balance(account_id) == Decimal("150.00")

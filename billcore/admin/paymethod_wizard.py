@@ -1,4 +1,4 @@
-"""The three-step "add a payment method" wizard (BILLMANAGER.md §4).
+"""The three-step "add a payment method" wizard (docs/design.md §4).
 
 Its state is a :class:`~billcore.models.PaymethodDraft` row on the server; only the draft's random id
 travels, in the URL. Secrets typed in step 2 are kept encrypted in the draft and never rendered back.

@@ -11,6 +11,7 @@ from typing import Any
 from flask_babel import gettext as _
 
 from ..db import db
+from ..gateway_pool import release_read_transaction
 from ..models import Payment, PaymentMethod
 from ..crypto import scrub
 from ..paymethods import full_settings, secret_values
@@ -83,9 +84,11 @@ def check_payment(payment_id: int, source: str, *, actor: str | None = None) -> 
     method = db.session.get(PaymentMethod, payment.paymethod_id)
     if not can_check(method):
         raise PollError(_("the module %(module)s cannot check payments", module=method.module if method else "?"))
+    settings = full_settings(method)
+    release_read_transaction()  # no connection or snapshot held while the gateway answers
     try:
         status = get_registry().call(method.module, "billcore_check_payment", payment=payment, paymethod=method,
-                                     settings=full_settings(method))
+                                     settings=settings)
     except Exception as exc:  # the gateway or the module failed: record it, let the caller report it
         service.record_event(payment_id, kind="poll", source=source, actor=actor,
                              outcome=f"status check failed: {failure_text(exc, method)}"[:255], data={})

@@ -25,6 +25,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ..db import db
+from ..gateway_pool import release_read_transaction
 from ..models import Payment, PaymentEvent, PaymentMethod, Refund, utcnow
 from ..paymethods import full_settings
 from ..paymodule import FEATURE_REFUND, RefundResult
@@ -241,9 +242,11 @@ def _ask_gateway(refund: Refund, payment: Payment, source: str, actor: str | Non
     method = db.session.get(PaymentMethod, payment.paymethod_id)
     if method is None or not get_registry().has_feature(method.module, FEATURE_REFUND):
         return RefundOutcome(refund.id, "error", "the module cannot follow refunds")
+    settings = full_settings(method)
+    release_read_transaction()  # no connection or snapshot held while the gateway answers
     try:
         result = get_registry().call(method.module, "billcore_refund_status", payment=payment, paymethod=method,
-                                     settings=full_settings(method), refund=refund)
+                                     settings=settings, refund=refund)
     except Exception as exc:
         service.record_event(payment.id, kind="refund", source=source, actor=actor, data={"refund_id": refund.id},
                              outcome=f"refund {refund.id} status check failed: {failure_text(exc, method)}"[:255])

@@ -9,25 +9,35 @@ once they are overdue, so that they are flagged for an admin (``attention``) ins
 Both go through one claim-and-process loop. An unexpected exception on one payment or refund is logged
 (secrets masked, see :mod:`billcore.logs`), counted in ``SweepResult.errors`` and the run goes on.
 
+Gateway calls run concurrently, one bounded pool of threads per module (:mod:`billcore.gateway_pool`,
+``GATEWAY_WORKERS``); each row is processed in its own app context and session, and no row lock is
+held while a gateway is being asked (the session's read transaction is ended before the call).
+
 Safe on several hosts at once: candidate rows are selected ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
 (rows being changed right now are skipped) and each payment or refund is then claimed with a
 transaction-independent advisory lock for the duration of the gateway call, so two hosts never ask about
-the same payment at the same time. Correctness never depends on these locks: the service re-reads each
-payment under its own row lock and reports a repeat as ``already``.
+the same payment at the same time. Once a payment is claimed, it is skipped when it is no longer
+``inpay`` or another host already asked about it during this run (its history has a poll since the run
+started), so two hosts sweeping together share the work instead of each asking about everything.
+Correctness never depends on these locks: the service re-reads each payment under its own row lock and
+reports a repeat as ``already``.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import Select, or_, select, text
+from sqlalchemy import Select, exists, or_, select, text
 
 from ..db import db, is_sqlite
-from ..models import Payment, PaymentMethod, Refund, utcnow
+from ..gateway_pool import run_each, workers_for
+from ..models import Payment, PaymentEvent, PaymentMethod, Refund, utcnow
 from ..paymodule import FEATURE_CHECKPAY, FEATURE_REFUND
 from ..plugins import get_registry
 from . import service
@@ -57,11 +67,23 @@ class SweepResult:
     refunds_failed: int = 0
     refunds_attention: int = 0
     errors: list[str] = field(default_factory=list)
+    # the pool's threads update the counters of one result
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def error_count(self) -> int:
         """How many payments or refunds could not be processed."""
         return len(self.errors)
+
+    def bump(self, counter: str, by: int = 1) -> None:
+        """Add ``by`` to ``counter`` (safe from several threads)."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + by)
+
+    def error(self, line: str) -> None:
+        """Record one error line (safe from several threads)."""
+        with self._lock:
+            self.errors.append(line)
 
 
 def modules_with(feature: str, only: Iterable[str] = ()) -> list[str]:
@@ -102,64 +124,87 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
 
 @dataclass(frozen=True)
 class Pass:
-    """One kind of row the sweep goes through: ``query(after_id)`` selects candidate ids in id order,
-    ``process(id)`` handles one claimed row (and updates the result)."""
+    """One kind of row the sweep goes through for one module: ``query(after_id)`` selects candidate ids
+    in id order, ``process(id)`` handles one claimed row (and updates the result); ``still_due(id)``, asked
+    once the row is claimed, says whether it still needs asking (another host may have done it)."""
 
     what: str  # "payment" or "refund", for the error lines and the log
     lock: int
     query: Callable[[int], Select]
     process: Callable[[int], None]
+    still_due: Callable[[int], bool] = lambda _id: True
 
 
-def run_pass(job: Pass, result: SweepResult, batch: int) -> None:
-    """Claim and process every candidate of ``job``, ``batch`` ids per query.
-
-    A row claimed by another host is skipped. An exception while processing one row is logged, counted
-    in ``result.errors`` and the run goes on with the next row.
-    """
+def _candidate_ids(job: Pass, batch: int) -> Iterator[int]:
     after_id = 0
     while True:
         ids = _candidates(job.query(after_id), batch)
         if not ids:
             return
         after_id = ids[-1]
-        for object_id in ids:
-            with claim(job.lock, object_id) as mine:
-                if not mine:
-                    result.skipped += 1
-                    continue
-                try:
-                    job.process(object_id)
-                except Exception as exc:  # one broken row must not stop the others
-                    db.session.rollback()
-                    log.error("payments check: %s %s failed: %s", job.what, object_id, type(exc).__name__,
-                              exc_info=True)
-                    result.errors.append(f"{job.what} {object_id}: unexpected {type(exc).__name__} (see the log)")
+        yield from ids
+
+
+def run_pass(job: Pass, result: SweepResult, batch: int, workers: int = 1) -> None:
+    """Claim and process every candidate of ``job``, ``batch`` ids per query, on ``workers`` threads.
+
+    A row claimed by another host (or already handled by one during this run) is skipped. An exception
+    while processing one row is logged, counted in ``result.errors`` and the run goes on with the others.
+    """
+    def work(object_id: int) -> None:
+        with claim(job.lock, object_id) as mine:
+            if not mine or not job.still_due(object_id):
+                result.bump("skipped")
+                return
+            job.process(object_id)
+
+    def failed(object_id: int, exc: Exception) -> None:
+        log.error("payments check: %s %s failed: %s", job.what, object_id, type(exc).__name__,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        result.error(f"{job.what} {object_id}: unexpected {type(exc).__name__} (see the log)")
+
+    run_each(_candidate_ids(job, batch), work, workers, failed)
+
+
+def _polled_since(started: datetime):
+    """Payments whose history has a status poll of this job since ``started`` (by any host)."""
+    return exists().where(PaymentEvent.payment_id == Payment.id, PaymentEvent.kind == "poll",
+                          PaymentEvent.source == SOURCE, PaymentEvent.created_at >= started)
 
 
 def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
+    started = utcnow()
+
     def query(after_id: int) -> Select:
         return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                .where(PaymentMethod.module.in_(modules), Payment.status == service.INPAY, Payment.id > after_id)
+                .where(PaymentMethod.module.in_(modules), Payment.status == service.INPAY, Payment.id > after_id,
+                       ~_polled_since(started))
                 .order_by(Payment.id))
 
+    def still_due(payment_id: int) -> bool:
+        # read after the claim: a host that asked about it first has released the claim by now
+        due = db.session.execute(select(Payment.id).where(Payment.id == payment_id, Payment.status == service.INPAY,
+                                                          ~_polled_since(started))).first() is not None
+        db.session.commit()  # end the read: check_payment starts from a fresh snapshot
+        return due
+
     def process(payment_id: int) -> None:
-        result.checked += 1
+        result.bump("checked")
         try:
             outcome = check_payment(payment_id, SOURCE)
         except (PollError, service.PaymentError) as exc:
-            result.errors.append(f"payment {payment_id}: {exc}")
+            result.error(f"payment {payment_id}: {exc}")
             return
         if outcome is None or outcome.already:
-            result.unchanged += 1
+            result.bump("unchanged")
             return
         counter = {"paid": "paid", "cancelled": "cancelled", "fraud": "fraud"}.get(outcome.status)
         if counter:
-            setattr(result, counter, getattr(result, counter) + 1)
+            result.bump(counter)
         if echo:
             echo(f"payment {payment_id}: {outcome.status}")
 
-    return Pass("payment", POLL_LOCK, query, process)
+    return Pass("payment", POLL_LOCK, query, process, still_due)
 
 
 def _refund_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
@@ -174,15 +219,15 @@ def _refund_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
 
     def process(refund_id: int) -> None:
         outcome = follow_refund(refund_id, source=SOURCE)
-        result.refunds_followed += 1
+        result.bump("refunds_followed")
         if outcome.state == "finished":
-            result.refunds_finished += 1
+            result.bump("refunds_finished")
         elif outcome.state == "failed":
-            result.refunds_failed += 1
+            result.bump("refunds_failed")
         elif outcome.state == ATTENTION:
-            result.refunds_attention += 1
+            result.bump("refunds_attention")
         elif outcome.state == "error":
-            result.errors.append(f"refund {refund_id}: {outcome.info}")
+            result.error(f"refund {refund_id}: {outcome.info}")
         if echo and outcome.state in ("finished", "failed", ATTENTION):
             echo(f"refund {refund_id}: {outcome.state}")
 
@@ -190,15 +235,15 @@ def _refund_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
 
 
 def poll_payments(modules: list[str], result: SweepResult, batch: int, echo=None) -> None:
-    """Ask the gateways about the ``inpay`` payments of ``modules``."""
-    if modules:
-        run_pass(_payment_pass(modules, result, echo), result, batch)
+    """Ask the gateways about the ``inpay`` payments of ``modules`` (each module with its own pool)."""
+    for module in modules:
+        run_pass(_payment_pass([module], result, echo), result, batch, workers_for(module))
 
 
 def follow_refunds(modules: list[str], result: SweepResult, batch: int, echo=None) -> None:
     """Follow the ``requested`` refunds of ``modules``: those with a gateway id, and the overdue ones."""
-    if modules:
-        run_pass(_refund_pass(modules, result, echo), result, batch)
+    for module in modules:
+        run_pass(_refund_pass([module], result, echo), result, batch, workers_for(module))
 
 
 def sweep(only_modules: Iterable[str] = (), batch: int = 200, echo=None) -> SweepResult:

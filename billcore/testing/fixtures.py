@@ -48,6 +48,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "WTF_CSRF_ENABLED": False,
         "BASE_URL": BASE_URL,
         "SERVER_NAME": None,
+        # A one-round hash for the fixtures' users: scrypt costs ~50 ms per user and per login.
+        "TEST_CHEAP_PASSWORD_HASH": True,
     }
     settings.update(config)
     app = create_app(settings)

@@ -53,7 +53,7 @@ def billcore_blueprints(app: Flask):
     if csrf is not None:
         for view in CALLBACK_VIEWS:
             csrf.exempt(view)
-    from .sandbox import sandbox_blueprints  # the gateway emulator (issue 6); [] unless PMROBOKASSA_SANDBOX
+    from .sandbox import sandbox_blueprints  # the gateway emulator; [] unless PMROBOKASSA_SANDBOX
 
     return [bp, *sandbox_blueprints(app)]
 
@@ -152,7 +152,7 @@ def billcore_recurring_charge(module: str, payment, parent, paymethod, settings:
 
 @hookimpl
 def billcore_demo(app: Flask) -> None:
-    """The demo's Robokassa method, pointing at the local sandbox (see :mod:`.demo`, issue 6)."""
+    """The demo's Robokassa method, pointing at the local sandbox (see :mod:`.demo`)."""
     from .demo import create_demo_method
 
     create_demo_method(app)

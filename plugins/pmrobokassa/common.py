@@ -12,13 +12,13 @@ from billcore.logs import file_logger
 from . import protocol
 
 KEY = "pmrobokassa"
-CURRENCY = "RUB"  # Robokassa's OutSum is always in roubles (ROBOKASSA.md §1.2)
+CURRENCY = "RUB"  # Robokassa's OutSum is always in roubles (docs/robokassa.md §1.2)
 
-# The log files of BILLMANAGER.md §6: the module's own and one per CGI-style script.
+# The log files of docs/design.md §6: the module's own and one per CGI-style script.
 LOG_MODULE, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, LOG_FAIL = (
     "pmrobokassa", "rkpayment", "rkresult", "rksuccess", "rkfail")
 
-# Robokassa's documented notification addresses (ROBOKASSA.md §3).
+# Robokassa's documented notification addresses (docs/robokassa.md §3).
 DEFAULT_ALLOWED_IPS = ("185.59.216.65", "185.59.217.65")
 
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -27,6 +27,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     # Number of trusted reverse proxies in front of billcore (werkzeug ProxyFix ``x_for``); 0 = none.
     "PMROBOKASSA_TRUSTED_PROXY": 0,
     "PMROBOKASSA_HTTP_TIMEOUT": 10,  # seconds, web-service calls (OpStateExt, Refund API, Recurring)
+    "PMROBOKASSA_HTTP_POOL": 2,  # keep-alive connections per host and thread (gateway.http_session)
     "PMROBOKASSA_CURRENCIES_TIMEOUT": 3,  # seconds, GetCurrencies while the settings form is shown
     "PMROBOKASSA_CURRENCIES_CACHE_SECONDS": 300,
     # None = ask GetCurrencies, except under TESTING where only non-standard (sandbox) URLs are asked,

@@ -1,6 +1,6 @@
 """The integration settings form (wizard step 2 and edit) and the settings' validation rules.
 
-Field names are fixed by the issue: ``client``, ``identifier``, ``password1``-``password3``,
+Field names are the stored settings keys (never rename them): ``client``, ``identifier``, ``password1``-``password3``,
 ``hash_algorithm``, ``payment_method``, ``url``, ``test_mode`` and the ``receipt_*`` fields.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _choices(pairs) -> list[SelectChoice]:
 
 HASH_CHOICES = [(name, name.upper()) for name in protocol.HASH_ALGORITHMS]  # MD5, SHA256...: names, not codes
 
-# Robokassa's GetCurrencies group codes -> the payment categories billcore shows (BILLMANAGER.md §7).
+# Robokassa's GetCurrencies group codes -> the payment categories billcore shows (docs/design.md §7).
 CATEGORY_OF_GROUP = {
     "bankcard": "bank_cards", "card": "bank_cards", "bankcards": "bank_cards",
     "terminals": "cash", "cash": "cash",
@@ -68,7 +68,7 @@ SNO_LABELS = {
 }
 TAX_LABELS = {
     "none": _l("No VAT"), "vat0": _l("VAT 0%"), "vat10": _l("VAT 10%"), "vat110": _l("VAT 10/110"),
-    "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
+    "vat22": _l("VAT 22%"), "vat122": _l("VAT 22/122"), "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
     "vat105": _l("VAT 5/105"), "vat107": _l("VAT 7/107"),
 }
 
@@ -93,7 +93,7 @@ IDENTIFIER_RE = r"^[A-Za-z0-9_.\-]+$"
 
 
 def password_problems(value: str, number: int) -> list[str]:
-    """Robokassa's rules for Password #1/#2 (ROBOKASSA.md §10), as clear messages; empty = fine."""
+    """Robokassa's rules for Password #1/#2 (docs/robokassa.md §10), as clear messages; empty = fine."""
     problems = []
     if len(value) < 8:
         problems.append(_("Password #%(n)s must be at least 8 characters long.", n=number))
@@ -182,7 +182,7 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
     keep_hint = _l("Leave blank to keep the stored password.") if paymethod is not None else ""
 
     class RobokassaIntegrationForm(FlaskForm):
-        """Robokassa's integration settings (BILLMANAGER.md §7 plus refunds and receipts)."""
+        """Robokassa's integration settings (docs/design.md §7)."""
 
         client = RadioField(_l("Client"), default="existing", description=registration,
                             choices=_choices([("existing", _l("Use existing")), ("new", _l("Register new"))]))

@@ -1,4 +1,4 @@
-"""Calls from billcore to Robokassa's web services over HTTP (ROBOKASSA.md §6-§8).
+"""Calls from billcore to Robokassa's web services over HTTP (docs/robokassa.md §6-§8).
 
 Every URL comes from :func:`common.endpoints`, i.e. from the method's payment URL, so a sandbox at
 ``<prefix>/Merchant/Index.aspx`` answers all of them. No function here changes a payment: they return
@@ -6,21 +6,25 @@ what the gateway said and write one line to ``pmrobokassa.log`` per call (never 
 """
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from http import cookiejar
 from decimal import Decimal
 from typing import Any
 
 import requests
+import requests.adapters
 from urllib3.exceptions import ConnectTimeoutError
 
 from . import protocol
 from .common import LOG_MODULE, algorithm, config, endpoints, log_line
 
 USER_AGENT = "billcore-pmrobokassa/0.1"
+ERROR_BODY_MAX = 1000  # how much of an HTTP error answer is kept to tell the admin what the gateway said
 
 
 class GatewayUnavailable(Exception):
@@ -30,12 +34,13 @@ class GatewayUnavailable(Exception):
     resolved, connect timeout, server certificate refused in the TLS handshake): the gateway cannot have
     acted on it. Otherwise (read timeout, connection reset or TLS EOF after sending, an HTTP error) it
     may have. ``status_code`` is the
-    HTTP status of an error answer.
+    HTTP status of an error answer, and ``body`` the first :data:`ERROR_BODY_MAX` characters of its body.
     """
 
-    def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None):
+    def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None, body: str = ""):
         super().__init__(message)
         self.sent, self.status_code = sent, status_code
+        self.body = body  # the start of an error answer's body (the gateway's own words), for the admin
 
 
 # causes that can only happen before a byte of the request reached the server: the connection was never
@@ -78,26 +83,77 @@ def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable
     return GatewayUnavailable(f"{type(exc).__name__} calling {url}", sent=not _never_sent(exc))
 
 
+# --------------------------------------------------------------------------------------------------
+# Transport: one HTTP session per thread, so connections (and TLS sessions) are reused
+# --------------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+class _NoCookies(cookiejar.DefaultCookiePolicy):
+    """Never keep a cookie: a session serves every shop of this module, and the web services need none."""
+
+    def set_ok(self, cookie, request):  # noqa: D102 - the cookiejar API
+        return False
+
+    def return_ok(self, cookie, request):  # noqa: D102
+        return False
+
+
+def http_session() -> requests.Session:
+    """This thread's HTTP session for Robokassa's web services.
+
+    The batch jobs call from a pool of threads (``GATEWAY_WORKERS``); a ``requests.Session`` is not
+    meant to be shared between threads, so each thread keeps its own, with keep-alive connections
+    (``PMROBOKASSA_HTTP_POOL`` per host) reused from call to call instead of a new TCP and TLS handshake
+    each time. No retries (a POST may have reached the gateway) and no cookies.
+    """
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        size = max(1, int(config("PMROBOKASSA_HTTP_POOL")))
+        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.cookies.set_policy(_NoCookies())
+        session.headers["User-Agent"] = USER_AGENT
+        _local.session = session
+    return session
+
+
+def close_http_session() -> None:
+    """Close this thread's HTTP session and its connections (tests; a thread about to end)."""
+    session = getattr(_local, "session", None)
+    if session is not None:
+        _local.session = None
+        session.close()
+
+
+def _http_error(response: requests.Response, url: str) -> GatewayUnavailable:
+    return GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code,
+                              body=response.text[:ERROR_BODY_MAX])
+
+
 def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
           timeout: float | None = None) -> requests.Response:
     try:
-        response = requests.post(url, data=data, headers={"User-Agent": USER_AGENT, **(headers or {})},
-                                 timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+        response = http_session().post(url, data=data, headers=dict(headers or {}),
+                                       timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
+        raise _http_error(response, url)
     return response
 
 
 def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -> requests.Response:
     try:
-        response = requests.get(url, params=params, headers={"User-Agent": USER_AGENT},
-                                timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
+        response = http_session().get(url, params=params,
+                                      timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
     except requests.RequestException as exc:
         raise _unavailable(exc, url) from None
     if response.status_code >= 400:
-        raise GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code)
+        raise _http_error(response, url)
     return response
 
 
@@ -175,21 +231,31 @@ def get_currencies(identifier: str, url: str, language: str = "en") -> list[prot
 # --------------------------------------------------------------------------------------------------
 
 
-def refund_create(settings: Mapping[str, Any], *, payment_id: int, op_key: str,
-                  refund_sum: Decimal | None) -> protocol.RefundCreateAnswer:
+def refund_create(settings: Mapping[str, Any], *, payment_id: int, op_key: str, refund_sum: Decimal | None,
+                  invoice_items: Sequence[protocol.RefundItem] | None = None) -> protocol.RefundCreateAnswer:
     """POST a refund request (JWT signed with Password #3) to ``Refund/Create``.
 
-    ``refund_sum`` None asks for the whole operation. Raises :class:`GatewayUnavailable` or
+    The body is the token as a JSON string (``"eyJ…"``, quoted) with ``Content-Type: application/json``,
+    as Robokassa's official CMS plugins and its published API description send it. ``refund_sum`` None
+    asks for the whole operation; ``invoice_items`` are the lines of the refund receipt (54-FZ). Raises
+    :class:`GatewayUnavailable` (its ``body`` holds the gateway's words for an HTTP error) or
     :class:`protocol.ProtocolError`.
     """
-    token = protocol.make_refund_jwt(str(settings.get("password3") or ""), op_key=op_key, refund_sum=refund_sum)
-    response = _post(endpoints(settings).refund_create_url, data=token.encode("ascii"),
-                     headers={"Content-Type": "application/jwt"})
+    token = protocol.make_refund_jwt(str(settings.get("password3") or ""), op_key=op_key, refund_sum=refund_sum,
+                                     invoice_items=invoice_items)
+    response = _post(endpoints(settings).refund_create_url, data=refund_request_body(token),
+                     headers={"Content-Type": "application/json"})
     answer = protocol.parse_refund_create_answer(response.content)
     log_line(LOG_MODULE, payment_id, "Refund/Create answered", call="Refund/Create", success=answer.success,
              request_id=answer.request_id, message=answer.message,
-             refund_sum=refund_sum if refund_sum is not None else "full")
+             refund_sum=refund_sum if refund_sum is not None else "full",
+             receipt_lines=len(invoice_items) if invoice_items else 0)
     return answer
+
+
+def refund_request_body(token: str) -> bytes:
+    """The body of ``Refund/Create``: the JWT as a JSON string literal (a JWT needs no escaping)."""
+    return json.dumps(token).encode("ascii")
 
 
 def refund_state(settings: Mapping[str, Any], *, payment_id: int, request_id: str) -> protocol.RefundState:

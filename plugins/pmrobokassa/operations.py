@@ -5,6 +5,7 @@ These functions answer the core's hooks with what Robokassa said; they never cha
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
@@ -25,13 +26,51 @@ from .payform import description_for, receipt_for
 
 CALLBACK_PATHS = {"result": "/mancgi/rkresult", "success": "/mancgi/rksuccess", "fail": "/mancgi/rkfail"}
 
-# OpStateExt State/Code -> billcore's answer (ROBOKASSA.md §6.1)
+# OpStateExt State/Code -> billcore's answer (docs/robokassa.md §6.1)
 CANCELLED_STATES = {protocol.STATE_CANCELLED, protocol.STATE_RETURNED}
 
-# HTTP answers to Refund/Create that clearly refuse the request (bad request, credentials, not found,
-# method, size, type, validation, rate limit): nothing was refunded. Any other 4xx (408 timeout, 409
+# HTTP answers that clearly refuse a Refund/Create or Recurring request (bad request, credentials, not
+# found, method, size, type, validation, rate limit): nothing was done. Any other 4xx (408 timeout, 409
 # conflict, 425, 499 client closed...) or 5xx may come after Robokassa acted on it: unconfirmed.
-REFUND_REJECTED_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 415, 422, 429})
+REJECTED_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 415, 422, 429})
+GATEWAY_MESSAGE_MAX = 200  # characters of the gateway's own error text shown to the admin
+
+
+def gateway_message(body: str) -> str:
+    """What the gateway said in an error answer, fit to show an admin: the ``message`` of a JSON answer
+    (``{"success":false,"message":"Signature key is not exists"}``), else a short plain text; an HTML
+    page or an empty body gives ``""``. Control characters are dropped and the length is bounded."""
+    text = (body or "").strip()
+    if not text:
+        return ""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("Message") or data.get("error") or ""
+        text = message if isinstance(message, str) else ""
+    elif isinstance(data, str):
+        text = data
+    elif text.startswith("<"):
+        return ""  # an error page: its markup tells the admin nothing
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text[:GATEWAY_MESSAGE_MAX]
+
+
+def refund_items_for(refund_row: Refund, settings: Mapping[str, Any]) -> list[protocol.RefundItem] | None:
+    """The refund receipt's lines (``InvoiceItems``) when receipts are on: one line for the refunded
+    amount with the method's receipt settings, as the payment's own receipt had; None when they are off."""
+    if not settings.get("receipt_enabled"):
+        return None
+    return [protocol.RefundItem(
+        name=str(settings.get("receipt_item_name") or "").strip() or _("Account top-up"),
+        cost=Decimal(refund_row.amount),
+        tax=str(settings.get("receipt_tax") or "none"),
+        quantity=1,
+        payment_method=settings.get("receipt_payment_method") or None,
+        payment_object=settings.get("receipt_payment_object") or None,
+    )]
 
 
 def gateway_setup(settings: Mapping[str, Any], base_url: str) -> GatewaySetup:
@@ -132,7 +171,7 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
 
     ``failed`` when Robokassa refused the request or certainly never got it (no OpKey, connection
     refused, name not resolved, connect timeout, certificate refused, a clear HTTP rejection from
-    :data:`REFUND_REJECTED_STATUSES`): nothing was refunded, the core puts the amount back on the balance.
+    :data:`REJECTED_STATUSES`): nothing was refunded, the core puts the amount back on the balance.
     ``pending`` with the request id when it was accepted. ``pending`` without an id when the request may
     have reached Robokassa but no request id came back (read timeout, connection dropped, any other HTTP
     error such as 408, 409 or 5xx, a garbled answer, success without an id): the refund cannot be
@@ -153,17 +192,24 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
         return RefundResult("failed", info=_("Robokassa reports no operation for this payment (no OpKey)."))
     refund_sum = None if _is_full_refund(payment, refund_row) else Decimal(refund_row.amount)
     try:
-        answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum)
+        answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum,
+                                       invoice_items=refund_items_for(refund_row, settings))
     except gateway.GatewayUnavailable as exc:
         if not exc.sent:
             log_line(LOG_MODULE, payment.id, f"refund not sent: {exc}", logging.WARNING, refund=refund_row.id)
             return RefundResult("failed", info=_("The refund request could not be sent to Robokassa (%(error)s); "
                                                  "nothing was refunded.", error=str(exc)))
-        if exc.status_code in REFUND_REJECTED_STATUSES:
-            log_line(LOG_MODULE, payment.id, f"refund rejected: {exc}", logging.WARNING, refund=refund_row.id)
+        said = gateway_message(exc.body)
+        if exc.status_code in REJECTED_STATUSES:
+            log_line(LOG_MODULE, payment.id, f"refund rejected: {exc}", logging.WARNING, refund=refund_row.id,
+                     message=said)
+            if said:
+                return RefundResult("failed", info=_(
+                    "Robokassa rejected the refund request (HTTP %(status)s): %(message)s",
+                    status=exc.status_code, message=said))
             return RefundResult("failed", info=_("Robokassa rejected the refund request (HTTP %(status)s).",
                                                  status=exc.status_code))
-        return _unconfirmed(payment, refund_row, op_key, str(exc))
+        return _unconfirmed(payment, refund_row, op_key, f"{exc}: {said}" if said else str(exc))
     except protocol.ProtocolError as exc:
         return _unconfirmed(payment, refund_row, op_key, f"unreadable answer: {exc}")
     if answer.success and answer.request_id:
@@ -221,10 +267,36 @@ def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, A
     }
     if receipt:
         fields["Receipt"] = receipt
-    # GatewayUnavailable propagates: the charge may have reached Robokassa before the connection broke,
-    # so the core retries this same child (same InvoiceID, which Robokassa never charges twice) rather
-    # than cancelling it and charging a new one.
-    answer = gateway.recurring(settings, fields, payment_id=payment.id)
+    if settings.get("test_mode"):
+        fields["IsTest"] = "1"  # signed with the test pair, so it must say so (else error 29)
+    try:
+        answer = gateway.recurring(settings, fields, payment_id=payment.id)
+    except gateway.GatewayUnavailable as exc:
+        said = gateway_message(exc.body)
+        if not exc.sent:
+            log_line(LOG_MODULE, payment.id, f"recurring charge not sent: {exc}", logging.WARNING)
+            return ChargeResult("failed", info=_("The charge could not be sent to Robokassa (%(error)s); nothing "
+                                                 "was charged.", error=str(exc)))
+        if exc.status_code in REJECTED_STATUSES:
+            log_line(LOG_MODULE, payment.id, f"recurring charge rejected: {exc}", logging.WARNING, message=said)
+            if said:
+                return ChargeResult("failed", info=_("Robokassa refused the charge (HTTP %(status)s): %(message)s",
+                                                     status=exc.status_code, message=said))
+            return ChargeResult("failed", info=_("Robokassa refused the charge (HTTP %(status)s).",
+                                                 status=exc.status_code))
+        return _charge_unknown(payment, f"{exc}: {said}" if said else str(exc))
     if answer == protocol.result_answer(payment.id):
         return ChargeResult("accepted", info=answer)
-    return ChargeResult("failed", info=answer[:200] or "empty answer")
+    return _charge_unknown(payment, _("unexpected answer %(answer)s", answer=repr(gateway_message(answer)[:100])))
+
+
+def _charge_unknown(payment: Payment, error: str) -> ChargeResult:
+    """A Recurring request that may have reached Robokassa without a clear answer (a read timeout, a 5xx,
+    ``OK`` without the id, an HTML page): whether the card was charged is unknown. The child is booked as
+    waiting (``accepted``, so ``inpay``) with the charge marked unconfirmed: OpStateExt polling then
+    settles it (state 100 paid, 10/60 cancelled), and the period is never charged again with a new
+    child until Robokassa says this one did not happen."""
+    log_line(LOG_MODULE, payment.id, f"recurring charge unconfirmed: {error}", logging.WARNING)
+    return ChargeResult("accepted", data={"unconfirmed": True}, info=_(
+        "Robokassa's answer to the charge was not a clear yes or no (%(error)s): the charge may have been "
+        "made. The payment waits for Robokassa's status.", error=error))

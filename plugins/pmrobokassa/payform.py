@@ -1,4 +1,4 @@
-"""The fields of the payment request sent to Robokassa's payment page (ROBOKASSA.md §1.2, §2.2, §9)."""
+"""The fields of the payment request sent to Robokassa's payment page (docs/robokassa.md §1.2, §2.2, §9)."""
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -3,7 +3,7 @@
 This module is the pure protocol layer of the ``pmrobokassa`` plugin: no Flask, no database, no
 network. Everything here is a function of its arguments, so the plugin's routes, its status poller and
 the local sandbox (the gateway emulator) all share one implementation of each formula and format.
-Section numbers (§) refer to ``ROBOKASSA.md``.
+Section numbers (§) refer to ``docs/robokassa.md``.
 
 Money is always :class:`~decimal.Decimal`; floats are refused wherever an amount goes in or out.
 """
@@ -420,7 +420,7 @@ def init_signature(
     pieces += _url2_pair(success_url2, success_url2_method, "SuccessUrl2")
     pieces += _url2_pair(fail_url2, fail_url2_method, "FailUrl2")
     if token:
-        pieces.append(_literal(token, "Token"))  # last before the password: spec [I], see §2.2
+        pieces.append(_literal(token, "Token"))  # last before the password (§2.2)
     pieces.append(_literal(password1, "Password#1"))
     pieces += _shp_pieces(shp)
     return hash_hex(algorithm, ":".join(pieces))
@@ -580,8 +580,10 @@ def _loads_object(text: str | bytes, what: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 SNO_CHOICES: tuple[str, ...] = ("osn", "usn_income", "usn_income_outcome", "esn", "patent")
+# vat22 / vat122: the general VAT rate since 1 January 2026. vat20 / vat120 stay valid for receipts of
+# operations made before then (a refund of an old payment repeats the rate of its original receipt).
 TAX_CHOICES: tuple[str, ...] = (
-    "none", "vat0", "vat10", "vat110", "vat20", "vat120", "vat5", "vat7", "vat105", "vat107",
+    "none", "vat0", "vat10", "vat110", "vat22", "vat122", "vat20", "vat120", "vat5", "vat7", "vat105", "vat107",
 )
 PAYMENT_METHOD_CHOICES: tuple[str, ...] = (
     "full_prepayment", "prepayment", "advance", "full_payment", "partial_payment", "credit",
@@ -983,7 +985,7 @@ def build_currencies_xml(
     return _serialise_xml(root)
 
 
-# A plausible offline list of Robokassa payment options (BILLMANAGER.md §7), used to fill the
+# A plausible offline list of Robokassa payment options (docs/design.md §7), used to fill the
 # "Payment method" select when GetCurrencies cannot be asked (no network, sandbox). Labels follow the
 # real naming seen in captured GetCurrencies answers; a live shop's list may differ.
 BUILTIN_CURRENCIES: tuple[CurrencyGroup, ...] = (

@@ -280,7 +280,7 @@ def _result(params: dict[str, str]) -> Response:
 def success():
     """The payer's return after paying: check Password #1's signature, then show the payment page.
 
-    Never credits: only the notification does (ROBOKASSA.md §4.1).
+    Never credits: only the notification does (docs/robokassa.md §4.1).
     """
     params = _params()
     try:

@@ -1,4 +1,4 @@
-"""recurring payments: auto-payment profiles and their charged periods (issue 9)
+"""recurring payments: auto-payment profiles and their charged periods
 
 Revision ID: 0002
 Revises: 0001

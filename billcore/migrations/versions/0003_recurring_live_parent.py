@@ -1,4 +1,4 @@
-"""recurring payments: at most one live profile per parent payment (issue 9 review)
+"""recurring payments: at most one live profile per parent payment
 
 Two concurrent opt-ins could create two live profiles on one parent payment (two charges a period).
 Duplicates left by that bug are cancelled first (the oldest live profile of a parent is kept), then a

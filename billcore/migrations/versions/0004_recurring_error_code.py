@@ -1,4 +1,4 @@
-"""recurring payments: the last error as a code with parameters, translated when shown (issue 9 review)
+"""recurring payments: the last error as a code with parameters, translated when shown
 
 The run stored the last error translated into the cron's language. It now stores a code and its
 parameters (and an untranslated text); rows from before keep their text, which is shown as it is.

@@ -1,7 +1,7 @@
 """The Robokassa sandbox: a local emulator of the gateway, served by billcore itself.
 
 Off unless ``PMROBOKASSA_SANDBOX`` is true (the demo turns it on). It answers under
-``/sandbox/robokassa/`` the way ROBOKASSA.md describes auth.robokassa.ru and services.robokassa.ru:
+``/sandbox/robokassa/`` the way docs/robokassa.md describes auth.robokassa.ru and services.robokassa.ru:
 the payment page (``Merchant/Index.aspx``), the ResultURL notification with retries and fault
 injection, the Success/Fail redirects, the XML web service (``OpStateExt``, ``GetCurrencies``), child
 recurring charges and the Refund API. A payment method whose URL is
@@ -28,8 +28,12 @@ Configuration (``app.config`` keys, or environment variables with the ``BILLCORE
 * ``PMROBOKASSA_SANDBOX_FEE_PERCENT`` (3.9) - the ``Fee`` reported in notifications.
 * ``PMROBOKASSA_SANDBOX_REFUND_SECONDS`` (2) - a refund stays ``processing`` at most this long (or until
   the second GetState); ``PMROBOKASSA_SANDBOX_REFUND=cancel`` makes refunds end ``canceled``.
-* ``PMROBOKASSA_SANDBOX_RECURRING=refuse`` - child recurring charges are created and then refused.
+* ``PMROBOKASSA_SANDBOX_RECURRING=refuse`` - child recurring charges are created and then refused;
+  ``odd-answer`` - they are made, but answered with an HTML page (200) instead of ``OK<InvoiceID>``.
 * ``PMROBOKASSA_SANDBOX_DB`` - the SQLite file of the sandbox (default: in the instance folder).
+* ``PMROBOKASSA_SANDBOX_LATENCY`` - per web service, a fixed delay, random jitter and a share of
+  requests that time out, e.g. ``{"*": {"delay": 0.2}}`` (see :mod:`.latency`), so benchmarks and tests
+  can stand in for a slow real gateway.
 """
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ def six_decimals(amount: Decimal) -> str:
 
 
 def notification_fields(shop: Shop, op: Operation, *, bad_signature: bool = False) -> dict[str, str]:
-    """The ResultURL form (ROBOKASSA.md §3), signed with Password #2 in uppercase hex.
+    """The ResultURL form (docs/robokassa.md §3), signed with Password #2 in uppercase hex.
 
     ``EMail`` is absent for test payments, as the real gateway does; ``IsTest=1`` is sent instead.
     ``bad_signature`` signs with a wrong password (a forged or corrupted notification).

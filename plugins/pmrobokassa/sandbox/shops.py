@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 
 # The default shop: the demo payment method (plugins/pmrobokassa/demo.py) uses the same values.
-# Passwords follow Robokassa's rules (ROBOKASSA.md §10): 8+ characters, a letter and a digit, all distinct.
+# Passwords follow Robokassa's rules (docs/robokassa.md §10): 8+ characters, a letter and a digit, all distinct.
 DEFAULT_SHOP: dict[str, Any] = {
     "login": "demo-shop",
     "password1": "sandbox-pass-1",
@@ -44,7 +44,7 @@ class Shop:
     result_method: str = "POST"
     success_method: str = "POST"
     fail_method: str = "POST"
-    # Optional separate pair for IsTest=1 (ROBOKASSA.md §5); empty = the main pair serves both.
+    # Optional separate pair for IsTest=1 (docs/robokassa.md §5); empty = the main pair serves both.
     test_password1: str = ""
     test_password2: str = ""
 

@@ -181,7 +181,7 @@ class SandboxStore:
                       is_test: bool, shp: dict[str, str], culture: str, fault: str,
                       parent_inv_id: str | None = None) -> Operation:
         """Record a new operation with a fresh ``OpKey`` and return it."""
-        # Real OpKeys look like "0005F891-8CCD-434B-8455-816AFFFDBF37-0VOisWikFF" (ROBOKASSA.md §2.6).
+        # Real OpKeys look like "0005F891-8CCD-434B-8455-816AFFFDBF37-0VOisWikFF" (docs/robokassa.md §2.6).
         op_key = f"{str(uuid.uuid4()).upper()}-{uuid.uuid4().hex[:10]}"
         stamp = now_iso()
         with self.connect() as conn:
@@ -257,9 +257,7 @@ class SandboxStore:
         """
         with self.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
-            rows = conn.execute("SELECT amount FROM refunds WHERE operation_id = ? AND label != 'canceled'",
-                                (operation.id,)).fetchall()
-            remaining = operation.out_sum - sum((Decimal(r["amount"]) for r in rows), Decimal("0"))
+            remaining = self._remaining(conn, operation)
             wanted = remaining if amount is None else amount
             if wanted <= 0 or wanted > remaining:
                 conn.execute("ROLLBACK")
@@ -271,6 +269,17 @@ class SandboxStore:
                 (request_id, operation.id, str(wanted), now_iso(), time.time() + finish_after, outcome))
             conn.execute("COMMIT")
         return request_id, None
+
+    @staticmethod
+    def _remaining(conn: sqlite3.Connection, operation: Operation) -> Decimal:
+        rows = conn.execute("SELECT amount FROM refunds WHERE operation_id = ? AND label != 'canceled'",
+                            (operation.id,)).fetchall()
+        return operation.out_sum - sum((Decimal(r["amount"]) for r in rows), Decimal("0"))
+
+    def refundable(self, operation: Operation) -> Decimal:
+        """What is left to refund of ``operation`` (its amount less every refund not cancelled)."""
+        with self.connect() as conn:
+            return self._remaining(conn, operation)
 
     def refund_state(self, request_id: str) -> dict[str, Any] | None:
         """The refund's row, moving ``processing`` on to its outcome once it is due.

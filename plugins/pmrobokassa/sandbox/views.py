@@ -18,7 +18,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from .. import protocol
-from . import SANDBOX_PREFIX
+from . import SANDBOX_PREFIX, latency
 from .delivery import FAULT_MODES, resend, settings_from_config, six_decimals, start_delivery
 from .shops import Shop, configured_shops, find_shop
 from .store import Operation, get_store, now_iso
@@ -32,6 +32,24 @@ MAX_INV_ID = 9223372036854775807
 _CENT = Decimal("0.01")
 XML_TYPE = "text/xml; charset=utf-8"
 JSON_TYPE = "application/json; charset=utf-8"
+
+
+# The web services the latency knob slows down (view function -> endpoint name of latency.ENDPOINTS).
+_SLOWED = {"op_state_ext": "OpStateExt", "get_currencies": "GetCurrencies", "recurring": "Recurring",
+           "refund_create": "Refund/Create", "refund_get_state": "Refund/GetState"}
+
+
+@bp.before_request
+def _latency():
+    """Answer as slowly as ``PMROBOKASSA_SANDBOX_LATENCY`` says (see :mod:`.latency`)."""
+    name = _SLOWED.get((request.endpoint or "").rpartition(".")[2])
+    setting = current_app.config.get("PMROBOKASSA_SANDBOX_LATENCY")
+    if name is None or not setting:
+        return None
+    knob = latency.for_endpoint(setting, name)
+    if knob is not None and knob.wait():
+        return Response("Gateway Timeout", status=504, content_type="text/plain; charset=utf-8")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,6 +139,18 @@ def _receipt_items(data: Any) -> list[dict[str, Any]] | None:
     return items
 
 
+def _receipt_tax_problem(items: list[dict[str, Any]], key: str = "tax") -> str | None:
+    """Why the gateway would refuse these receipt lines' VAT rates, or None: every line needs one of
+    the rates the fiscal service knows (22 % and 22/122 since 2026, the older ones still accepted)."""
+    for item in items:
+        tax = item.get(key)
+        if tax not in protocol.TAX_CHOICES:
+            return _("Receipt line %(name)s has the VAT rate %(tax)s; allowed: %(choices)s.",
+                     name=str(item.get("name") or item.get("Name") or "—")[:60], tax=str(tax)[:20],
+                     choices=", ".join(protocol.TAX_CHOICES))
+    return None
+
+
 def _signature_diagnosis(shop: Shop, received: str, build) -> list[str]:
     """Sandbox-only hints about a wrong signature (the real gateway says less)."""
     hints = []
@@ -144,7 +174,7 @@ def _signature_diagnosis(shop: Shop, received: str, build) -> list[str]:
 
 @bp.route("/Merchant/Index.aspx", methods=["GET", "POST"])
 def payment_page():
-    """``Merchant/Index.aspx``: check the payment request (ROBOKASSA.md §1) and show the payment page."""
+    """``Merchant/Index.aspx``: check the payment request (docs/robokassa.md §1) and show the payment page."""
     params = _params()
     with _culture_context(params.get("Culture")):
         return _payment_page(params)
@@ -185,6 +215,9 @@ def _payment_page(params: dict[str, str]):
         if receipt_items is None:
             return _error_page(30, _("Wrong invoice parameter"),
                                [_("Receipt must be a JSON object whose items are a list of objects.")])
+        problem = _receipt_tax_problem(receipt_items)
+        if problem:
+            return _error_page(30, _("Wrong invoice parameter"), [problem])
     shp = protocol.extract_shp(params)
 
     def build(algorithm: str) -> str:
@@ -256,7 +289,7 @@ def pay():
             culture=checkout["culture"], fault=fault)
         back = {"OutSum": checkout["out_sum"], "InvId": inv_id}
         if cancelled:
-            # FailURL carries no signature (ROBOKASSA.md §4.2).
+            # FailURL carries no signature (docs/robokassa.md §4.2).
             if checkout["culture"]:
                 back["Culture"] = checkout["culture"]
             back.update(checkout["shp"])
@@ -334,22 +367,43 @@ def _text(body: str, status: int = 200) -> Response:
     return Response(body, status=status, content_type="text/plain; charset=utf-8")
 
 
+# What PMROBOKASSA_SANDBOX_RECURRING may say: "refuse" (the bank refuses the charge, state 10) or
+# "odd-answer" (the charge is made, but the answer is an HTML page with 200 instead of OK<InvoiceID>, as a
+# proxy or an outage page would give: the shop must not take it for a refusal).
+RECURRING_MODES = ("", "refuse", "odd-answer")
+
+
+def _recurring_mode() -> str:
+    mode = str(current_app.config.get("PMROBOKASSA_SANDBOX_RECURRING") or "").lower()
+    return mode if mode in RECURRING_MODES else ""
+
+
 @bp.route("/Merchant/Recurring", methods=["POST"])
 def recurring():
     """A child charge against a paid parent: answers ``OK<InvoiceID>`` ("created", not "paid") and later
-    notifies the ResultURL; ``PMROBOKASSA_SANDBOX_RECURRING=refuse`` makes the bank refuse it (state 10)."""
+    notifies the ResultURL. With ``IsTest=1`` it is checked with the test pair and charges a test parent,
+    without it with the live pair, like every other request (so a test-mode child sent without ``IsTest``
+    gets error 29). ``PMROBOKASSA_SANDBOX_RECURRING`` chooses a fault (:data:`RECURRING_MODES`)."""
     params = _params()
     shop = find_shop(params.get("MerchantLogin"))
     if shop is None:
         return _text("ERROR: shop not found (26)", 400)
+    is_test = params.get("IsTest", "").strip().lower() in ("1", "true")
     inv_id, parent_id, out_sum = params.get("InvoiceID", ""), params.get("PreviousInvoiceID", ""), params.get("OutSum", "")
     if not _plain_number(inv_id, MAX_INV_ID) or not parent_id:
         return _text("ERROR: bad recurring parameters (35)", 400)
+    receipt = params.get("Receipt") or None
+    if receipt:
+        try:
+            items = _receipt_items(json.loads(unquote(receipt)))
+        except (ValueError, RecursionError):
+            items = None
+        if items is None or _receipt_tax_problem(items):
+            return _text("ERROR: bad receipt (30)", 400)
     try:
         amount = protocol.parse_amount(out_sum, "OutSum")
         expected = protocol.recurring_signature(shop.hash_algorithm, merchant_login=shop.login, out_sum=out_sum,
-                                                inv_id=inv_id, password1=shop.password1,
-                                                receipt=params.get("Receipt") or None)
+                                                inv_id=inv_id, password1=shop.pass1(is_test), receipt=receipt)
     except ValueError:
         return _text("ERROR: bad amount (31)", 400)
     if amount <= 0:
@@ -357,18 +411,23 @@ def recurring():
     if not protocol.signatures_match(expected, params.get("SignatureValue", "")):
         return _text("ERROR: wrong signature (29)", 400)
     store = get_store()
-    parent = next((o for o in store.find_operations(shop.login, parent_id) if o.state == protocol.STATE_PAID), None)
+    parent = next((o for o in store.find_operations(shop.login, parent_id)
+                   if o.state == protocol.STATE_PAID and o.is_test == is_test), None)
     if parent is None:
         return _text("ERROR: no paid parent operation (35)", 400)
-    refused = str(current_app.config.get("PMROBOKASSA_SANDBOX_RECURRING") or "").lower() == "refuse"
+    mode = _recurring_mode()
+    refused = mode == "refuse"
     op = store.add_operation(
         shop=shop.login, inv_id=inv_id, state=protocol.STATE_CANCELLED if refused else protocol.STATE_PAID,
         out_sum=amount, fee=_fee(amount), inc_curr_label=parent.inc_curr_label,
         payment_method=parent.payment_method, email=parent.email, description=params.get("Description", ""),
-        is_test=parent.is_test, shp=protocol.extract_shp(params), culture=parent.culture,
+        is_test=is_test, shp=protocol.extract_shp(params), culture=parent.culture,
         fault="none" if refused else _fault_default(), parent_inv_id=parent_id)
     if not refused:
         start_delivery(store, shop, op, op.fault, settings_from_config())
+    if mode == "odd-answer":
+        return Response("<html><body>Service temporarily unavailable</body></html>", status=200,
+                        content_type="text/html; charset=utf-8")
     return _text(protocol.result_answer(inv_id))
 
 
@@ -398,16 +457,60 @@ def _unverified_op_key(token: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+MAX_REFUND_BODY = 64 * 1024
+
+
+def _refund_token() -> str | None:
+    """The JWT of a Refund/Create request, or None when the request is not in the one form known to work
+    with the real service: ``Content-Type: application/json`` and the token as a JSON string (``"eyJ…"``),
+    as Robokassa's official CMS plugins and its published API description send it. A raw token
+    (``application/jwt``, ``text/plain``) is refused, so the shop's client cannot drift to another form."""
+    if request.mimetype != "application/json" or (request.content_length or 0) > MAX_REFUND_BODY:
+        return None
+    try:
+        token = json.loads(request.get_data(as_text=True))
+    except ValueError:
+        return None
+    return token.strip() if isinstance(token, str) else None
+
+
+def _refund_items_problem(payload: Mapping[str, Any], amount: Decimal | None, op: Operation) -> str | None:
+    """Why the refund receipt (``InvoiceItems``) would be refused, or None: a list of lines with a name,
+    a known VAT rate, a positive quantity and cost, adding up to the refunded amount."""
+    items = payload.get("InvoiceItems")
+    if items is None:
+        return None
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        return "InvalidInvoiceItems"
+    if _receipt_tax_problem(items, key="Tax"):
+        return "InvalidInvoiceItemsTax"
+    total = Decimal("0")
+    for item in items:
+        cost, quantity = item.get("Cost"), item.get("Quantity", 1)
+        if not isinstance(item.get("Name"), str) or not item["Name"].strip():
+            return "InvalidInvoiceItems"
+        if isinstance(cost, (bool, float)) or isinstance(quantity, (bool, float)):
+            return "InvalidInvoiceItems"
+        try:
+            cost, quantity = Decimal(str(cost)), Decimal(str(quantity))
+        except InvalidOperation:
+            return "InvalidInvoiceItems"
+        if not cost.is_finite() or not quantity.is_finite() or cost <= 0 or quantity <= 0:
+            return "InvalidInvoiceItems"
+        total += cost * quantity
+    expected = amount if amount is not None else get_store().refundable(op)
+    return None if total == expected else "InvoiceItemsSumMismatch"
+
+
 @bp.route("/RefundService/Refund/Create", methods=["POST"])
 def refund_create():
-    """``Refund/Create``: body is a JWT signed with the shop's Password #3 (HS256/384/512)."""
-    token = request.get_data(as_text=True).strip()
-    if token.startswith('"'):  # the official PHP SDK posts json_encode($jwt)
-        try:
-            token = json.loads(token)
-        except ValueError:
-            return _refund_failure("InvalidToken", 400)
-    op_key = _unverified_op_key(token) if isinstance(token, str) else None
+    """``Refund/Create``: body is a JWT signed with the shop's Password #3 (HS256/384/512), sent as a
+    JSON string (:func:`_refund_token`); optional ``InvoiceItems`` must add up to the refunded amount."""
+    token = _refund_token()
+    if token is None:
+        return _refund_failure("InvalidRequest: send the JWT as a JSON string with Content-Type application/json",
+                               400)
+    op_key = _unverified_op_key(token)
     if op_key is None:
         return _refund_failure("InvalidToken", 400)
     store = get_store()
@@ -431,6 +534,9 @@ def refund_create():
             amount = None
         if amount is None or not amount.is_finite() or amount <= 0 or amount.quantize(_CENT) != amount:
             return _refund_failure("InvalidRefundSum", 400)
+    items_problem = _refund_items_problem(payload, amount, op)
+    if items_problem:
+        return _refund_failure(items_problem, 400)
     delay = float(current_app.config.get("PMROBOKASSA_SANDBOX_REFUND_SECONDS", 2))
     outcome = "canceled" if str(current_app.config.get("PMROBOKASSA_SANDBOX_REFUND") or "") == "cancel" else "finished"
     request_id, error = store.add_refund(op, amount, delay, outcome)

@@ -18,7 +18,7 @@ class RobokassaAdapter(ConformanceAdapter):
     amount = "100.00"
 
     def valid_settings(self) -> dict[str, Any]:
-        """The test shop of ROBOKASSA.md §2.6 with all three passwords."""
+        """The test shop of docs/robokassa.md §2.6 with all three passwords."""
         return dict(SETTINGS)
 
     def invalid_settings(self) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ remembers every request so tests can look at what billcore sent.
 """
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +29,9 @@ class FakeGateway:
     refund_failure: str | None = None
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refund_payloads: list[dict[str, Any]] = field(default_factory=list)
+    refund_requests: list[tuple[str, bytes]] = field(default_factory=list)  # (content type, body)
+    recurring_answer: tuple[int, str] | None = None  # (status, body) instead of OK<InvoiceID>
+    refund_http_error: tuple[int, str] | None = None  # (status, body) instead of Refund/Create's answer
     currencies_status: int = 200
     url: str = ""
 
@@ -41,7 +45,8 @@ class FakeGateway:
         elif path == "/Merchant/WebService/Service.asmx/GetCurrencies":
             response = self._currencies(params)
         elif path == "/RefundService/Refund/Create":
-            response = self._refund_create(request.get_data(as_text=True))
+            self.refund_requests.append((request.mimetype, request.get_data()))
+            response = self._refund_create(request)
         elif path == "/RefundService/Refund/GetState":
             label = self.refund_labels.get(params.get("id", ""))
             state = protocol.RefundState(params.get("id") if label else None, Decimal("1") if label else None, label)
@@ -51,7 +56,11 @@ class FakeGateway:
                                                     inv_id=params.get("InvoiceID", "0") or "0", password1=P1,
                                                     receipt=params.get("Receipt"))
             ok = protocol.signatures_match(expected, params.get("SignatureValue"))
-            response = Response(f"OK{params['InvoiceID']}" if ok else "ERROR 29", mimetype="text/plain")
+            if self.recurring_answer is not None:
+                response = Response(self.recurring_answer[1], status=self.recurring_answer[0], mimetype="text/plain")
+            else:
+                response = Response(f"OK{params['InvoiceID']}" if ok else "ERROR 29", status=200 if ok else 400,
+                                    mimetype="text/plain")
         else:
             response = Response("not found", status=404)
         return response(environ, start_response)
@@ -76,9 +85,18 @@ class FakeGateway:
             protocol.CurrencyGroup("Mobile", "Mobile", (protocol.Currency("FakeMtsR", "MTS", "Fake MTS"),))]
         return Response(protocol.build_currencies_xml(groups), mimetype="text/xml")
 
-    def _refund_create(self, body: str) -> Response:
+    def _refund_create(self, request: Request) -> Response:
+        if self.refund_http_error is not None:
+            return Response(self.refund_http_error[1], status=self.refund_http_error[0])
         try:
-            payload = protocol.verify_refund_jwt(body, P3)
+            token = json.loads(request.get_data(as_text=True)) if request.mimetype == "application/json" else None
+        except ValueError:
+            token = None
+        if not isinstance(token, str):  # the one form the real service is known to take
+            return Response(protocol.build_refund_create_answer(False, message="Signature key is not exists"),
+                            status=400, mimetype="application/json")
+        try:
+            payload = protocol.verify_refund_jwt(token, P3)
         except protocol.ProtocolError:
             return Response(protocol.build_refund_create_answer(False, message="InvalidToken"),
                             mimetype="application/json")

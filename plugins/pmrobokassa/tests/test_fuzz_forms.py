@@ -106,3 +106,14 @@ def test_non_utf8_bodies(app, admin_client, raw, step):
     body = b"action=next&name=" + raw + b"&password1=" + raw + b"&" + raw
     response = admin_client.post(url, data=body, content_type="application/x-www-form-urlencoded")
     _body_clean(response, [])
+
+
+@pytest.mark.parametrize("field", ["name", "name_ru", "description", "description_ru", "comment"])
+def test_nul_character_is_a_form_error_on_every_database(app, admin_client, field):
+    """PostgreSQL refuses NUL in a text column (the fuzzing above found the 500): the form says so."""
+    step3 = admin_client.post(_new_draft(admin_client), data=STEP2)
+    response = admin_client.post(step3.location, data={**STEP3, field: "Robo\x00kassa"})
+    assert response.status_code == 400  # the wizard's answer to a form with errors
+    assert "Must not contain a NUL character." in response.get_data(as_text=True)
+    db.session.rollback()
+    assert db.session.query(PaymentMethod).count() == 0

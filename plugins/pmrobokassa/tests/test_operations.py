@@ -190,15 +190,14 @@ def test_recurring_charge_refused(app, fake, client_user):
     assert result.state == "failed" and "29" in result.info
 
 
-def test_recurring_charge_unreachable_gateway_raises_so_the_same_child_is_retried(app, client_user):
-    from pmrobokassa.gateway import GatewayUnavailable
-
-    # nothing listens on port 9 of the loopback: the charge's fate is unknown, so no "failed" answer
+def test_recurring_charge_to_a_closed_port_fails_as_never_sent(app, client_user):
+    # nothing listens on port 9 of the loopback: the connection was refused, so the request never left
+    # and nothing can have been charged: a clear failure (the period may be charged with a new child)
     m = add_paymethod("pmrobokassa", {**SETTINGS, "url": "http://127.0.0.1:9/Merchant/Index.aspx"})
     parent = service.create_payment(client_user.account_id, m.id, Decimal("100.00"))
     child = service.create_payment(client_user.account_id, m.id, Decimal("100.00"))
-    with pytest.raises(GatewayUnavailable):
-        call("billcore_recurring_charge", child.id, parent=db.session.get(Payment, parent.id))
+    result = call("billcore_recurring_charge", child.id, parent=db.session.get(Payment, parent.id))
+    assert result.state == "failed" and "could not be sent" in result.info and not result.data
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Tests of the pure Robokassa protocol layer (no network, no Flask).
 
-The test vectors are the ones pinned in ROBOKASSA.md §2.6; they were recomputed with hashlib.
+The test vectors are the ones pinned in docs/robokassa.md §2.6; they were recomputed with hashlib.
 """
 from __future__ import annotations
 
@@ -531,8 +531,8 @@ def test_receipt_refuses_floats() -> None:
 
 def test_receipt_choice_lists() -> None:
     assert p.SNO_CHOICES == ("osn", "usn_income", "usn_income_outcome", "esn", "patent")
-    assert p.TAX_CHOICES == ("none", "vat0", "vat10", "vat110", "vat20", "vat120", "vat5", "vat7", "vat105",
-                             "vat107")
+    assert p.TAX_CHOICES == ("none", "vat0", "vat10", "vat110", "vat22", "vat122", "vat20", "vat120", "vat5",
+                             "vat7", "vat105", "vat107")
     assert "full_payment" in p.PAYMENT_METHOD_CHOICES and len(p.PAYMENT_METHOD_CHOICES) == 7
     assert "non-operating_gain" in p.PAYMENT_OBJECT_CHOICES and len(p.PAYMENT_OBJECT_CHOICES) == 18
     for choices in (p.SNO_CHOICES, p.TAX_CHOICES, p.PAYMENT_METHOD_CHOICES, p.PAYMENT_OBJECT_CHOICES):

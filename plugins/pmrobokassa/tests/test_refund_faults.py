@@ -1,8 +1,8 @@
 """Refund/Create requests that fail on the way: never sent -> failed (money back), maybe sent -> pending
 without an id, flagged for an admin by ``payments check`` once overdue, then settled by hand.
 
-The transport fails for real (a closed local port) or through a patched ``requests.post``; never a real
-network.
+The transport fails for real (a closed local port) or through a patched HTTP session
+(``gateway.http_session``); never a real network.
 """
 from __future__ import annotations
 
@@ -80,15 +80,20 @@ def _name_not_resolved() -> Exception:
                          ids=["dns", "connect-timeout"])
 def test_refund_never_sent_fails(app, client_user, fake, monkeypatch, make):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway.requests, "post", _failing_post(make()))
+    monkeypatch.setattr(gateway, "http_session", _session_posting(_failing_post(make())))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == "failed" and "nothing was refunded" in outcome.info
     assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
 
 
+def _session_posting(post):
+    """A stand-in for :func:`gateway.http_session` whose ``post`` is ``post``."""
+    return lambda: SimpleNamespace(post=post)
+
+
 def _answering(status: int, content: bytes = b"error"):
     """A stand-in for ``requests.post`` whose every answer has this HTTP status and body."""
-    answer = SimpleNamespace(status_code=status, content=content)
+    answer = SimpleNamespace(status_code=status, content=content, text=content.decode("utf-8", "replace"))
     return lambda url, **kw: answer
 
 
@@ -109,9 +114,9 @@ def test_refund_maybe_sent_stays_pending_then_is_flagged_and_settled_by_hand(app
     p = _paid_payment(app, client_user, fake.url)
     with monkeypatch.context() as patch:
         if how == "read-timeout":
-            patch.setattr(gateway.requests, "post", _failing_post(_read_timeout()))
+            patch.setattr(gateway, "http_session", _session_posting(_failing_post(_read_timeout())))
         elif how == "http-502":
-            patch.setattr(gateway.requests, "post", _answering(502, b"Bad Gateway"))
+            patch.setattr(gateway, "http_session", _session_posting(_answering(502, b"Bad Gateway")))
         else:
             patch.setattr(protocol, "parse_refund_create_answer",
                           lambda body: protocol.RefundCreateAnswer(success=True, request_id=None))
@@ -199,7 +204,7 @@ def test_tls_failure_after_sending_is_not_never_sent():
 @pytest.mark.parametrize("make", [_tls_eof, _reset], ids=["tls-eof", "reset"])
 def test_refund_dropped_after_sending_stays_pending(app, client_user, fake, monkeypatch, make):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway.requests, "post", _failing_post(make()))
+    monkeypatch.setattr(gateway, "http_session", _session_posting(_failing_post(make())))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == "pending" and "may have been made" in outcome.info  # never failed: no refund twice
     assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
@@ -242,8 +247,8 @@ def test_refund_cut_off_by_a_real_server_after_sending_stays_pending(app, client
                                           (425, "pending"), (499, "pending"), (418, "pending")])
 def test_only_clear_http_rejections_fail_the_refund(app, client_user, fake, monkeypatch, status, state):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway.requests, "post", _answering(
-        status, b'{"success":false,"message":"RefundNotAllowed","requestId":null}'))
+    monkeypatch.setattr(gateway, "http_session", _session_posting(_answering(
+        status, b'{"success":false,"message":"RefundNotAllowed","requestId":null}')))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == state
     if state == "failed":

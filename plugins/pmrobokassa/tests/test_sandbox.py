@@ -5,6 +5,7 @@ Notification delivery over real HTTP is in ``test_sandbox_live.py``.
 """
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -28,7 +29,7 @@ SHOP = {"login": LOGIN, "password1": P1, "password2": P2, "password3": P3, "hash
 
 @pytest.fixture
 def sb_app(tmp_path):
-    """An app with the sandbox on and one shop ``demo`` with the ROBOKASSA.md §2.6 passwords."""
+    """An app with the sandbox on and one shop ``demo`` with the docs/robokassa.md §2.6 passwords."""
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'test.sqlite'}", PMROBOKASSA_SANDBOX=True,
                    PMROBOKASSA_SANDBOX_SHOPS=[dict(SHOP), dict(SHOP, login="getshop", success_method="GET",
                                                                fail_method="GET", hash_algorithm="sha256")],
@@ -330,7 +331,9 @@ def test_getcurrencies_parses_back(gw):
 
 
 def refund(gw, token, **kwargs):
-    response = gw.post(f"{PREFIX}/RefundService/Refund/Create", data=token, content_type="application/jwt", **kwargs)
+    """POST Refund/Create as the real service takes it: the JWT as a JSON string, application/json."""
+    response = gw.post(f"{PREFIX}/RefundService/Refund/Create", data=json.dumps(token),
+                       content_type="application/json", **kwargs)
     return response, protocol.parse_refund_create_answer(response.data)
 
 
@@ -362,10 +365,38 @@ def test_refund_jwt_must_be_signed_with_password_3(gw):
     assert response.status_code == 401 and not answer.success and answer.message == "InvalidToken"
     response, answer = refund(gw, "not-a-jwt")
     assert response.status_code == 400 and not answer.success
-    # The official PHP SDK sends the token as a JSON string; that is accepted.
     token = protocol.make_refund_jwt(P3, op_key=op.op_key, refund_sum=Decimal("1.00"))
-    assert refund(gw, f'"{token}"')[1].success
+    # Only the form Robokassa's official plugin sends is taken: a raw token, or a JSON string under
+    # another content type, is refused before anything else is looked at.
+    for body, content_type in ((token, "application/jwt"), (token, "text/plain"),
+                               (json.dumps(token), "text/plain"), (json.dumps({"token": token}), "application/json")):
+        response = gw.post(f"{PREFIX}/RefundService/Refund/Create", data=body, content_type=content_type)
+        answer = protocol.parse_refund_create_answer(response.data)
+        assert response.status_code == 400 and not answer.success and "JSON string" in answer.message
+    assert refund(gw, token)[1].success
     assert not get_store().refunds(op.id)[1:]  # only the valid one was registered
+
+
+def _items(cost: str, tax: str = "vat22", **extra) -> list[protocol.RefundItem]:
+    return [protocol.RefundItem(name="Hosting", cost=Decimal(cost), tax=tax, payment_method="full_payment",
+                                payment_object="service", **extra)]
+
+
+def test_refund_receipt_lines_must_add_up_and_use_known_rates(gw):
+    op = paid_operation(gw)
+    jwt = protocol.make_refund_jwt
+    response, answer = refund(gw, jwt(P3, op_key=op.op_key, refund_sum=Decimal("30.00"),
+                                      invoice_items=_items("29.99")))
+    assert response.status_code == 400 and answer.message == "InvoiceItemsSumMismatch"
+    # a full refund's receipt must cover what is left of the operation
+    response, answer = refund(gw, jwt(P3, op_key=op.op_key, invoice_items=_items("30.00")))
+    assert response.status_code == 400 and answer.message == "InvoiceItemsSumMismatch"
+    for tax in ("vat22", "vat122", "vat20"):  # 22 % since 2026; 20 % still taken for older operations
+        _, answer = refund(gw, jwt(P3, op_key=op.op_key, refund_sum=Decimal("10.00"), invoice_items=_items("10.00", tax)))
+        assert answer.success, tax
+    _, answer = refund(gw, jwt(P3, op_key=op.op_key, invoice_items=_items("70.00")))
+    assert answer.success  # the rest, 70.00, with its receipt
+    assert [r["amount"] for r in get_store().refunds(op.id)] == ["10.00", "10.00", "10.00", "70.00"]
 
 
 def test_refund_of_unknown_or_unpaid_operation_is_refused(gw):
@@ -386,12 +417,14 @@ def test_getstate_of_unknown_request(gw):
 # --- recurring (§7.1) ----------------------------------------------------------------------------
 
 
-def recurring(gw, inv_id="20", parent="12", out_sum="50.00", password=P1):
-    signature = protocol.recurring_signature("md5", merchant_login=LOGIN, out_sum=out_sum, inv_id=inv_id,
-                                             password1=password)
-    return gw.post(f"{PREFIX}/Merchant/Recurring", data={
-        "MerchantLogin": LOGIN, "InvoiceID": inv_id, "PreviousInvoiceID": parent, "OutSum": out_sum,
-        "Description": "Renewal", "SignatureValue": signature})
+def recurring(gw, inv_id="20", parent="12", out_sum="50.00", password=P1, login=LOGIN, receipt=None, **extra):
+    signature = protocol.recurring_signature("md5", merchant_login=login, out_sum=out_sum, inv_id=inv_id,
+                                             password1=password, receipt=receipt)
+    data = {"MerchantLogin": login, "InvoiceID": inv_id, "PreviousInvoiceID": parent, "OutSum": out_sum,
+            "Description": "Renewal", "SignatureValue": signature, **extra}
+    if receipt:
+        data["Receipt"] = receipt
+    return gw.post(f"{PREFIX}/Merchant/Recurring", data=data)
 
 
 def test_recurring_child_charge(sb_app, gw):
@@ -406,6 +439,52 @@ def test_recurring_child_charge(sb_app, gw):
     sb_app.config["PMROBOKASSA_SANDBOX_RECURRING"] = "refuse"
     assert recurring(gw, inv_id="21").get_data(as_text=True) == "OK21"  # created, then refused
     assert opstate(gw, "21").state_code == 10
+    sb_app.config["PMROBOKASSA_SANDBOX_RECURRING"] = "odd-answer"
+    response = recurring(gw, inv_id="22")
+    assert response.status_code == 200 and response.mimetype == "text/html" and "OK22" not in response.get_data(as_text=True)
+    assert opstate(gw, "22").is_paid  # charged all the same
+
+
+def _receipt(tax: str) -> str:
+    return protocol.encode_receipt(protocol.build_receipt(
+        items=[protocol.ReceiptItem("Hosting", Decimal("50.00"), tax, payment_method="full_payment",
+                                    payment_object="service")], sno="osn"))
+
+
+@pytest.mark.parametrize("tax", ["vat22", "vat122"])
+def test_the_22_percent_rates_are_taken_in_a_signed_receipt(sb_app, gw, tax):
+    response, html = open_page(gw, out_sum="50.00", receipt=_receipt(tax))
+    assert response.status_code == 200 and "data-error-code" not in html
+    paid_operation(gw)
+    response = recurring(gw, receipt=_receipt(tax))
+    assert response.get_data(as_text=True) == "OK20"
+
+
+def test_an_unknown_vat_rate_is_refused(sb_app, gw):
+    bad = protocol.encode_receipt('{"items":[{"name":"Hosting","quantity":1,"sum":50,"tax":"vat18"}]}')
+    response, html = open_page(gw, out_sum="50.00", receipt=bad)
+    assert response.status_code == 400 and 'data-error-code="30"' in html and "vat18" in html
+    paid_operation(gw)
+    assert recurring(gw, receipt=bad).status_code == 400
+
+
+def test_a_test_mode_child_must_say_is_test(tmp_path):
+    shop = dict(SHOP, test_password1="test_pass_1", test_password2="test_pass_2")
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'test.sqlite'}", PMROBOKASSA_SANDBOX=True,
+                   PMROBOKASSA_SANDBOX_SHOPS=[shop], PMROBOKASSA_SANDBOX_RETRY_DELAYS=[0])
+    with app.app_context():
+        gw = app.test_client()
+        _, html = open_page(gw, password="test_pass_1", IsTest="1")  # a test parent, paid
+        back = pay(gw, token_of(html))
+        assert back.status_code == 200
+        # signed with the test pair but sent as live: error 29, as Robokassa answers it
+        response = recurring(gw, password="test_pass_1")
+        assert response.status_code == 400 and "(29)" in response.get_data(as_text=True)
+        response = recurring(gw, password="test_pass_1", IsTest="1")
+        assert response.get_data(as_text=True) == "OK20"
+        [child] = get_store().find_operations(LOGIN, "20")
+        assert child.is_test and child.state == 100
+    delivery.join_deliveries(10)
 
 
 # --- the sandbox's pages --------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_recurring_parent_sends_recurring_without_inc_curr_label(app, client_cli
     service.set_gateway_data(p.id, recurring=True)
     fields = form_fields(client_client.get(f"/mancgi/rkpayment?elid={p.id}").get_data(as_text=True))
     assert fields["Recurring"] == "true"
-    assert "IncCurrLabel" not in fields  # Robokassa refuses the two together (ROBOKASSA.md §7.1)
+    assert "IncCurrLabel" not in fields  # Robokassa refuses the two together (docs/robokassa.md §7.1)
 
 
 def forget_user() -> None:

@@ -1,4 +1,4 @@
-"""Adding and editing a Robokassa method through the admin wizard (issue 3's pages, this module's form)."""
+"""Adding and editing a Robokassa method through the admin wizard (the core's wizard pages, this module's form)."""
 from __future__ import annotations
 
 import re

@@ -50,7 +50,12 @@ def test_http_notification_on_a_single_threaded_server(tmp_path):
             assert fresh(payment.id).status == "paid"
             assert balance(account_id) == Decimal("42.00")
             db.session.remove()
-        assert (tmp_path / "instance" / "var" / "tplresult.log").read_text().count(f"payment {payment.id}") == 1
+        # the server writes the log line after committing the credit, so it may come a moment later
+        log = tmp_path / "instance" / "var" / "tplresult.log"
+        deadline = time.monotonic() + 15
+        while not (log.is_file() and f"payment {payment.id}" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert log.read_text().count(f"payment {payment.id}") == 1
     finally:
         server.shutdown()
         thread.join(5)
