@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
 run: export BILLCORE_PMROBOKASSA_SANDBOX ?= true
 
-.PHONY: run test install install-test chromium clean translations
+.PHONY: run test install install-test chromium axe clean translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test axe
+
+# axe-core, the accessibility audit the browser tests inject into every page, from the npm registry
+# (pinned in tests/browser/package.json).
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package.json
+	cd tests/browser && npm install --no-audit --no-fund --no-package-lock --silent
+	touch $@
+
+axe: $(AXE)
 
 run: install
 	$(BIN)/flask --app billcore init
@@ -48,7 +57,7 @@ test: install-test chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info test-artifacts
+	rm -rf $(VENV) build dist *.egg-info test-artifacts tests/browser/node_modules
 
 # Re-extract the translatable strings and merge them into the catalogues (then translate ru's new ones).
 translations: install

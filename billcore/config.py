@@ -27,6 +27,14 @@ DEFAULTS: dict[str, Any] = {
     "LANGUAGES": ["en", "ru"],
     "BABEL_DEFAULT_LOCALE": "en",
     "DEFAULT_CURRENCY": "RUB",
+    # the time zone of the dates pages show to a user who has not chosen one (an IANA name)
+    "DEFAULT_TIMEZONE": "Europe/Moscow",
+    # the return page: after this many seconds of waiting for the gateway it says what happens next
+    "RETURN_WAIT_NOTICE_SECONDS": 120,
+    # the overview flags a payment still awaiting payment this many hours after it went to the gateway
+    "STUCK_INPAY_HOURS": 2,
+    # how customers reach support (shown when a payment takes long); blank: "our support team"
+    "SUPPORT_CONTACT": "",
     "WIZARD_DRAFT_TTL_MINUTES": 60,
     "ADMIN_PAGE_SIZE": 50,
     "CLIENT_PAGE_SIZE": 20,

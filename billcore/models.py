@@ -99,6 +99,8 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.CLIENT.value)
     language: Mapped[str | None] = mapped_column(String(8))
+    # an IANA zone name for the dates the pages show; None: the configuration's DEFAULT_TIMEZONE
+    timezone: Mapped[str | None] = mapped_column(String(64))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     # Part of every session's login (``<id>.<version>``): raising it ends every session of the user.

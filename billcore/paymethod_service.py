@@ -88,11 +88,14 @@ def validate_integration(key: str, form: FlaskForm, *, kept_secrets: Mapping[str
     if info is None:
         form.form_errors.append(_("The payment module %(key)s is not loaded.", key=key))
         return None
-    if not form.validate():
-        return None
+    valid = form.validate()
     settings = integration_values(form, info, kept_secrets)
+    # The module checks what was typed even when a field failed the form's own validators, so that every
+    # problem shows at once (not the passwords' on the second try); a field keeps only its first reason.
     errors = dict(get_registry().call(key, "billcore_validate_integration", settings=settings, currency=currency) or {})
-    if attach_errors(form, errors):
+    errors = {name: messages for name, messages in errors.items()
+              if not (name in form._fields and form._fields[name].errors)}
+    if attach_errors(form, errors) or not valid:
         return None
     return settings
 

@@ -345,8 +345,8 @@ def test_method_page_labels_and_a_failing_setup_hook(admin, fapp):
     assert resp.status_code == 200 and "could not describe the gateway" in html and SECRET not in html
     log = (Path(fapp.config["LOG_DIR"]) / "paymethods.log").read_text()
     assert "RuntimeError: cannot reach the gateway with ***" in log and SECRET not in log
-    assert "<th>Shop id</th><td>boom</td>" in html and "<th>Test mode</th><td>No</td>" in html
-    assert re.search(r"<th>Secret key</th><td><span class=\"tag\">set</span>", html)
+    assert "<th scope=\"row\">Shop id</th><td>boom</td>" in html and "<th scope=\"row\">Test mode</th><td>No</td>" in html
+    assert re.search(r"<th scope=\"row\">Secret key</th><td><span class=\"tag\">set</span>", html)
 
 
 def test_edit_integration_keeps_blank_secret_and_validates(admin):
@@ -402,7 +402,7 @@ def test_list_shows_methods_with_counts_and_actions(admin):
     html = admin.get("/admin/paymethods").get_data(as_text=True)
     row_a = html.split(f'data-id="{a.id}"', 1)[1].split("</tr>", 1)[0]
     assert "Alpha" in row_a and "Fake gateway" in row_a and "RUB" in row_a and "Active" in row_a
-    assert '<td class="num">1</td>' in row_a  # one payment
+    assert '<td data-label="Payments" class="num">1</td>' in row_a  # one payment
     assert "Disabled" in html.split("Beta", 1)[1].split("</tr>", 1)[0]
     assert "/admin/paymethods/new" in html and "xxxxxx1" not in html
 

@@ -21,7 +21,7 @@ def test_admin_pages_refuse_clients(client_client, path):
 
 def test_admin_sees_admin_area(admin_client):
     resp = admin_client.get("/admin/")
-    assert resp.status_code == 200 and b"Payments by status" in resp.data
+    assert resp.status_code == 200 and b"Needs attention" in resp.data
 
 
 def test_client_area_refuses_admins(admin_client):

@@ -194,7 +194,7 @@ def test_owner_flow_return_pages_status_json_and_balance(web, client_user, metho
     # list, page and dashboard
     assert f"#{payment.id}" in web.get("/payments").get_data(as_text=True)
     detail = web.get(f"/payments/{payment.id}").get_data(as_text=True)
-    assert "215.00 RUB" in detail and "In pay" in detail and "Paid" in detail
+    assert "215.00 RUB" in detail and "Awaiting payment" in detail and "Paid" in detail
     assert "200.00 RUB" in web.get("/dashboard").get_data(as_text=True)
 
 
@@ -328,7 +328,7 @@ def test_add_funds_end_to_end_through_pmtemplate(capp, web, client_user, other_u
     kinds = [e.kind for e in db.session.query(PaymentEvent).filter_by(payment_id=payment.id).order_by(PaymentEvent.id)]
     assert kinds[:3] == ["created", "redirect", "notification"] and "return" in kinds
     history = web.get(f"/payments/{payment.id}").get_data(as_text=True)
-    assert "In pay" in history and "Paid" in history
+    assert "Awaiting payment" in history and "Paid" in history
     assert "250.50 RUB" in web.get("/dashboard").get_data(as_text=True)
 
 
@@ -337,7 +337,7 @@ def test_client_pages_in_russian(capp, web, client_user, method):
     web.post("/language/ru")
     pages = {
         "/dashboard": "Пополнить баланс",
-        "/payments/new": "Комиссия: 10.00 RUB + 2.5%",
+        "/payments/new": "Комиссия: 10,00\u00a0₽ + 2,5\u00a0%",  # Russian money and percent
         "/payments": "Пополнить баланс",
         f"/payments/{payment.id}": "Итого к оплате",
         f"/payments/{payment.id}/return/pending": "Ожидаем подтверждения платежа",

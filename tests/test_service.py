@@ -141,7 +141,7 @@ def test_refunds_partial_then_full(app):
     r1 = service.request_refund(p.id, Decimal("30.00"), source="admin", reason="partial")
     assert _balance(p.account_id) == Decimal("70.00")
     # only one refund at a time: the payment is pending_return
-    with pytest.raises(service.RefundError, match="“Pending return”"):
+    with pytest.raises(service.RefundError, match="“Refund pending”"):
         service.request_refund(p.id, Decimal("1.00"), source="admin")
     assert service.finish_refund(r1.id, source="gateway").status == "paid"
     assert service.finish_refund(r1.id, source="gateway").already

@@ -1,14 +1,21 @@
 """The admin's accounts: a list with balances (keyset paging) and an account's page with its ledger and payments."""
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from wtforms import RadioField, StringField
+from wtforms.validators import DataRequired, InputRequired, Length
 
 from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, User
+from ..payments.adjustments import MAX_REASON, AdjustmentError, adjust_balance
 from . import bp
 from .. import filters
 from ..args import MAX_ID, row_id
@@ -46,20 +53,60 @@ def accounts():
                            next_before=next_before, q=q)
 
 
-@bp.route("/accounts/<int:account_id>")
+class AdjustForm(FlaskForm):
+    """A manual correction of the balance: credit or debit, the amount and the reason (kept in the ledger)."""
+
+    direction = RadioField(_l("Correction"), choices=[("credit", _l("Credit (add to the balance)")),
+                                                     ("debit", _l("Debit (take from the balance)"))],
+                           default="credit", validators=[InputRequired()])
+    amount = StringField(_l("Amount"), validators=[DataRequired(_l("Enter the amount.")), Length(max=32)],
+                         render_kw={"inputmode": "decimal", "autocomplete": "off"})
+    reason = StringField(_l("Reason"), validators=[DataRequired(_l("Say why: the reason is kept in the ledger.")),
+                                                   Length(max=MAX_REASON)])
+
+
+@bp.route("/accounts/<int:account_id>", methods=["GET", "POST"])
 @admin_required
 def account(account_id: int):
-    """An account: balance, users, the latest ledger entries and payments."""
+    """An account: balance, users, the latest ledger entries and payments; POST corrects the balance."""
     item = db.session.get(Account, account_id)
     if item is None:
         abort(404)
+    form = AdjustForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            value = Decimal(form.amount.data.replace(",", ".").replace(" ", "").replace("\u00a0", ""))
+            if value <= 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            form.amount.errors.append(_("Enter a positive amount like 100 or 100.50."))
+        else:
+            try:
+                done = adjust_balance(item.id, value if form.direction.data == "credit" else -value,
+                                      reason=form.reason.data, source="admin", actor=current_user.email)
+            except AdjustmentError as exc:
+                form.amount.errors.append(str(exc))
+            else:
+                from ..templating import money
+
+                flash(_("The balance was corrected by %(amount)s; it is now %(balance)s.",
+                        amount=money(done.amount, done.currency), balance=money(done.balance_after, done.currency)),
+                      "success")
+                return redirect(url_for(".account", account_id=item.id))
+        status = 400
+    elif request.method == "POST":
+        status = 400
+    db.session.expire_all()
+    item = db.session.get(Account, account_id)
     users = db.session.execute(select(User).where(User.account_id == item.id).order_by(User.id)).scalars().all()
     ledger = db.session.execute(select(LedgerEntry).where(LedgerEntry.account_id == item.id)
                                 .order_by(LedgerEntry.id.desc()).limit(ON_ACCOUNT_PAGE)).scalars().all()
     payments = db.session.execute(select(Payment).where(Payment.account_id == item.id)
                                   .order_by(Payment.id.desc()).limit(ON_ACCOUNT_PAGE)).scalars().all()
     return render_template("admin/accounts/detail.html", account=item, users=users, ledger=ledger,
-                           payments=payments, limit=ON_ACCOUNT_PAGE, action_form=ActionForm())
+                           payments=payments, limit=ON_ACCOUNT_PAGE, form=form,
+                           action_form=ActionForm()), status
 
 
 class ActionForm(FlaskForm):

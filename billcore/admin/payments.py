@@ -7,24 +7,29 @@ index that starts with its column and ends with ``id`` (see ``Payment.__table_ar
 """
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (Response, abort, current_app, flash, redirect, render_template, request, stream_with_context,
+                   url_for)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, select, tuple_
-from wtforms import StringField, TextAreaField
+from sqlalchemy import Select, func, select, tuple_
+from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from ..auth import admin_required
 from ..db import db
-from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status
+from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, User, utcnow
+from ..money import MAX_AMOUNT
+from ..templating import language, user_timezone
 from ..payments import polling, refunds, service
 from ..payments.messages import error_text
 from ..paymodule import FEATURE_REFUND
@@ -38,15 +43,28 @@ MANUAL_PAY_FROM = ("new", "inpay", "cancelled", "fraud")
 CANCEL_FROM = ("new", "inpay")
 
 
+# status values of the filter that stand for several statuses
+STATUS_GROUPS = {"received": ("paid", "pending_return", "returned")}
+FILTER_LABELS = {"status": _l("Status"), "paymethod_id": _l("Payment method"), "account_id": _l("Account"),
+                 "date_from": _l("From"), "date_to": _l("To"), "paid_from": _l("Paid from"),
+                 "waiting_hours": _l("Awaiting payment for more than (hours)"),
+                 "amount_min": _l("Amount from"), "amount_max": _l("Amount to")}
+MAX_TRAIL = 30  # "previous page" cursors kept in the links
+
+
 @dataclass
 class PaymentFilters:
-    """The list's filters as typed values; ``errors`` names the ones that could not be read."""
+    """The list's filters as typed values; ``errors`` names the ones that could not be read (the list then
+    shows nothing rather than everything)."""
 
     status: str | None = None
     paymethod_id: int | None = None
     account_id: int | None = None
+    account_text: str | None = None  # part of an account's e-mail or name
     date_from: date | None = None
     date_to: date | None = None
+    paid_from: date | None = None
+    waiting_hours: int | None = None
     amount_min: Decimal | None = None
     amount_max: Decimal | None = None
     errors: list[str] = field(default_factory=list)
@@ -54,30 +72,100 @@ class PaymentFilters:
     @classmethod
     def from_args(cls, args) -> PaymentFilters:
         """Read the filters from a query string (:mod:`billcore.filters`); values that cannot be used are
-        ignored and named in ``errors`` (the page answers 400 then)."""
+        named in ``errors`` (the page then shows nothing and answers 400)."""
         f = cls()
         status = (args.get("status") or "").strip()
-        f.status = status if status in STATUSES else None
-        for names, reader in ((("paymethod_id", "account_id"), parse.ident),
-                              (("date_from", "date_to"), parse.day),
-                              (("amount_min", "amount_max"), parse.amount)):
-            for name in names:
-                try:
-                    setattr(f, name, reader(args.get(name)))
-                except parse.BadFilter:
-                    f.errors.append(name)
+        if status:
+            if status in STATUSES or status in STATUS_GROUPS:
+                f.status = status
+            else:
+                f.errors.append("status")
+        try:
+            f.paymethod_id = parse.ident(args.get("paymethod_id"))
+        except parse.BadFilter:
+            f.errors.append("paymethod_id")
+        text = (args.get("account_id") or "").strip()
+        if text:
+            # "#12" or "12": the account's number; anything else: part of an e-mail or of the name
+            try:
+                if text.lstrip("#").isascii() and text.lstrip("#").isdigit():
+                    f.account_id = parse.ident(text)
+                else:
+                    f.account_text = parse.text(text, 254).lower()
+            except parse.BadFilter:
+                f.errors.append("account_id")
+        for name in ("date_from", "date_to", "paid_from"):
+            try:
+                setattr(f, name, parse.day(args.get(name)))
+            except parse.BadFilter:
+                f.errors.append(name)
+        text = (args.get("waiting_hours") or "").strip()
+        if text:
+            if text.isascii() and text.isdigit() and 0 < int(text) <= 24 * 366:
+                f.waiting_hours = int(text)
+            else:
+                f.errors.append("waiting_hours")
+        for name in ("amount_min", "amount_max"):
+            try:
+                setattr(f, name, parse.amount((args.get(name) or "").replace(" ", "")))
+            except parse.BadFilter:
+                f.errors.append(name)
         return f
 
     def as_args(self) -> dict[str, str]:
-        """The filters as query-string values (for the paging links)."""
-        values = {"status": self.status, "paymethod_id": self.paymethod_id, "account_id": self.account_id,
-                  "date_from": self.date_from, "date_to": self.date_to,
-                  "amount_min": self.amount_min, "amount_max": self.amount_max}
+        """The filters as query-string values (for the paging links and the export)."""
+        values = {"status": self.status, "paymethod_id": self.paymethod_id,
+                  "account_id": self.account_id if self.account_id is not None else self.account_text,
+                  "date_from": self.date_from, "date_to": self.date_to, "paid_from": self.paid_from,
+                  "waiting_hours": self.waiting_hours, "amount_min": self.amount_min, "amount_max": self.amount_max}
         return {k: str(v) for k, v in values.items() if v is not None}
+
+    def error_labels(self) -> list[str]:
+        """The names of the refused filters, as the form labels them."""
+        return [str(FILTER_LABELS.get(name, name)) for name in self.errors]
 
 
 def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+    """The first instant of ``day`` in the reader's time zone (the configured default outside a request)."""
+    return datetime.combine(day, time.min, tzinfo=user_timezone())
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def filter_conditions(filters: PaymentFilters) -> list:
+    """The WHERE conditions of ``filters`` except the created-at range (see :func:`payments_query`)."""
+    conditions = []
+    if filters.status in STATUS_GROUPS:
+        conditions.append(Payment.status.in_(STATUS_GROUPS[filters.status]))
+    elif filters.status:
+        conditions.append(Payment.status == filters.status)
+    if filters.paymethod_id is not None:
+        conditions.append(Payment.paymethod_id == filters.paymethod_id)
+    if filters.account_id is not None:
+        conditions.append(Payment.account_id == filters.account_id)
+    if filters.account_text:
+        like = _like(filters.account_text)
+        by_user = select(User.account_id).where(func.lower(User.email).like(like, escape="\\"))
+        by_name = select(Account.id).where(func.lower(Account.name).like(like, escape="\\"))
+        conditions.append(Payment.account_id.in_(by_user.union(by_name)))
+    if filters.paid_from is not None:
+        conditions.append(Payment.paid_at >= _day_start(filters.paid_from))
+    if filters.waiting_hours is not None:
+        conditions.append(Payment.updated_at < utcnow() - timedelta(hours=filters.waiting_hours))
+    if filters.amount_min is not None:
+        conditions.append(Payment.amount >= filters.amount_min)
+    if filters.amount_max is not None:
+        conditions.append(Payment.amount <= filters.amount_max)
+    return conditions
+
+
+def _date_range(filters: PaymentFilters) -> tuple[datetime | None, datetime | None]:
+    date_from = _day_start(filters.date_from) if filters.date_from is not None else None
+    # inclusive: the whole "to" day
+    date_to = _day_start(filters.date_to + timedelta(days=1)) if filters.date_to is not None else None
+    return date_from, date_to
 
 
 def payments_query(filters: PaymentFilters, before: int | None = None, limit: int = 50) -> Select:
@@ -89,21 +177,10 @@ def payments_query(filters: PaymentFilters, before: int | None = None, limit: in
     query = (select(Payment, PaymentMethod.name, Account.name)
              .join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
              .join(Account, Account.id == Payment.account_id))
-    if filters.status:
-        query = query.where(Payment.status == filters.status)
-    if filters.paymethod_id is not None:
-        query = query.where(Payment.paymethod_id == filters.paymethod_id)
-    if filters.account_id is not None:
-        query = query.where(Payment.account_id == filters.account_id)
-    date_from = _day_start(filters.date_from) if filters.date_from is not None else None
-    # inclusive: the whole "to" day
-    date_to = _day_start(filters.date_to + timedelta(days=1)) if filters.date_to is not None else None
+    query = query.where(*filter_conditions(filters))
+    date_from, date_to = _date_range(filters)
     if date_from is not None:
         query = query.where(Payment.created_at >= date_from)
-    if filters.amount_min is not None:
-        query = query.where(Payment.amount >= filters.amount_min)
-    if filters.amount_max is not None:
-        query = query.where(Payment.amount <= filters.amount_max)
     if date_from is not None or date_to is not None:
         # A date range is served in (created_at, id) order from its index: ordered by id alone, the
         # database either walks the primary key past every newer payment or sorts the whole range
@@ -126,6 +203,20 @@ def payments_query(filters: PaymentFilters, before: int | None = None, limit: in
     return query.order_by(Payment.id.desc()).limit(limit)
 
 
+def totals_query(filters: PaymentFilters) -> Select:
+    """Per currency: the number of payments matching ``filters`` and the sums of their amounts,
+    commissions and totals (the whole filtered set, not one page)."""
+    query = (select(Payment.currency, func.count(), func.sum(Payment.amount), func.sum(Payment.commission),
+                    func.sum(Payment.total))
+             .where(*filter_conditions(filters)))
+    date_from, date_to = _date_range(filters)
+    if date_from is not None:
+        query = query.where(Payment.created_at >= date_from)
+    if date_to is not None:
+        query = query.where(Payment.created_at < date_to)
+    return query.group_by(Payment.currency).order_by(Payment.currency)
+
+
 def list_page(filters: PaymentFilters, before: int | None, size: int) -> tuple[list[Any], int | None]:
     """One page of the list and the ``before`` value of the next page (None on the last page)."""
     rows = db.session.execute(payments_query(filters, before, size + 1)).all()
@@ -133,18 +224,103 @@ def list_page(filters: PaymentFilters, before: int | None, size: int) -> tuple[l
     return rows[:size], next_before
 
 
+def _trail(text: str | None) -> list[int]:
+    """The cursors of the pages before this one (0: the first page), from the ``trail`` argument."""
+    out = []
+    for part in (text or "").split(",")[-MAX_TRAIL:]:
+        if part == "0":
+            out.append(0)
+        else:
+            try:
+                out.append(row_id(part))
+            except ValueError:
+                return []
+    return out
+
+
 @bp.route("/payments")
 @admin_required
 def payments():
-    """Every payment, filtered by status, method, account, date range and amount; keyset paging."""
+    """Every payment, filtered by status, method, account (number, e-mail or name), dates and amount;
+    keyset paging with first / previous / next; a totals row for the whole filtered set."""
     filters = PaymentFilters.from_args(request.args)
     before = request.args.get("before", type=row_id)
+    trail = _trail(request.args.get("trail")) if before else []
     size = int(current_app.config.get("ADMIN_PAGE_SIZE") or 50)
-    rows, next_before = list_page(filters, before, size)
     methods = db.session.execute(select(PaymentMethod).order_by(PaymentMethod.sort_order, PaymentMethod.id)).scalars().all()
+    if filters.errors:  # a refused filter: show nothing rather than everything
+        rows, next_before, totals = [], None, []
+    else:
+        rows, next_before = list_page(filters, before, size)
+        totals = db.session.execute(totals_query(filters)).all()
+    filter_args = filters.as_args()
+    pages = {"next": url_for(".payments", before=next_before, trail=",".join(map(str, trail + [before or 0])),
+                             **filter_args) if next_before else None,
+             "first": url_for(".payments", **filter_args) if before else None,
+             "previous": None}
+    if before:
+        previous = trail[-1] if trail else 0
+        pages["previous"] = (url_for(".payments", before=previous, trail=",".join(map(str, trail[:-1])) or None,
+                                     **filter_args) if previous else url_for(".payments", **filter_args))
     return render_template("admin/payments/list.html", rows=rows, filters=filters, before=before,
-                           next_before=next_before, methods=methods, statuses=STATUSES,
-                           filter_args=filters.as_args()), 400 if filters.errors else 200
+                           next_before=next_before, methods=methods, statuses=STATUSES, pages=pages,
+                           filter_args=filter_args, totals=totals, raw=request.args,
+                           language=language()), 400 if filters.errors else 200
+
+
+CSV_COLUMNS = ("id", "created_at", "paid_at", "account_id", "account", "paymethod", "status", "amount",
+               "commission", "total", "currency", "refunded", "external_id")
+
+
+def _csv_cell(value: Any) -> str:
+    """A value for a spreadsheet: text that a spreadsheet would run as a formula is quoted with '."""
+    text = "" if value is None else str(value)
+    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        text = "'" + text
+    return text
+
+
+@bp.route("/payments.csv")
+@admin_required
+def payments_csv():
+    """The filtered list as CSV, streamed: rows are read from the database in batches and written as they
+    come, so an export of millions of payments never holds them all in memory."""
+    filters = PaymentFilters.from_args(request.args)
+    if filters.errors:
+        abort(400, _("Some filters were not understood: %(names)s.", names=", ".join(filters.error_labels())))
+    query = (select(Payment.id, Payment.created_at, Payment.paid_at, Payment.account_id, Account.name,
+                    PaymentMethod.name, Payment.status, Payment.amount, Payment.commission, Payment.total,
+                    Payment.currency, Payment.refunded_amount, Payment.external_id)
+             .join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+             .join(Account, Account.id == Payment.account_id)
+             .where(*filter_conditions(filters)))
+    date_from, date_to = _date_range(filters)
+    if date_from is not None:
+        query = query.where(Payment.created_at >= date_from)
+    if date_to is not None:
+        query = query.where(Payment.created_at < date_to)
+    query = query.order_by(Payment.id.desc()).execution_options(yield_per=CSV_BATCH)
+
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        result = db.session.execute(query)
+        for batch in result.partitions():
+            for row in batch:
+                writer.writerow([_csv_cell(v.isoformat() if isinstance(v, datetime) else v) for v in row])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    stamp = utcnow().strftime("%Y%m%d-%H%M")
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="payments-{stamp}.csv"',
+                             "Cache-Control": "no-store"})
+
+
+CSV_BATCH = 1000  # rows read from the database at a time by the export
 
 
 class RefundForm(FlaskForm):
@@ -152,6 +328,8 @@ class RefundForm(FlaskForm):
 
     amount = StringField(_l("Amount to refund"), validators=[DataRequired(), Length(max=32)])
     reason = StringField(_l("Reason"), validators=[Length(max=500)])
+    # set by the confirmation page: the admin saw the amount, the account and the balance after
+    confirmed = HiddenField()
 
 
 class ReasonForm(FlaskForm):
@@ -248,6 +426,20 @@ def payment_refund(payment_id: int):
     if not form.validate_on_submit():
         flash(_("Enter the amount to refund."), "error")
         return redirect(url_for(".payment", payment_id=item.id))
+    if form.confirmed.data != "1":
+        # first the confirmation: what is refunded, from which account, and the balance afterwards
+        text = form.amount.data.strip().replace(",", ".").replace(" ", "").replace("\u00a0", "")
+        try:
+            value = Decimal(text)
+            if not value.is_finite() or value <= 0 or value > item.refundable:
+                raise InvalidOperation
+        except InvalidOperation:
+            flash(_("The refund was refused: %(error)s",
+                    error=_("Enter an amount from 0.01 to %(amount)s.", amount=item.refundable)), "error")
+            return redirect(url_for(".payment", payment_id=item.id))
+        form.confirmed.data = "1"
+        return render_template("admin/payments/refund_confirm.html", payment=item, form=form, amount=value,
+                               balance_after=item.account.balance - value)
     try:
         result = refunds.refund_payment(item.id, form.amount.data.strip().replace(",", "."), _actor(),
                                         form.reason.data or None)

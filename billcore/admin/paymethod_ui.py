@@ -42,6 +42,11 @@ def public_base_url() -> str:
     return current_app.config.get("BASE_URL") or request.host_url.rstrip("/")
 
 
+def _PLAIN_HTTP() -> str:  # noqa: N802 - a message, built per request in the reader's language
+    return _("The public address uses plain http: gateways may refuse it and notifications travel unencrypted. "
+             "Use https.")
+
+
 def core_warnings() -> list[str]:
     """What the core itself finds wrong with the public URL gateways will call."""
     warnings = []
@@ -51,8 +56,7 @@ def core_warnings() -> list[str]:
                           "this page (%(url)s). Set it to the public address gateways must call.",
                           url=public_base_url()))
     if urlsplit(public_base_url()).scheme == "http":
-        warnings.append(_("The public address uses plain http: gateways may refuse it and notifications "
-                          "travel unencrypted. Use https."))
+        warnings.append(_PLAIN_HTTP())
     return warnings
 
 
@@ -77,5 +81,10 @@ def gateway_setup(method: PaymentMethod) -> tuple[GatewaySetup | None, list[str]
         log_module_failure(method.module, "billcore_gateway_setup", exc)
         return None, warnings, _("The payment module could not describe the gateway's side (see the log).")
     if setup is not None:
-        warnings = warnings + [str(w) for w in setup.warnings]
+        module_warnings = [str(w) for w in setup.warnings]
+        # one warning per problem: a module that speaks about the address's http scheme in its own terms
+        # (the protocol's name is the same in every language) replaces the core's general http warning
+        if any("http" in w.lower() for w in module_warnings):
+            warnings = [w for w in warnings if w != _PLAIN_HTTP()]
+        warnings = list(dict.fromkeys(warnings + module_warnings))
     return setup, warnings, None

@@ -154,8 +154,15 @@ def paymethod_wizard_integration(draft_id: str):
             draft.step = 3
             db.session.commit()
             return redirect(url_for("admin.paymethod_wizard_settings", draft_id=draft.id))
-        # Invalid: remember the secrets typed so far (so they need not be typed again), show errors.
-        _store_integration(draft, integration_values(form, info, kept))
+        # Invalid: remember the secrets typed so far (so they need not be typed again), show errors. A
+        # secret that was refused is not kept: the next submit must not pass it on as "set".
+        values = integration_values(form, info, kept)
+        refused = [n for n in info.secret_fields if n in form._fields and form._fields[n].errors]
+        for name in refused:
+            values.pop(name, None)
+        _store_integration(draft, values)
+        if refused:
+            draft.secrets_encrypted = encrypt_json({k: v for k, v in _draft_secrets(draft).items() if k not in refused})
         draft.step = 2
         kept = _draft_secrets(draft)
         form = _with_kept_hint(draft.module, form, kept)
@@ -172,7 +179,7 @@ def _with_kept_hint(key: str, form, kept: dict):
     info = get_registry().info(key)
     for name in info.secret_fields:
         field = form._fields.get(name)
-        if field is not None and kept.get(name):
+        if field is not None and kept.get(name) and not field.errors:
             field.flags.required = False
             field.description = _("Set — leave blank to keep the stored value.")
     return form

@@ -59,7 +59,8 @@ def paymethod_view(method_id: int):
     return render_template("admin/paymethods/view.html", method=method, info=info, setup=setup,
                            warnings=warnings, setup_error=setup_error, payments=payment_count(method.id),
                            stored_secrets=stored_secrets, features=feature_labels(),
-                           percent=_percent_text(method.commission_percent), labels=labels)
+                           percent=method.commission_percent, labels=labels,
+                           value_labels=_setting_value_labels(method) if info else {})
 
 
 def _setting_labels(method: PaymentMethod) -> dict[str, str]:
@@ -71,6 +72,26 @@ def _setting_labels(method: PaymentMethod) -> dict[str, str]:
         log_module_failure(method.module, "billcore_integration_form", exc)
         return {}
     return {f.name: str(f.label.text) for f in setting_fields(form)}
+
+
+def _setting_value_labels(method: PaymentMethod) -> dict[str, dict[str, str]]:
+    """For settings chosen from a list (selects, radio buttons): the words of each stored value, so the
+    page says "MD5" or "Full payment" instead of the stored code."""
+    try:
+        form = make_integration_form(method.module, method, formdata=None, csrf=False)
+    except Exception:  # logged by _setting_labels; the codes are shown then
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for f in setting_fields(form):
+        choices = getattr(f, "choices", None)
+        if not choices:
+            continue
+        pairs = {}
+        for choice in choices:
+            value, label = (choice[0], choice[1]) if isinstance(choice, tuple) else (choice.value, choice.label)
+            pairs[str(value)] = str(label)
+        out[f.name] = pairs
+    return out
 
 
 def _method_form_data(method: PaymentMethod) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, RadioField, StringField, SubmitField
+from wtforms import BooleanField, HiddenField, RadioField, StringField, SubmitField
 from wtforms.validators import DataRequired, InputRequired, Length
 
 
@@ -18,6 +18,8 @@ class AddFundsForm(FlaskForm):
                            validate_choice=True)
     amount = StringField(_l("Amount to add"), validators=[DataRequired(_l("Enter the amount.")), Length(max=32)],
                          render_kw={"inputmode": "decimal", "autocomplete": "off"})
+    # pay this one as the first of automatic top-ups (offered where the method allows them)
+    autopay = BooleanField(_l("Top up automatically later with this method"))
     # set by the confirmation page: the client saw the commission and the total and agreed
     confirm = HiddenField()
     submit = SubmitField(_l("Continue"))

@@ -6,9 +6,11 @@ for someone else's payment so that ids cannot be probed.
 """
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 
-from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, session,
+                   url_for)
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -16,7 +18,7 @@ from sqlalchemy import select
 
 from ..auth import client_required
 from ..db import db
-from ..models import Account, Payment, PaymentEvent, PaymentMethod
+from ..models import Account, Payment, PaymentEvent, PaymentMethod, utcnow
 from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amount
 from ..payments import service
 from ..plugins import get_registry
@@ -28,10 +30,15 @@ bp = Blueprint("checkout", __name__)
 # the pages show "Cancel payment" only when the cancel view below would not refuse it
 bp.add_app_template_global(cancel_refusal, "payment_cancel_refusal")
 bp.add_app_template_global(pay_refusal, "payment_pay_refusal")
+bp.add_app_template_global(format_amount, "format_amount")
 
 OPEN_STATUSES = ("new", "inpay")  # a payment the client may still pay or cancel
 RETURN_OUTCOMES = ("success", "fail", "pending")
 RECENT_ON_DASHBOARD = 5
+# Confirmations remembered in the session (token -> payment id): confirming the same page again, e.g.
+# after the browser's Back from the gateway, sends the customer to the payment already made.
+CONFIRMED_KEY = "checkout_confirmed"
+CONFIRMED_KEEP = 10
 
 
 def _language() -> str:
@@ -109,6 +116,9 @@ def _method_view(method: PaymentMethod, language: str) -> dict:
         "min": format_amount(method.min_amount, cur) if method.min_amount is not None else "",
         "max": format_amount(method.max_amount, cur) if method.max_amount is not None else "",
         "digits": CURRENCIES[cur],
+        "recurring": _recurring_refusal(method) is None,
+        "min_value": method.min_amount, "max_value": method.max_amount,
+        "fixed_value": method.commission_amount or Decimal(0), "percent_value": method.commission_percent or Decimal(0),
     }
 
 
@@ -146,10 +156,14 @@ def new_payment():
     form.paymethod.choices = [(m.id, m.display_name(language)) for m in methods]
     if request.method == "GET":
         wanted = request.args.get("paymethod", type=row_id)
+        last_used = db.session.scalar(select(Payment.paymethod_id).where(Payment.account_id == account.id)
+                                      .order_by(Payment.id.desc()).limit(1))
         if wanted in {m.id for m in methods}:
             form.paymethod.data = wanted
         elif len(methods) == 1:
             form.paymethod.data = methods[0].id
+        elif last_used in {m.id for m in methods}:
+            form.paymethod.data = last_used
         if request.args.get("amount"):
             form.amount.data = request.args["amount"][:32]
     status = 200
@@ -159,6 +173,11 @@ def new_payment():
         if problem:
             form.amount.errors.append(problem)
             status = 400
+        elif form.confirm.data == "1" and _already_confirmed(request.form.get("intent", "")) is not None:
+            # the same confirmation again (Back from the gateway, a double click): never a second payment
+            done = _already_confirmed(request.form.get("intent", ""))
+            flash(_("This payment was already started; here it is."), "info")
+            return redirect(url_for(".payment", payment_id=done))
         elif form.confirm.data == "1" and not _total_changed(method, value):
             try:
                 created = service.create_payment(account.id, method.id, value, source="checkout",
@@ -167,7 +186,15 @@ def new_payment():
                 current_app.logger.info("payment refused for account %s: %s", account.id, exc)
                 flash(_("The payment could not be created. Please check the amount and try again."), "error")
                 return redirect(url_for(".new_payment"))
+            _remember_confirmed(request.form.get("intent", ""), created.id)
             db.session.expire_all()
+            if form.autopay.data and _recurring_refusal(method) is None:
+                from .. import recurring
+
+                try:
+                    recurring.mark_parent(created.id)
+                except recurring.RecurringError as exc:  # the method changed meanwhile: pay without it
+                    flash(str(exc), "warning")
             return _start(db.session.get(Payment, created.id))
         else:
             if form.confirm.data == "1":  # the method's commission changed after the client saw it
@@ -176,13 +203,36 @@ def new_payment():
                              method.commission_percent or Decimal(0))
             form.confirm.data = "1"
             form.amount.data = format_amount(value, method.currency)
-            return render_template("client/confirm.html", form=form, method=method,
+            return render_template("client/confirm.html", form=form, method=method, intent=secrets.token_urlsafe(16),
                                    method_name=method.display_name(language), amount=value, fee=fee,
                                    total=value + fee, total_text=format_amount(value + fee, method.currency),
                                    currency=method.currency)
     elif request.method == "POST":
         status = 400
     return render_template("client/new_payment.html", form=form, methods=views, account=account), status
+
+
+def _already_confirmed(intent: str) -> int | None:
+    """The payment made by an earlier confirmation of the page with this token, if any."""
+    if not intent:
+        return None
+    payment_id = (session.get(CONFIRMED_KEY) or {}).get(intent[:64])
+    return payment_id if isinstance(payment_id, int) else None
+
+
+def _remember_confirmed(intent: str, payment_id: int) -> None:
+    if not intent:
+        return
+    done = dict(session.get(CONFIRMED_KEY) or {})
+    done[intent[:64]] = payment_id
+    session[CONFIRMED_KEY] = dict(list(done.items())[-CONFIRMED_KEEP:])
+
+
+def _recurring_refusal(method: PaymentMethod) -> str | None:
+    """Why the method cannot start automatic top-ups (None when it can)."""
+    from ..recurring import method_refusal
+
+    return method_refusal(method)
 
 
 def _total_changed(method: PaymentMethod, value: Decimal) -> bool:
@@ -262,8 +312,11 @@ def payment_return(payment_id: int, outcome: str):
     if outcome not in RETURN_OUTCOMES:
         abort(404)
     item = own_payment(payment_id)
+    waited = max(0, int((utcnow() - item.updated_at).total_seconds())) if item.status in OPEN_STATUSES else 0
     return render_template("client/return.html", payment=item, outcome=outcome, is_open=item.status in OPEN_STATUSES,
-                           action_form=ActionForm(), language=_language())
+                           action_form=ActionForm(), language=_language(), waited_seconds=waited,
+                           wait_notice_seconds=int(current_app.config.get("RETURN_WAIT_NOTICE_SECONDS") or 120),
+                           support_contact=current_app.config.get("SUPPORT_CONTACT") or _("our support team"))
 
 
 @bp.route("/payments/<int:payment_id>/status.json")

@@ -22,10 +22,17 @@
     while (frac.length < 4) { frac += "0"; }
     return BigInt(m[1] + frac);
   }
+  // The page's language writes money as the server's templating.money does: "1 100,00 ₽" (Russian,
+  // no-break spaces) or "1 100.00 RUB" (English); data-lang and data-suffix come from the server.
+  var LANG = "en", SUFFIX = null;
   function fromMinor(value, digits, currency) {
     var s = value.toString();
     while (s.length <= digits) { s = "0" + s; }
     var whole = s.slice(0, s.length - digits), frac = s.slice(s.length - digits);
+    if (LANG === "ru") {
+      whole = whole.replace(/\B(?=(\d{3})+(?!\d))/g, "\u00a0");
+      return (digits ? whole + "," + frac : whole) + (SUFFIX !== null ? SUFFIX : "\u00a0" + currency);
+    }
     whole = whole.replace(/\B(?=(\d{3})+(?!\d))/g, " ");
     return (digits ? whole + "." + frac : whole) + " " + currency;
   }
@@ -38,6 +45,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.getElementById("add-funds");
     if (!form) { return; }
+    LANG = form.getAttribute("data-lang") || "en";
+    if (form.hasAttribute("data-suffix")) { SUFFIX = form.getAttribute("data-suffix"); }
+    var autopay = document.getElementById("autopay-field");
     var amountInput = form.querySelector("#amount");
     var commissionCell = document.getElementById("live-commission");
     var totalCell = document.getElementById("live-total-value");
@@ -45,6 +55,10 @@
     function update() {
       var radio = form.querySelector("input[name=paymethod]:checked");
       errorBox.hidden = true;
+      if (autopay) {  // offered only for a method that can top up automatically
+        autopay.hidden = !(radio && radio.dataset.recurring);
+        if (autopay.hidden) { autopay.querySelector("input").checked = false; }
+      }
       commissionCell.textContent = "—";
       totalCell.textContent = "—";
       if (!radio || !amountInput.value.trim()) { return; }
@@ -54,9 +68,9 @@
       if (amount === null || amount <= 0n) {
         problem = errorBox.dataset.msgFormat;
       } else if (radio.dataset.min && amount < toMinor(radio.dataset.min, digits)) {
-        problem = errorBox.dataset.msgMin.replace("{amount}", radio.dataset.min + " " + cur);
+        problem = errorBox.dataset.msgMin.replace("{amount}", radio.dataset.minText);
       } else if (radio.dataset.max && amount > toMinor(radio.dataset.max, digits)) {
-        problem = errorBox.dataset.msgMax.replace("{amount}", radio.dataset.max + " " + cur);
+        problem = errorBox.dataset.msgMax.replace("{amount}", radio.dataset.maxText);
       }
       if (problem) {
         errorBox.textContent = problem;

@@ -87,9 +87,19 @@ def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], bas
     """Result/Success/Fail URLs, POST, the hash algorithm, and warnings about the base URL."""
     if module != KEY:
         return None
+    from dataclasses import replace
+
+    from flask_babel import gettext as _
+
     from .operations import gateway_setup
 
-    return gateway_setup(settings, base_url)
+    setup = gateway_setup(settings, base_url)
+    if paymethod is not None and paymethod.allow_refund and not settings.get("password3"):
+        # the method promises refunds that cannot be sent: say so where the admin looks
+        setup = replace(setup, warnings=setup.warnings + (_(
+            "Refunds are allowed for this method, but Password #3 is not set: Robokassa's Refund API cannot "
+            "be called, so refunds will fail. Set Password #3 or turn refunds off."),))
+    return setup
 
 
 @hookimpl

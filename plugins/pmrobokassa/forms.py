@@ -30,7 +30,7 @@ def _choices(pairs) -> list[SelectChoice]:
     return [SelectChoice(value, label) for value, label in pairs]
 
 
-HASH_CHOICES = [(name, name.upper()) for name in protocol.HASH_ALGORITHMS]
+HASH_CHOICES = [(name, name.upper()) for name in protocol.HASH_ALGORITHMS]  # MD5, SHA256...: names, not codes
 
 # Robokassa's GetCurrencies group codes -> the payment categories billcore shows (docs/design.md §7).
 CATEGORY_OF_GROUP = {
@@ -48,6 +48,17 @@ CATEGORY_LABELS = {
     "online_banking": _l("Online banking"),
 }
 
+# The built-in list's options (used when GetCurrencies cannot be asked), in the reader's language; the
+# brand names stay as they are. GetCurrencies' own answer comes in the language asked for.
+BUILTIN_OPTION_LABELS = {
+    "BankCardPSR": _l("Bank card (Visa, Mastercard, Maestro, Mir)"),
+    "SBPPSR": _l("Faster Payments System (SBP)"),
+    "TerminalsElecsnetOceanR": _l("Elecsnet terminals"),
+    "RapidaOceanEurosetR": _l("Euroset stores"),
+    "RapidaOceanSvyaznoyR": _l("Svyaznoy stores"),
+    "VTB24R": _l("VTB Online"),
+}
+
 SNO_LABELS = {
     "osn": _l("General (OSN)"),
     "usn_income": _l("Simplified, income (USN income)"),
@@ -59,6 +70,22 @@ TAX_LABELS = {
     "none": _l("No VAT"), "vat0": _l("VAT 0%"), "vat10": _l("VAT 10%"), "vat110": _l("VAT 10/110"),
     "vat22": _l("VAT 22%"), "vat122": _l("VAT 22/122"), "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
     "vat105": _l("VAT 5/105"), "vat107": _l("VAT 7/107"),
+}
+
+# 54-FZ "payment method" and "payment object" attributes, in the words of the law's receipt forms
+RECEIPT_METHOD_LABELS = {
+    "full_prepayment": _l("Full prepayment"), "prepayment": _l("Partial prepayment"), "advance": _l("Advance"),
+    "full_payment": _l("Full payment"), "partial_payment": _l("Partial payment and credit"),
+    "credit": _l("Transfer on credit"), "credit_payment": _l("Credit repayment"),
+}
+RECEIPT_OBJECT_LABELS = {
+    "commodity": _l("Goods"), "excise": _l("Excise goods"), "job": _l("Work"), "service": _l("Service"),
+    "gambling_bet": _l("Gambling bet"), "gambling_prize": _l("Gambling prize"), "lottery": _l("Lottery ticket"),
+    "lottery_prize": _l("Lottery prize"), "intellectual_activity": _l("Intellectual property"),
+    "payment": _l("Payment"), "agent_commission": _l("Agent's commission"), "composite": _l("Composite item"),
+    "resort_fee": _l("Resort fee"), "another": _l("Other"), "property_right": _l("Property right"),
+    "non-operating_gain": _l("Non-operating income"), "insurance_premium": _l("Insurance premium"),
+    "sales_tax": _l("Sales tax"),
 }
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
@@ -127,7 +154,9 @@ def payment_options(identifier: str | None, url: str | None, current: str | None
             if item.label in seen:
                 continue
             seen.add(item.label)
-            choices.append(SelectChoice(item.label, item.name or item.label, optgroup=group_label))
+            name = str(BUILTIN_OPTION_LABELS[item.label]) if groups is None and item.label in BUILTIN_OPTION_LABELS \
+                else (item.name or item.label)
+            choices.append(SelectChoice(item.label, name, optgroup=group_label))
     if current and current not in seen:
         choices.append(SelectChoice(current, current, optgroup=str(_("Current setting"))))
     return choices
@@ -199,9 +228,9 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
         receipt_tax = SelectField(_l("VAT rate"), default="none",
                                   choices=_choices((v, TAX_LABELS.get(v, v)) for v in protocol.TAX_CHOICES))
         receipt_payment_method = SelectField(_l("Payment method attribute"), default="full_payment",
-                                             choices=_choices((v, v) for v in protocol.PAYMENT_METHOD_CHOICES))
+                                             choices=_choices((v, RECEIPT_METHOD_LABELS.get(v, v)) for v in protocol.PAYMENT_METHOD_CHOICES))
         receipt_payment_object = SelectField(_l("Payment object attribute"), default="service",
-                                             choices=_choices((v, v) for v in protocol.PAYMENT_OBJECT_CHOICES))
+                                             choices=_choices((v, RECEIPT_OBJECT_LABELS.get(v, v)) for v in protocol.PAYMENT_OBJECT_CHOICES))
         receipt_item_name = StringField(
             _l("Receipt item name"), validators=[Optional(), Length(max=protocol.RECEIPT_NAME_MAX)],
             default=lambda: str(_("Account top-up")))

@@ -168,6 +168,10 @@ def test_robokassa_through_the_sandbox_end_to_end(live_server, browser, page, ar
     page.fill("#reason", "Customer asked for part of it back")
     shot(page, folder, "15-admin-refund-form")
     page.click("[data-testid=refund]")
+    # the refund is confirmed on its own page, with the amount and the account
+    assert "40.00 RUB" in page.inner_text("[data-testid=refund-confirm]")
+    shot(page, folder, "15b-admin-refund-confirm")
+    page.click("[data-testid=refund-confirm-button]")
     page.wait_for_load_state()
     with server.app_context():
         refund = Refund.query.filter_by(payment_id=first).one()

@@ -1,0 +1,140 @@
+"""The admin's flows at 1366 px and 390 px, in English and Russian: the overview (figures, charts with a
+table, links to the filtered list), the payments list (an e-mail filter, totals, paging, CSV), a payment
+with a refund confirmed first, an account's balance corrected with a reason, the payment methods and the
+wizard's step 2. Every page is audited by axe-core, must fit the viewport and is saved to test-artifacts/."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+
+from billcore.accounts import find_user
+from billcore.db import db
+from billcore.models import Account
+from billcore.payments import service
+from tests.browser.conftest import log_in
+from tests.browser.ui import WIDTHS, check_page, new_page, set_language
+from tests.conftest import ADMIN, CLIENT, add_paymethod
+
+pytestmark = pytest.mark.browser
+
+NBSP = "\u00a0"
+TEXT = {
+    "en": {"today": "300.00 RUB", "balance_after": "1 300.00 RUB", "overview": "Overview"},
+    "ru": {"today": f"300,00{NBSP}₽", "balance_after": f"1{NBSP}300,00{NBSP}₽", "overview": "Обзор"},
+}
+VIEWS = [(w, lang) for w in WIDTHS for lang in ("en", "ru")]
+
+
+def _data(server) -> dict:
+    """Two methods, a paid, a cancelled, a fraud and an open payment of the client."""
+    with server.app_context():
+        card = add_paymethod("pmtemplate", {"merchant_id": "m", "secret": "admin-browser-secret", "gateway_url": "",
+                                            "test_mode": True}, name="Test card", name_ru="Тестовая карта",
+                             commission_percent=Decimal("2.5"), allow_refund=False)
+        robo = add_paymethod("pmrobokassa", {"identifier": "demo", "password1": "Passw0rd-one",
+                                             "password2": "Passw0rd-two"}, name="Robokassa", name_ru="Робокасса",
+                             allow_refund=True)
+        account_id = find_user(CLIENT[0]).account_id
+        ids = {}
+        for name, method, amount in (("paid", card, "200.00"), ("paid2", robo, "100.00"), ("cancelled", card, "50.00"),
+                                     ("fraud", robo, "70.00"), ("open", card, "30.00")):
+            p = service.create_payment(account_id, method.id, Decimal(amount))
+            ids[name] = p.id
+            if name.startswith("paid"):
+                service.set_in_pay(p.id, source="test")
+                service.set_paid(p.id, amount=p.total, currency="RUB", source="test")
+            elif name == "cancelled":
+                service.set_cancelled(p.id, source="test", reason="test")
+            elif name == "fraud":
+                service.set_fraud(p.id, source="test", reason="amount mismatch")
+            else:
+                service.set_in_pay(p.id, source="test")
+        ids.update(account=account_id, card=card.id, robo=robo.id)
+        db.session.remove()
+    return ids
+
+
+@pytest.mark.parametrize("width,lang", VIEWS)
+def test_admin_panel(live_server, browser, artifacts, width, lang):
+    text = TEXT[lang]
+    ids = _data(live_server)
+    set_language(live_server, ADMIN[0], lang)
+    context, page = new_page(browser, WIDTHS[width], lang)
+    try:
+        log_in(page, live_server, *ADMIN)
+        page.goto(f"{live_server.url}/admin/")
+        assert page.locator("nav.nav a[aria-current=page]").get_attribute("href") == "/admin/"
+        assert page.inner_text("[data-testid=money-today] strong") == text["today"]
+        assert page.inner_text("[data-testid=attention-fraud] strong") == "1"
+        assert page.locator("svg.chart[role=img]").count() == 2
+        page.click("[data-testid=chart-status] summary")  # the table alternative
+        assert page.locator("[data-testid=table-status] tbody tr").count() == 30
+        check_page(page, artifacts, "0-overview")
+        page.click("[data-testid=attention-fraud]")
+        assert re.search(r"status=fraud", page.url)
+        assert page.locator("[data-testid=admin-payments] tbody tr").count() == 1
+
+        # the list: an e-mail in the account filter finds the client's payments; totals for the whole set
+        page.goto(f"{live_server.url}/admin/payments")
+        page.fill("#f-account", CLIENT[0].split("@")[0])
+        page.click("[data-testid=filters] button[type=submit]")
+        assert page.locator("[data-testid=admin-payments] tbody tr").count() == 5
+        assert page.input_value("#f-account") == CLIENT[0].split("@")[0]
+        assert page.is_visible("[data-testid=totals]")
+        check_page(page, artifacts, "1-payments")
+        with page.expect_download() as download:
+            page.click("[data-testid=export-csv]")
+        assert download.value.suggested_filename.startswith("payments-")
+        page.fill("#f-amin", "abc")
+        page.click("[data-testid=filters] button[type=submit]")
+        assert page.is_visible("[data-testid=filter-error]")
+        assert page.locator("[data-testid=admin-payments]").count() == 0  # never everything
+        check_page(page, artifacts, "2-payments-refused-filter")
+
+        # a payment: the refund asks first, with the amount and the account
+        page.goto(f"{live_server.url}/admin/payments/{ids['paid2']}")
+        check_page(page, artifacts, "3-payment")
+        page.fill("#amount", "40")
+        page.click("[data-testid=refund]")
+        assert page.is_visible("[data-testid=refund-confirm]")
+        assert f"#{ids['account']}" in page.inner_text("[data-testid=refund-confirm]")
+        check_page(page, artifacts, "4-refund-confirm")
+
+        # the account: a credit with its reason
+        page.goto(f"{live_server.url}/admin/accounts/{ids['account']}")
+        page.fill("#adjust-amount", "1000")
+        page.fill("#adjust-reason", "Bank transfer 17")
+        page.once("dialog", lambda d: d.accept())
+        page.click("[data-testid=adjust-submit]")
+        page.wait_for_selector(".flash-success")
+        assert page.inner_text("[data-testid=balance]") == text["balance_after"]
+        assert "Bank transfer 17" in page.inner_text("[data-testid=ledger]")
+        check_page(page, artifacts, "5-account")
+        with live_server.app_context():
+            assert db.session.get(Account, ids["account"]).balance == Decimal("1300.00")
+            db.session.remove()
+        page.goto(f"{live_server.url}/admin/accounts")
+        check_page(page, artifacts, "6-accounts")
+
+        # payment methods: the list, a method's page, the wizard's step 2 with every error at once
+        page.goto(f"{live_server.url}/admin/paymethods")
+        check_page(page, artifacts, "7-methods")
+        page.goto(f"{live_server.url}/admin/paymethods/{ids['robo']}")
+        check_page(page, artifacts, "8-method")
+        page.goto(f"{live_server.url}/admin/paymethods/new")
+        page.click(".module-card[data-module=pmrobokassa] button[name=module]")
+        page.wait_for_url("**/integration")
+        page.wait_for_load_state()
+        assert page.is_hidden("#receipt_tax")  # receipts are off
+        page.check("#receipt_enabled")
+        assert page.is_visible("#receipt_tax")
+        page.uncheck("#receipt_enabled")
+        page.click("button[value=next]")
+        assert page.locator(".has-error").count() >= 3  # identifier and both passwords together
+        check_page(page, artifacts, "9-wizard-step2")
+        page.goto(f"{live_server.url}/admin/recurring")
+        check_page(page, artifacts, "10-auto-payments")
+    finally:
+        context.close()

@@ -1,0 +1,63 @@
+"""What every page test checks besides its own behaviour: axe-core's accessibility audit, that nothing is
+wider than the viewport, and a screenshot; plus a browser context at a given width and language.
+
+axe-core comes from the npm registry through ``make axe`` (part of ``make install-test``) into
+``tests/browser/node_modules``; the audit fails, never skips, when it is missing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from billcore.accounts import find_user
+from billcore.db import db
+
+AXE_JS = Path(__file__).resolve().parent / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = {"desktop": 1366, "phone": 390}
+LOCALES = {"en": "en-US", "ru": "ru-RU"}
+# WCAG 2.1 A and AA rules (contrast 4.5:1 among them) and axe's best practices
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def new_page(browser, width: int, language: str):
+    """A fresh context (own cookies) at ``width`` px whose browser asks for ``language``."""
+    # bypass_csp: only so that axe-core can be injected (the pages allow no inline script)
+    context = browser.new_context(viewport={"width": width, "height": 900}, locale=LOCALES[language],
+                                  bypass_csp=True)
+    context.set_default_timeout(10_000)
+    return context, context.new_page()
+
+
+def set_language(server, email: str, language: str) -> None:
+    """Store the user's language, as the switch in the header would."""
+    with server.app_context():
+        user = find_user(email)
+        user.language = language
+        db.session.commit()
+        db.session.remove()
+
+
+def audit(page) -> list[str]:
+    """axe-core's serious and critical violations on the page, one line each (empty when none)."""
+    assert AXE_JS.exists(), f"{AXE_JS} is missing: run `make axe` (installs axe-core from the npm registry)"
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE_JS))
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+    found = []
+    for v in result["violations"]:
+        if v["impact"] in ("serious", "critical"):
+            targets = ", ".join(str(n["target"]) for n in v["nodes"][:3])
+            found.append(f"{v['id']} ({v['impact']}): {v['help']} at {targets}")
+    return found
+
+
+def overflow(page) -> int:
+    """How many px the page is wider than the viewport (0 when it fits)."""
+    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth")
+
+
+def check_page(page, artifacts: Path, name: str) -> None:
+    """Screenshot the page, then assert it fits the viewport and has no serious accessibility problem."""
+    page.screenshot(path=artifacts / f"{name}.png", full_page=True)
+    assert overflow(page) <= 0, f"{name}: {overflow(page)} px wider than the viewport ({page.url})"
+    problems = audit(page)
+    assert not problems, f"{name} ({page.url}):\n" + "\n".join(problems)
