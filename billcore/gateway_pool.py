@@ -16,6 +16,7 @@ item is handed to ``on_error`` and the others go on.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from flask import current_app
 from .db import db
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
 MAX_WORKERS = 64  # per module and process; each thread may hold two database connections
@@ -94,5 +96,8 @@ def _run_one(item: T, work: Callable[[T], None], on_error: Callable[[T, Exceptio
     try:
         work(item)
     except Exception as exc:  # one broken item must not stop the others
-        db.session.rollback()
-        on_error(item, exc)
+        try:
+            db.session.rollback()
+            on_error(item, exc)
+        except Exception:  # noqa: BLE001 - in a pool thread nobody would see it otherwise
+            log.exception("gateway pool: reporting the failure of %r failed", item)
