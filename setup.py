@@ -44,6 +44,9 @@ setup(
         "requests>=2.31,<3",
         "psycopg[binary]>=3.1,<4",
         "email-validator>=2.0,<3",
+        "flask-smorest>=0.46,<0.48",
+        "marshmallow>=3.22,<5",
+        "standardwebhooks>=1.0,<2",
     ],
     extras_require={
         "test": [
@@ -52,6 +55,8 @@ setup(
             "playwright>=1.45,<2",
             "hypothesis>=6.100,<7",
             "build>=1.0,<2",
+            "schemathesis>=4.0,<5",
+            "aiosmtpd>=1.4,<2",
         ],
     },
     entry_points={

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from .api.problems import from_http_exception, is_api_request
 from .auth import home_for
 from .db import db
 
@@ -35,10 +36,14 @@ def set_language(code: str):
 @bp.app_errorhandler(403)
 def forbidden(error):
     """Refused: the user may not open this page."""
+    if is_api_request():
+        return from_http_exception(error)
     return render_template("error.html", code=403, error=error), 403
 
 
 @bp.app_errorhandler(404)
 def not_found(error):
     """No such page."""
+    if is_api_request():
+        return from_http_exception(error)
     return render_template("error.html", code=404, error=error), 404
