@@ -2,12 +2,15 @@
 workers never share a port)."""
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from flask import Flask
 from werkzeug.serving import make_server
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the test output
 
 
 @contextmanager

@@ -110,7 +110,11 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     assert debit.json()["balance"] == "100.00"
     too_much = call(live, tokens["write"], "POST", f"/accounts/{account['id']}/adjustments",
                     json={"amount": "-100.01", "reason": "x"})
-    assert_problem(too_much, 422)
+    assert assert_problem(too_much, 409)["type"] == "urn:billcore:problem:adjustment-refused"
+    assert_problem(call(live, tokens["write"], "POST", f"/accounts/{account['id']}/adjustments",
+                        json={"amount": "0.00", "reason": "x"}), 422)
+    assert_problem(call(live, tokens["write"], "POST", f"/accounts/{account['id']}/adjustments",
+                        json={"amount": "1.00", "reason": "   "}), 422)
     invalid = assert_problem(call(live, tokens["write"], "POST", f"/accounts/{account['id']}/adjustments",
                                   json={"amount": 1.5, "reason": "float"}), 422)
     assert "amount" in invalid["errors"]["json"]
@@ -181,7 +185,7 @@ def test_paymethods_without_secrets_enable_disable(app, live, tokens):
     account = _account()
     refused = call(live, tokens["write"], "POST", "/payments",
                    json={"account_id": account.id, "paymethod_id": method.id, "amount": "10.00"})
-    assert assert_problem(refused, 422)["type"] == "urn:billcore:problem:payment-refused"
+    assert assert_problem(refused, 409)["type"] == "urn:billcore:problem:payment-refused"
     assert call(live, tokens["write"], "POST", f"/paymethods/{method.id}/enable").json()["active"] is True
 
 
@@ -220,13 +224,13 @@ def test_idempotency_key_replays_the_first_answer(app, live, tokens):
     headers = {"Idempotency-Key": "adj-2"}
     refused = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                    json={"amount": "-50.00", "reason": "x"}, headers=dict(headers))
-    assert_problem(refused, 422)
+    assert_problem(refused, 409)
     service_credit = Decimal("100.00")
     from billcore.payments.adjustments import adjust_balance
     adjust_balance(account.id, service_credit, reason="top", source="test")
     replay = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                   json={"amount": "-50.00", "reason": "x"}, headers=dict(headers))
-    assert replay.status_code == 422 and replay.json() == refused.json()
+    assert replay.status_code == 409 and replay.json() == refused.json()
     # keys are per token: another token's same key runs anew
     db.session.rollback()
     _, other_token = api_tokens.create_token("other panel", ["write"])

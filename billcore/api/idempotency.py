@@ -9,6 +9,7 @@ one's answer. A repeat with another method, path or body is refused (422). A ser
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 
 from flask import Response, current_app, g, request
@@ -21,11 +22,13 @@ from .problems import PROBLEM_TYPE, Problem
 
 HEADER = "Idempotency-Key"
 MAX_KEY = 255
+KEY_PATTERN = r"^[!-~]{1,255}$"  # visible ASCII: what a header carries unchanged everywhere
+_KEY = re.compile(KEY_PATTERN)
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 PARAMETER = {"in": "header", "name": HEADER, "required": False,
              "description": "Any unique text (e.g. a UUID): a repeat of the request with the same key gets "
                             "the first answer again instead of doing the write twice.",
-             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY}}
+             "schema": {"type": "string", "pattern": KEY_PATTERN}}
 
 
 def _fingerprint() -> str:
@@ -41,9 +44,8 @@ def before_write(token_id: int) -> Response | None:
     key = request.headers.get(HEADER)
     if key is None or request.method not in WRITE_METHODS:
         return None
-    key = key.strip()
-    if not key or len(key) > MAX_KEY or not key.isprintable():
-        raise Problem(400, f"{HEADER} must be 1 to {MAX_KEY} printable characters.", code="idempotency-key")
+    if not _KEY.fullmatch(key):
+        raise Problem(400, f"{HEADER} must be 1 to {MAX_KEY} visible ASCII characters.", code="idempotency-key")
     fingerprint = _fingerprint()
     now = utcnow()
     ttl = timedelta(hours=float(current_app.config.get("IDEMPOTENCY_TTL_HOURS") or 24))

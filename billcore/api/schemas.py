@@ -10,16 +10,20 @@ from ..args import MAX_ID
 from ..models import Status
 from ..money import CURRENCIES, MAX_AMOUNT
 
+_NONZERO = r"([1-9][0-9]{0,11}(\.[0-9]{1,2})?|0\.([1-9][0-9]?|0[1-9]))"
 AMOUNT_PATTERN = r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"
-POSITIVE_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+NONZERO_PATTERN = rf"^-?{_NONZERO}$"  # an adjustment: a credit or a debit, never zero
+POSITIVE_PATTERN = rf"^{_NONZERO}$"  # a payment's or a refund's amount
+FILTER_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"  # a bound of the amount filter
+# the same rule in Python and in the document's (ECMA) regex, whose \s is not Python's
+TEXT = validate.Regexp(r"^[ \t\r\n]*[^ \t\r\n]", error="must not be blank")  # a reason someone has to read
 Id = lambda **kw: fields.Integer(validate=validate.Range(1, MAX_ID), **kw)  # noqa: E731
 
 
 class Money(fields.String):
     """Money as a decimal string (``"100.00"``), never a float; loads into a Decimal."""
 
-    def __init__(self, *, positive: bool = False, **kwargs):
-        pattern = POSITIVE_PATTERN if positive else AMOUNT_PATTERN
+    def __init__(self, pattern: str = AMOUNT_PATTERN, **kwargs):
         self._shape = validate.Regexp(pattern, error="a decimal string such as \"100.00\"")
         super().__init__(metadata={"pattern": pattern, "examples": ["100.00"], **kwargs.pop("metadata", {})},
                          **kwargs)
@@ -65,8 +69,8 @@ class AccountSchema(Base):
 
 
 class AdjustmentSchema(Base):
-    amount = Money(required=True, metadata={"description": "Positive: credit; negative: debit"})
-    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    amount = Money(NONZERO_PATTERN, required=True, metadata={"description": "Positive: credit; negative: debit"})
+    reason = fields.String(required=True, validate=[validate.Length(1, 500), TEXT])
 
 
 class AdjustmentResultSchema(Base):
@@ -92,8 +96,8 @@ class PaymentQuery(ListQuery):
     account_id = Id()
     date_from = fields.Date()
     date_to = fields.Date()
-    amount_min = Money(positive=True)
-    amount_max = Money(positive=True)
+    amount_min = Money(FILTER_PATTERN)
+    amount_max = Money(FILTER_PATTERN)
 
 
 class PaymentSchema(Base):
@@ -146,7 +150,7 @@ class PaymentDetailSchema(PaymentSchema):
 class TopUpSchema(Base):
     account_id = Id(required=True)
     paymethod_id = Id(required=True)
-    amount = Money(required=True, positive=True)
+    amount = Money(POSITIVE_PATTERN, required=True)
     description = fields.String(validate=validate.Length(max=255))
 
 
@@ -158,7 +162,7 @@ class TopUpResultSchema(Base):
 
 
 class RefundRequestSchema(Base):
-    amount = Money(required=True, positive=True)
+    amount = Money(POSITIVE_PATTERN, required=True)
     reason = fields.String(validate=validate.Length(max=500))
 
 
@@ -169,7 +173,7 @@ class RefundResultSchema(Base):
 
 
 class ReasonSchema(Base):
-    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    reason = fields.String(required=True, validate=[validate.Length(1, 500), TEXT])
 
 
 class OutcomeSchema(Base):

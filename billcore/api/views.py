@@ -7,6 +7,7 @@ from urllib.parse import urljoin
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 from sqlalchemy import select
 
 from .. import api_tokens, recurring
@@ -91,7 +92,7 @@ def _page(query, column, args, *, order=None):
 # --- accounts --------------------------------------------------------------------------------------------
 
 @blp.route("/accounts", methods=["GET"])
-@blp.arguments(ListQuery, location="query")
+@blp.arguments(ListQuery, location="query", unknown=RAISE)
 @blp.response(200, AccountPageSchema)
 def accounts_list(args):
     """Accounts, newest first (keyset paging by ``before``)."""
@@ -131,14 +132,14 @@ def accounts_adjust(data, account_id):
     try:
         done = adjust_balance(account_id, data["amount"], reason=data["reason"], source=g.api_actor)
     except AdjustmentError as exc:
-        raise refused(exc, 422, "adjustment") from None
+        raise refused(exc, 409, "adjustment-refused") from None
     return done
 
 
 # --- payments --------------------------------------------------------------------------------------------
 
 @blp.route("/payments", methods=["GET"])
-@blp.arguments(PaymentQuery, location="query")
+@blp.arguments(PaymentQuery, location="query", unknown=RAISE)
 @blp.response(200, PaymentPageSchema)
 def payments_list(args):
     """Payments, newest first, with the admin list's filters; ``next_before`` is the next page's cursor."""
@@ -175,7 +176,7 @@ def payments_create(data):
         created = service.create_payment(data["account_id"], data["paymethod_id"], data["amount"], source="api",
                                          actor=g.api_actor, description=data.get("description"))
     except service.PaymentCreateError as exc:
-        raise refused(exc, 422, "payment-refused") from None
+        raise refused(exc, 409, "payment-refused") from None
     db.session.expire_all()
     payment = db.session.get(Payment, created.id)
     method = db.session.get(PaymentMethod, payment.paymethod_id)
@@ -285,7 +286,7 @@ def paymethods_disable(method_id):
 # --- auto-payment profiles -------------------------------------------------------------------------------
 
 @blp.route("/recurring-profiles", methods=["GET"])
-@blp.arguments(ProfileQuery, location="query")
+@blp.arguments(ProfileQuery, location="query", unknown=RAISE)
 @blp.response(200, ProfilePageSchema)
 def profiles_list(args):
     """Auto-payment profiles, newest first; ``status`` filters."""

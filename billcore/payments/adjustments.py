@@ -16,6 +16,7 @@ from ..money import MoneyError, parse_amount
 from . import service
 
 MAX_REASON = 500
+BLANK = " \t\r\n"  # what a reason may not consist of only (the API's schema says the same)
 
 
 class AdjustmentError(service.PaymentError):
@@ -40,7 +41,7 @@ def adjust_balance(account_id: int, amount: Decimal, *, reason: str, source: str
     """
     if isinstance(amount, float):
         raise TypeError("amount must be a Decimal, never a float")
-    reason = (reason or "").strip()
+    reason = (reason or "").strip(BLANK)
     if not reason:
         raise AdjustmentError(_("Say why: the reason is kept in the account's ledger."))
     if len(reason) > MAX_REASON:
