@@ -20,4 +20,7 @@ def index():
         "accounts": db.session.scalar(select(func.count()).select_from(Account)),
         "paymethods": db.session.scalar(select(func.count()).select_from(PaymentMethod)),
     }
-    return render_template("admin/index.html", by_status=by_status, counts=counts, registry=get_registry())
+    from ..webhooks import disabled_endpoints
+
+    return render_template("admin/index.html", by_status=by_status, counts=counts, registry=get_registry(),
+                           disabled_endpoints=disabled_endpoints())
