@@ -249,3 +249,33 @@ def test_api_has_no_csrf_and_sets_no_cookie(app, live, tokens):
 def test_wrong_method_and_unknown_path_are_problems(live, tokens):
     assert_problem(call(live, tokens["read"], "DELETE", "/accounts"), 405)
     assert_problem(call(live, tokens["read"], "GET", "/nope"), 404)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(live, tokens):
+    response = call(live, tokens["write"], "POST", "/accounts", data=b"{" + b" " * (70 * 1024) + b"}",
+                    headers={"Content-Type": "application/json"})
+    assert_problem(response, 413)
+
+
+def test_a_server_error_frees_the_idempotency_key(app, live, tokens, monkeypatch):
+    from billcore.api import views
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 problem, not a traceback
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return original(*args, **kwargs)
+
+    original = views.adjust_balance
+    monkeypatch.setattr(views, "adjust_balance", broken)
+    account = _account()
+    headers = {"Idempotency-Key": "retry-me"}
+    failed = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                  json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    assert_problem(failed, 500)
+    retried = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                   json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    assert retried.status_code == 201 and retried.json()["balance"] == "5.00" and len(calls) == 2

@@ -51,9 +51,6 @@ class Api(SmorestApi):
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
-api = Api()
-
-
 def init_app(app: Flask) -> None:
     """Serve the API and its document; API errors as problems, HTML errors as before."""
     from ..security import csrf
@@ -72,6 +69,7 @@ def init_app(app: Flask) -> None:
     })
     app.config.setdefault("IDEMPOTENCY_TTL_HOURS", 24)
     app.url_map.converters["rowid"] = RowIdConverter
+    api = Api()  # one per app: its spec is the app's own
     api.init_app(app)
     api.register_converter(RowIdConverter, lambda _converter: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
     api.register_blueprint(views.blp)

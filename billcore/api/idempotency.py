@@ -88,3 +88,14 @@ def after_write(response: Response) -> Response:
             conn.execute(update(ApiIdempotency).where(*where).values(
                 status_code=response.status_code, body=response.get_data(as_text=True)))
     return response
+
+
+def free_unanswered() -> None:
+    """Free a key whose request ended without an answer being stored (an exception that escaped)."""
+    claim = g.pop("idempotency", None)
+    if claim is None:
+        return
+    token_id, key = claim
+    with db.engine.begin() as conn:
+        conn.execute(delete(ApiIdempotency).where(ApiIdempotency.token_id == token_id, ApiIdempotency.key == key,
+                                                  ApiIdempotency.status_code.is_(None)))

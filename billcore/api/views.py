@@ -30,11 +30,13 @@ from .schemas import (AccountPageSchema, AccountSchema, AdjustmentResultSchema, 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="billcore's JSON API")
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_BODY = 64 * 1024  # bytes of a request body; every request of the API is far smaller
 
 
 @blp.before_request
 def _authenticate():
     """A live bearer token with the scope the method needs; never a session cookie."""
+    request.max_content_length = MAX_BODY  # a larger body is refused (413) before it is read
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     row = api_tokens.find_token(token.strip()) if scheme.lower() == "bearer" else None
@@ -51,6 +53,11 @@ def _authenticate():
 @blp.after_request
 def _store_answer(response):
     return idempotency.after_write(response)
+
+
+@blp.teardown_request
+def _free_key(error):
+    idempotency.free_unanswered()
 
 
 @blp.errorhandler(Problem)
