@@ -18,7 +18,7 @@ def test_admin_makes_a_token_and_an_endpoint_and_sees_deliveries(live_server, br
             try:
                 page = context.new_page()
                 log_in(page, live_server, *ADMIN)
-                if language == "ru":
+                if language == "ru" and page.locator("text=Русский").count():  # kept on the user once chosen
                     page.click("text=Русский")
                     page.wait_for_load_state()
                 tag = f"{language}-{width}"
