@@ -12,7 +12,7 @@ def test_admin_creates_a_token_shown_once_and_revokes_it(app, admin_client):
     page = admin_client.post("/admin/api-tokens", data={"name": "Panel", "scopes": ["read", "write"]})
     assert page.status_code == 201
     html = page.get_data(as_text=True)
-    token = re.search(r"<code>(bc_[A-Za-z0-9_-]+)</code>", html).group(1)
+    token = re.search(r"<code class=\"secret\">(bc_[A-Za-z0-9_-]+)</code>", html).group(1)
     assert "Set-Cookie" not in page.headers or token not in page.headers.get("Set-Cookie", "")
     row = api_tokens.find_token(token)
     assert row.scopes == "read write" and row.created_by == "admin@test.example" and row.token_hash != token
@@ -33,7 +33,7 @@ def test_admin_registers_an_endpoint_secret_shown_once(app, admin_client):
     page = admin_client.post("/admin/webhooks", data={"url": "https://panel.example.com/hook",
                                                       "description": "Panel", "events": ["payment.paid"]})
     assert page.status_code == 201
-    secret = re.search(r"<code>(whsec_[A-Za-z0-9+/=]+)</code>", page.get_data(as_text=True)).group(1)
+    secret = re.search(r"<code class=\"secret\">(whsec_[A-Za-z0-9+/=]+)</code>", page.get_data(as_text=True)).group(1)
     endpoint = db.session.query(WebhookEndpoint).one()
     assert endpoint.events == ["payment.paid"] and webhooks.endpoint_secret(endpoint) == secret
     assert secret not in admin_client.get("/admin/webhooks").get_data(as_text=True)

@@ -68,6 +68,12 @@ def test_openapi_document_is_3_1_and_public(live):
     assert ("POST", "/api/v1/accounts/{account_id}/adjustments") in operations
     assert len(operations) == 18
     assert spec["components"]["responses"]["DEFAULT_ERROR"]["content"].keys() == {"application/problem+json"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "post":  # every write documents its Idempotency-Key
+                assert "Idempotency-Key" in [p["name"] for p in operation.get("parameters", [])], path
+    money = spec["components"]["schemas"]["Payment"]["properties"]["amount"]
+    assert money["type"] == "string" and money["pattern"]  # money is a decimal string, never a number
 
 
 def test_token_needed_scopes_checked_and_last_used(app, live, tokens):
