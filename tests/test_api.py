@@ -8,10 +8,10 @@ import requests
 
 from billcore import api_tokens
 from billcore.db import db
-from billcore.models import Account, LedgerEntry, OutboxEvent, Payment, RecurringProfile
+from billcore.models import Account, LedgerEntry, OutboxEvent, RecurringProfile
 from billcore.payments import service
 from tests import fake_checkout_module as fake
-from tests.conftest import ADMIN, add_paymethod, login
+from tests.conftest import ADMIN, add_paymethod
 from tests.live import serve
 
 FAKE = {"pmfakepay": "tests.fake_checkout_module"}

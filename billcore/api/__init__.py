@@ -6,7 +6,7 @@ into the HTML pages. Every error is an RFC 9457 problem (:mod:`.problems`); ever
 """
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_smorest import Api as SmorestApi
 from flask_smorest.utils import prepare_response
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -84,7 +84,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(InternalServerError)
     def _server_error(error: InternalServerError):
         if problems.is_api_request():
-            app.logger.error("API error on %s", problems.request.path, exc_info=error.original_exception)
+            app.logger.error("API error on %s", request.path, exc_info=error.original_exception)
             return problems.problem_response(500, "The server could not answer; nothing is known to have "
                                                   "changed. Retry with the same Idempotency-Key.")
         return error

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import wraps
 from urllib.parse import urljoin
 
 from flask import current_app, g, request
