@@ -202,3 +202,17 @@ def test_a_killed_delivery_job_loses_nothing(app, tmp_path):
         _run_until_quiet(utcnow() + timedelta(seconds=61))
         assert receiver.ids() == {f"evt_{e.id}" for e in _events()}
         assert receiver.bad_signatures == 0
+
+
+def test_two_hosts_running_the_job_at_once_send_each_delivery_once(app):
+    from billcore.testing.fixtures import run_together
+
+    with Receiver() as receiver:
+        _, receiver.secret = webhooks.create_endpoint(receiver.url, list(webhooks.EVENT_TYPES))
+        _activity()
+        db.session.remove()
+        results = run_together(app, [webhooks.deliver, webhooks.deliver, webhooks.deliver])
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        assert sum(r.dispatched for r in results) == 5  # each event fanned out by one run only
+        assert sum(r.delivered for r in results) == 5
+        assert sorted(msg_id for msg_id, _ in receiver.received) == sorted(f"evt_{e.id}" for e in _events())
