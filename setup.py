@@ -47,6 +47,9 @@ setup(
         "Flask-Limiter>=3.8,<5",
         "redis>=5,<9",
         "zxcvbn>=4.4,<5",
+        "flask-smorest>=0.46,<0.48",
+        "marshmallow>=3.22,<5",
+        "standardwebhooks>=1.0,<2",
     ],
     extras_require={
         "test": [
@@ -56,6 +59,8 @@ setup(
             "playwright>=1.45,<2",
             "hypothesis>=6.100,<7",
             "build>=1.0,<2",
+            "schemathesis>=4.0,<5",
+            "aiosmtpd>=1.4,<2",
         ],
     },
     entry_points={

@@ -54,6 +54,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(checkout_views.bp)
     from .recurring_views import bp as recurring_bp  # auto-payments
     app.register_blueprint(recurring_bp)
+    from . import api  # the JSON API and its OpenAPI document
+
+    api.init_app(app)
     plugins.init_app(app)
     cli.init_app(app)
     return app

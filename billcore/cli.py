@@ -205,6 +205,9 @@ COMMANDS.append(payments_cli)
 from .cli_recurring import recurring_cli  # noqa: E402  (recurring: run, list)
 
 COMMANDS.append(recurring_cli)
+from .cli_integration import token_cli, webhooks_cli  # noqa: E402  (API tokens; webhooks deliver)
+
+COMMANDS += [token_cli, webhooks_cli]
 from .scaffold import module_cli  # noqa: E402  (module new: a payment module from pmtemplate)
 
 COMMANDS.append(module_cli)

@@ -11,6 +11,7 @@ from flask_wtf import FlaskForm
 from wtforms import SelectField
 
 
+from .api.problems import from_http_exception, is_api_request
 from .auth import home_for
 from .db import db
 
@@ -96,10 +97,14 @@ def favicon():
 @bp.app_errorhandler(403)
 def forbidden(error):
     """Refused: the user may not open this page."""
+    if is_api_request():
+        return from_http_exception(error)
     return render_template("error.html", code=403, error=error), 403
 
 
 @bp.app_errorhandler(404)
 def not_found(error):
     """No such page."""
+    if is_api_request():
+        return from_http_exception(error)
     return render_template("error.html", code=404, error=error), 404

@@ -395,3 +395,112 @@ class RecurringCharge(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     payment: Mapped[Payment | None] = relationship()
+
+
+class ApiToken(db.Model):
+    """A bearer token of the JSON API: shown once when made, stored as its SHA-256 only.
+
+    ``scopes`` is ``read`` or ``read write``; ``prefix`` (the token's first characters) lets an admin
+    tell tokens apart without the secret. A revoked token stays listed and never works again.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def scope_list(self) -> list[str]:
+        """The scopes as a list (``["read"]`` or ``["read", "write"]``)."""
+        return self.scopes.split()
+
+
+class ApiIdempotency(db.Model):
+    """The first answer to a write sent with an ``Idempotency-Key``, replayed for a repeat of that key
+    by the same token. ``status_code`` is None while the first request is still running."""
+
+    __tablename__ = "api_idempotency"
+    __table_args__ = (
+        UniqueConstraint("token_id", "key", name="uq_api_idempotency_token_key"),
+        Index("ix_api_idempotency_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookEndpoint(db.Model):
+    """Where an admin wants events sent: a URL, the event types, and a signing secret (encrypted)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(200))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive deliveries given up
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutboxEvent(db.Model):
+    """Something that happened, written in the same transaction as the change itself (the outbox).
+
+    ``webhooks deliver`` fans each event out into deliveries (one per subscribed endpoint, one e-mail
+    for a customer notice) and marks it dispatched in the same transaction.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_events_dispatched_id", "dispatched", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dispatched: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Delivery(db.Model):
+    """One event sent one way: to a webhook endpoint (``channel`` webhook) or as an e-mail (``email``).
+
+    ``state`` is ``pending`` (to be sent at ``next_attempt_at``), ``delivered`` or ``failed`` (given up).
+    The last answer (status and the start of the body, or the error) is kept for the admin.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel", "endpoint_id", name="uq_deliveries_event_channel_endpoint"),
+        Index("ix_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_answer: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    event: Mapped[OutboxEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint | None] = relationship()

@@ -30,8 +30,9 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from . import outbox
 from .db import db
 from .gateway_pool import release_read_transaction, run_each, workers_for
 from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
@@ -285,6 +286,21 @@ def cancel_profile(profile_id: int, *, account_id: int | None = None, actor: str
     return db.session.get(RecurringProfile, profile_id)
 
 
+def suspend_profile(profile_id: int, *, actor: str | None = None) -> RecurringProfile:
+    """Suspend an active profile by hand (admin, API): nothing is charged until it is resumed. A charge
+    already sent to the gateway is still booked when its result arrives."""
+    with write_transaction() as session:
+        profile = _lock_profile(session, profile_id, skip_locked=False)
+        if profile is None:
+            raise RecurringError(_("No such automatic payment."))
+        if profile.status != ACTIVE:
+            raise RecurringError(_("Only an active automatic payment can be suspended."))
+        profile.status, profile.next_charge_at = SUSPENDED, None
+        profile.actor, profile.updated_at = actor or profile.actor, utcnow()
+    db.session.expire_all()
+    return db.session.get(RecurringProfile, profile_id)
+
+
 def resume_profile(profile_id: int, *, actor: str | None = None, now: datetime | None = None) -> RecurringProfile:
     """Reactivate a suspended profile (admin): failures reset, failed periods abandoned (a period whose
     child was paid meanwhile is booked paid; a claimed or accepted one whose child is still open is kept:
@@ -490,7 +506,21 @@ def _month_total(session: Session, profile: RecurringProfile, now: datetime) -> 
     return sum(amounts, Decimal("0"))
 
 
+def _announce(profile: RecurringProfile, charge: RecurringCharge, type_: str) -> None:
+    """Write an auto-payment outcome to the outbox in the transaction booking it (the profile's)."""
+    outbox.record(object_session(profile), type_, {
+        "profile_id": profile.id, "account_id": profile.account_id, "period": charge.period,
+        "payment_id": charge.payment_id, "status": profile.status, "failures": profile.failures or 0,
+        "amount": outbox.money(profile.amount), "error_code": profile.last_error_code,
+        "error_params": profile.last_error_params or {}})
+
+
 def _succeeded(profile: RecurringProfile, charge: RecurringCharge, now: datetime) -> None:
+    _succeeded_booked(profile, charge, now)
+    _announce(profile, charge, "recurring.charge_succeeded")
+
+
+def _succeeded_booked(profile: RecurringProfile, charge: RecurringCharge, now: datetime) -> None:
     charge.state, charge.updated_at = PAID, now
     profile.failures, profile.updated_at = 0, now
     _set_error(profile, None)
@@ -507,10 +537,12 @@ def _failed(profile: RecurringProfile, charge: RecurringCharge, now: datetime, e
     profile.failures = (profile.failures or 0) + 1
     profile.updated_at = now
     charge.state, charge.info, charge.updated_at = FAILED, _set_error(profile, error), now
+    _announce(profile, charge, "recurring.charge_failed")
     if profile.status != ACTIVE:
         return False
     if profile.failures >= max_failures():
         profile.status, profile.next_charge_at = SUSPENDED, None
+        _announce(profile, charge, "recurring.suspended")
         return True
     profile.next_charge_at = now + retry_delay(profile.failures)
     return False
@@ -557,6 +589,7 @@ def _hold(profile: RecurringProfile, charge: RecurringCharge, now: datetime, err
     charge.updated_at = now
     if profile.status == ACTIVE:
         profile.status, profile.next_charge_at = SUSPENDED, None
+        _announce(profile, charge, "recurring.suspended")
         return True
     return False
 

@@ -50,6 +50,8 @@ ADMIN_NAV = [
     ("admin.payments", _l("Payments")),
     ("admin.accounts", _l("Accounts")),
     ("admin.recurring", _l("Auto-payments")),
+    ("admin.api_tokens_page", _l("API tokens")),
+    ("admin.webhooks_page", _l("Webhooks")),
 ]
 CLIENT_NAV = [
     ("checkout.new_payment", _l("Add funds")),

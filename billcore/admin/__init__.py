@@ -5,4 +5,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-from . import accounts, index, payments, paymethod_wizard, paymethods, recurring  # noqa: E402,F401  (views register themselves on ``bp``)
+from . import accounts, index, integrations, payments, paymethod_wizard, paymethods, recurring  # noqa: E402,F401  (views register themselves on ``bp``)

@@ -39,7 +39,10 @@ def index():
         "paymethods": db.session.scalar(select(func.count()).select_from(PaymentMethod)),
     }
     stuck_hours = int(current_app.config.get("STUCK_INPAY_HOURS") or 2)
+    from ..webhooks import disabled_endpoints
+
     return render_template("admin/index.html", data=data, counts=counts, registry=get_registry(),
                            status_series=status_series, method_series=method_series, status_chart=status_chart,
                            method_chart=method_chart, day_format=day_format, stuck_hours=stuck_hours,
-                           from_30=data.days[0].isoformat(), timedelta=timedelta)
+                           from_30=data.days[0].isoformat(), timedelta=timedelta,
+                           disabled_endpoints=disabled_endpoints())

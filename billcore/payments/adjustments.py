@@ -2,9 +2,9 @@
 
 Part of the payment service: the change is made by :func:`billcore.payments.service`'s own helpers, in
 one write transaction that locks the account, writes the balance and the ledger entry (kind
-``adjustment``, the reason as its note) and records a history event (kind ``adjustment``, no payment,
-the account and the amounts in its data). The admin pages and the JSON API both call
-:func:`adjust_balance`.
+``adjustment``, the reason as its note), records a history event (kind ``adjustment``, no payment,
+the account and the amounts in its data) and the outbox event ``account.adjusted`` (webhooks). The admin
+pages and the JSON API both call :func:`adjust_balance`.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from .. import outbox
 from ..models import Account, LedgerEntry
 from ..money import MAX_AMOUNT, quantize
 from . import service
@@ -35,6 +36,11 @@ class Adjustment:
     amount: Decimal
     balance_after: Decimal
     currency: str
+
+    @property
+    def balance(self) -> Decimal:
+        """The balance after the correction (the JSON API's name for it)."""
+        return self.balance_after
 
 
 def adjust_balance(account_id: int, amount: Decimal, *, reason: str, source: str,
@@ -79,6 +85,9 @@ def adjust_balance(account_id: int, amount: Decimal, *, reason: str, source: str
                        outcome=f"balance of account {account.id} corrected by {value} {account.currency}",
                        data={"account_id": account.id, "amount": str(value), "balance_after": str(balance),
                              "ledger_entry_id": entry_id, "reason": reason}, secrets=[])
+        outbox.record(session, "account.adjusted", {
+            "account_id": account.id, "amount": outbox.money(value), "balance": outbox.money(balance),
+            "currency": account.currency, "reason": reason, "source": source[:64]})
         currency = account.currency
     return Adjustment(ledger_entry_id=entry_id, account_id=account_id, amount=value, balance_after=balance,
                       currency=currency)

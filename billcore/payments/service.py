@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ..crypto import scrub
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
+from .. import outbox
 from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..paymethods import CallbackContext, context_of_row, decrypted_secrets
 from ..prepared import PreparedLookup, PreparedWrite, execute_together
@@ -348,6 +349,9 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
             payment, kind=kind, source=source, outcome=outcome.message, data=data,
             answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
             secrets=secrets)))
+        # the outbox event, in the same statement on PostgreSQL: it exists exactly when the change does
+        writes.append(outbox.outbox_write(outbox.PAYMENT_TYPES[target], outbox.payment_payload(
+            payment, previous=old, status=target, kind=kind)))
         execute_together(conn, writes)  # on PostgreSQL one statement, one round trip
     _broadcast(outcome, old, kind)
     return outcome
@@ -515,6 +519,9 @@ def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reaso
         _event(session, payment, kind="refund", source=source, actor=actor, status_from=PAID,
                status_to=PENDING_RETURN, outcome=f"refund {refund.id} of {value} {payment.currency} requested",
                data={"refund_id": refund.id, "amount": str(value), "reason": reason or ""})
+        outbox.record(session, "refund.requested", outbox.payment_payload(
+            payment, previous=PAID, status=PENDING_RETURN, kind="refund", refund_id=refund.id,
+            refund_amount=str(value)))
     _broadcast(Outcome(payment_id, PENDING_RETURN, "changed"), PAID, "refund")
     return refund
 
@@ -548,6 +555,9 @@ def _settle_refund(refund_id: int, *, succeeded: bool, source: str, external_id:
                           info or f"refund {refund.id} {final}")
         _event(session, payment, kind="refund", source=source, outcome=outcome.message, data=data, actor=actor,
                status_from=old, status_to=new)
+        outbox.record(session, f"refund.{final}", outbox.payment_payload(
+            payment, previous=old, status=new, kind="refund", refund_id=refund.id,
+            refund_amount=str(refund.amount)))
     _broadcast(outcome, old, "refund")
     return outcome
 
