@@ -94,9 +94,16 @@ def modules_with(feature: str, only: Iterable[str] = ()) -> list[str]:
                   if registry.has_feature(key, feature) and (not wanted or key in wanted))
 
 
+def locked_candidates(query):
+    """``query`` (ids of the swept rows, joined to their method) locking only the swept rows, skipping
+    those another host holds. Locking the joined payment-method row too would make a second host skip
+    every payment of that method while the first selects, and end its pass with nothing done."""
+    return query.with_for_update(skip_locked=True, of=query.selected_columns[0].table)
+
+
 def _candidates(query, batch: int) -> list[int]:
     if not is_sqlite(db.engine):
-        query = query.with_for_update(skip_locked=True)
+        query = locked_candidates(query)
     ids = list(db.session.execute(query.limit(batch)).scalars())
     db.session.commit()  # release the row locks at once: the service takes its own per payment
     return ids

@@ -174,7 +174,32 @@ def test_two_hosts_sweeping_together_share_the_payments(app, slow, client_user):
     first, second = run_together(app, [lambda: sweep(["pmrobokassa"], batch=4), lambda: sweep(["pmrobokassa"], batch=4)])
     assert _asked(slow) == Counter({str(i): 1 for i in ids})  # every payment asked, nobody asked twice
     assert first.checked + second.checked == 16
+    assert first.checked > 0 and second.checked > 0  # both hosts did part of the work
     assert first.error_count == second.error_count == 0
+
+
+def test_a_host_holding_some_payments_leaves_the_rest_of_the_method_to_another(app, client_user):
+    """The sweep's candidate lock covers the swept rows only: while one host holds a batch, a second host
+    still finds the method's other payments (locking the joined payment-method row made it find none)."""
+    if is_sqlite(db.engine):
+        pytest.skip("row locks with SKIP LOCKED exist on PostgreSQL only; SQLite serves a single host")
+    from billcore.models import Payment, PaymentMethod
+    from billcore.payments.sweep import _candidates, locked_candidates
+    from sqlalchemy import select
+
+    method = add_paymethod("pmrobokassa", dict(SETTINGS))
+    ids = [_inpay(client_user.account_id, method.id) for _ in range(8)]
+
+    def candidates():
+        return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+                .where(PaymentMethod.module == "pmrobokassa", Payment.status == service.INPAY)
+                .order_by(Payment.id))
+
+    with db.engine.connect() as other_host:  # the first host, caught while it holds its batch of four
+        held = list(other_host.execute(locked_candidates(candidates()).limit(4)).scalars())
+        assert held == ids[:4]
+        assert _candidates(candidates(), 4) == ids[4:]  # the second host gets the other four
+        other_host.rollback()
 
 
 def test_recurring_run_charges_concurrently_within_the_bound(app, slow, client_user):
