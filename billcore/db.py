@@ -40,7 +40,8 @@ def init_app(app: Flask) -> None:
         options.setdefault("pool_pre_ping", True)
     # The batch jobs' gateway threads each hold up to two connections (a claim and a transaction):
     # keep that many, so a thread never waits for a connection (or opens and closes one per item).
-    options.setdefault("pool_size", max(5, 2 * _most_gateway_workers(app) + 2))
+    if "poolclass" not in options:  # NullPool, StaticPool... take no pool_size
+        options.setdefault("pool_size", max(5, 2 * _most_gateway_workers(app) + 2))
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     if url.startswith("sqlite"):

@@ -42,3 +42,15 @@ def test_sqlites_own_checkpoint_is_only_a_safety_net(sqlite_app):
 def test_the_setting_must_be_positive(sqlite_app):
     with pytest.raises(ValueError, match="SQLITE_CHECKPOINT_EVERY"):
         checkpoint_every_commits(db.engine, 0)
+
+
+def test_an_engine_with_its_own_pool_class_gets_no_pool_size(tmp_path):
+    """A deployment behind a connection pooler configures NullPool, which takes no pool_size: the app must
+    still start (the batch jobs' pool size applies only to SQLAlchemy's default queue pool)."""
+    from sqlalchemy.pool import NullPool
+
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'nullpool.sqlite'}",
+                   SQLALCHEMY_ENGINE_OPTIONS={"poolclass": NullPool})
+    with app.app_context():
+        assert isinstance(db.engine.pool, NullPool)
+        assert db.session.execute(text("SELECT 1")).scalar() == 1
