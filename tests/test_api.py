@@ -8,7 +8,7 @@ import requests
 
 from billcore import api_tokens
 from billcore.db import db
-from billcore.models import Account, LedgerEntry, OutboxEvent, RecurringProfile
+from billcore.models import Account, LedgerEntry, OutboxEvent, PaymentEvent, RecurringProfile
 from billcore.payments import service
 from tests import fake_checkout_module as fake
 from tests.conftest import ADMIN, add_paymethod
@@ -128,7 +128,10 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     db.session.rollback()  # a fresh snapshot: the server wrote meanwhile
     assert db.session.get(Account, account["id"]).balance == Decimal("100.00")
     notes = [e.note for e in db.session.query(LedgerEntry).filter_by(account_id=account["id"]).order_by(LedgerEntry.id)]
-    assert notes == ["api:panel: goodwill", "api:panel: correction"]
+    assert notes == ["goodwill", "correction"]  # the reason; who made it is in the history event
+    events = db.session.query(PaymentEvent).filter_by(kind="adjustment").order_by(PaymentEvent.id).all()
+    assert [(e.source, e.data["reason"], e.data["account_id"]) for e in events] == [
+        ("api:panel", "goodwill", account["id"]), ("api:panel", "correction", account["id"])]
     page1 = call(live, tokens["read"], "GET", "/accounts", params={"limit": 1}).json()
     assert len(page1["items"]) == 1 and page1["next_before"] is None
     assert_problem(call(live, tokens["read"], "GET", "/accounts/2147483648"), 404)

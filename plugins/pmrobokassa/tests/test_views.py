@@ -22,8 +22,9 @@ INPUT_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 def form_fields(html: str) -> dict[str, str]:
-    """The hidden fields of the redirect form."""
-    return {name: unescape(value) for name, value in INPUT_RE.findall(html)}
+    """The hidden fields of the redirect form (the page's own CSRF token, in its header's forms, is left
+    out: it is never sent to Robokassa, and its signature carries the second it was made)."""
+    return {name: unescape(value) for name, value in INPUT_RE.findall(html) if name != "csrf_token"}
 
 
 def balance(account_id: int) -> Decimal:
