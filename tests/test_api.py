@@ -281,7 +281,47 @@ def test_a_server_error_frees_the_idempotency_key(app, live, tokens, monkeypatch
     headers = {"Idempotency-Key": "retry-me"}
     failed = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                   json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
-    assert_problem(failed, 500)
+    assert "nothing was changed" in assert_problem(failed, 500)["detail"]
     retried = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                    json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
     assert retried.status_code == 201 and retried.json()["balance"] == "5.00" and len(calls) == 2
+
+
+def test_an_error_after_the_commit_keeps_the_key_so_a_retry_never_writes_twice(app, live, tokens, monkeypatch):
+    from billcore.api import views
+    from billcore.models import Payment
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 problem, not a traceback
+    account = _account()
+    method = add_paymethod("pmfakepay", name="Card")
+    # the payment is committed, then the module cannot start it: a 502 that names the payment, stored as
+    # the key's answer, so a retry gets the same payment and no second one
+    fake.MODE["start"] = "error"
+    headers = {"Idempotency-Key": "pay-1"}
+    body = {"account_id": account.id, "paymethod_id": method.id, "amount": "100.00"}
+    failed = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
+    problem = assert_problem(failed, 502)
+    fake.MODE["start"] = "get"
+    retried = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
+    assert retried.status_code == 502 and retried.json() == problem and retried.headers["Idempotent-Replayed"] == "true"
+    db.session.rollback()
+    assert [p.id for p in db.session.query(Payment).filter_by(account_id=account.id)] == [problem["payment_id"]]
+    # an unexpected error after the adjustment was committed: the answer is kept and says so
+    original = views.adjust_balance
+
+    def commits_then_fails(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("lost after the commit")
+
+    monkeypatch.setattr(views, "adjust_balance", commits_then_fails)
+    headers = {"Idempotency-Key": "adj-after-commit"}
+    failed = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                  json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    problem = assert_problem(failed, 500)
+    assert problem["type"] == "urn:billcore:problem:failed-after-write" and "nothing was changed" not in problem["detail"]
+    monkeypatch.setattr(views, "adjust_balance", original)
+    retried = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                   json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    assert retried.status_code == 500 and retried.json() == problem
+    db.session.rollback()
+    assert db.session.get(Account, account.id).balance == Decimal("5.00")

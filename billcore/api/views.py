@@ -118,6 +118,7 @@ def accounts_create(data):
     account = Account(name=data["name"].strip() or data["name"], currency=currency, balance=Decimal("0.00"))
     db.session.add(account)
     db.session.commit()
+    service.mark_committed()
     return account
 
 
@@ -270,6 +271,7 @@ def paymethods_show(method_id):
 def _set_active(method_id: int, active: bool):
     method = _get(PaymentMethod, method_id)
     set_active(method, active)
+    service.mark_committed()
     return method
 
 
