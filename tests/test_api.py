@@ -8,7 +8,7 @@ import requests
 
 from billcore import api_tokens
 from billcore.db import db
-from billcore.models import Account, LedgerEntry, OutboxEvent, RecurringProfile
+from billcore.models import Account, LedgerEntry, OutboxEvent, PaymentEvent, RecurringProfile
 from billcore.payments import service
 from tests import fake_checkout_module as fake
 from tests.conftest import ADMIN, add_paymethod
@@ -128,7 +128,9 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     db.session.rollback()  # a fresh snapshot: the server wrote meanwhile
     assert db.session.get(Account, account["id"]).balance == Decimal("100.00")
     notes = [e.note for e in db.session.query(LedgerEntry).filter_by(account_id=account["id"]).order_by(LedgerEntry.id)]
-    assert notes == ["api:panel: goodwill", "api:panel: correction"]
+    assert notes == ["goodwill", "correction"]
+    history = db.session.query(PaymentEvent).filter(PaymentEvent.payment_id.is_(None)).order_by(PaymentEvent.id).all()
+    assert [(e.source, e.actor) for e in history] == [("api", "api:panel"), ("api", "api:panel")]
     page1 = call(live, tokens["read"], "GET", "/accounts", params={"limit": 1}).json()
     assert len(page1["items"]) == 1 and page1["next_before"] is None
     assert_problem(call(live, tokens["read"], "GET", "/accounts/2147483648"), 404)
@@ -177,6 +179,9 @@ def test_top_up_refund_and_filters(app, live, tokens):
     assert_problem(call(live, tokens["write"], "POST", f"/payments/{second['id']}/cancel", json={"reason": "x"}), 409)
     db.session.rollback()  # a fresh snapshot: the server wrote meanwhile
     assert db.session.get(Account, account.id).balance == Decimal("70.00")  # 100 - 40 + 10
+    refund_events = db.session.query(PaymentEvent).filter(PaymentEvent.payment_id == payment_id,
+                                                          PaymentEvent.kind.like("refund%")).all()
+    assert refund_events and {(e.source, e.actor) for e in refund_events} == {("api", "api:panel")}
     kinds = [e.type for e in db.session.query(OutboxEvent).order_by(OutboxEvent.id)]
     assert kinds == ["payment.paid", "refund.requested", "refund.finished", "payment.cancelled", "payment.paid"]
 
