@@ -330,3 +330,33 @@ def test_an_error_after_the_commit_keeps_the_key_so_a_retry_never_writes_twice(a
     assert retried.status_code == 500 and retried.json() == problem
     db.session.rollback()
     assert db.session.get(Account, account.id).balance == Decimal("5.00")
+
+
+def test_payment_filters_are_bounded_and_text_with_control_characters_is_refused(app, live, tokens):
+    account = _account()
+    method = add_paymethod("pmfakepay", name="Card")
+    for params in ({"date_to": "9999-12-31"}, {"date_from": "0001-01-01"}, {"date_from": "2026-02-30"},
+                   {"amount_min": "1e3"}):
+        assert "errors" in assert_problem(call(live, tokens["read"], "GET", "/payments", params=params), 422), params
+    widest = call(live, tokens["read"], "GET", "/payments", params={"date_from": "1900-01-01", "date_to": "9998-12-31",
+                                                                    "amount_min": "0", "amount_max": "999999999999.99"})
+    assert widest.status_code == 200, widest.text
+    paid = service.create_payment(account.id, method.id, "10.00", source="test")
+    service.set_paid(paid.id, amount=Decimal("10.00"), currency="RUB", source="test")
+    writes = [("/accounts", {"name": "bad\x00name", "currency": "RUB"}),
+              (f"/accounts/{account.id}/adjustments", {"amount": "1.00", "reason": "nul\x00"}),
+              (f"/accounts/{account.id}/adjustments", {"amount": "1.00", "reason": "bell\x07"}),
+              ("/payments", {"account_id": account.id, "paymethod_id": method.id, "amount": "1.00",
+                             "description": "a\x00b"}),
+              (f"/payments/{paid.id}/refunds", {"amount": "1.00", "reason": "\x00"}),
+              (f"/payments/{paid.id}/cancel", {"reason": "x\x00"})]
+    for path, body in writes:
+        problem = assert_problem(call(live, tokens["write"], "POST", path, json=body), 422)
+        assert "control characters" in str(problem["errors"]), path
+    # line breaks are fine in a reason, not in a name
+    multiline = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                     json={"amount": "1.00", "reason": "first line\nsecond line"})
+    assert multiline.status_code == 201, multiline.text
+    assert_problem(call(live, tokens["write"], "POST", "/accounts", json={"name": "two\nlines", "currency": "RUB"}), 422)
+    db.session.rollback()
+    assert db.session.get(Account, account.id).balance == Decimal("11.00")  # 10 paid + 1 adjusted, nothing else

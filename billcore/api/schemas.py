@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from .. import filters
 from ..args import MAX_ID
 from ..models import Status
 from ..money import CURRENCIES, MAX_AMOUNT
@@ -44,6 +45,51 @@ class Money(fields.String):
         return amount
 
 
+class Text(fields.String):
+    """Text from a client: control characters are refused (PostgreSQL cannot store NUL in text, and none
+    belongs in a name or a reason); ``multiline`` text may hold tabs and line breaks."""
+
+    def __init__(self, *, multiline: bool = False, **kwargs):
+        self.multiline = multiline
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        checked = text.translate({9: None, 10: None, 13: None}) if self.multiline else text
+        if filters.has_control_characters(checked):
+            raise ma.ValidationError("must not contain control characters")
+        return text
+
+
+class Day(fields.Date):
+    """A day of a filter, read by :func:`billcore.filters.day` (bounded so that the next day exists)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ma.ValidationError("a day such as \"2026-12-02\"")
+        try:
+            day = filters.day(value)
+        except filters.BadFilter:
+            raise ma.ValidationError(f"a day from {filters.FIRST_DAY} to {filters.LAST_DAY}") from None
+        if day is None:
+            raise ma.ValidationError("a day such as \"2026-12-02\"")
+        return day
+
+
+class FilterAmount(Money):
+    """A bound of an amount filter, read by :func:`billcore.filters.amount` after the pattern."""
+
+    def __init__(self, **kwargs):
+        super().__init__(FILTER_PATTERN, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        super()._deserialize(value, attr, data, **kwargs)  # the documented shape
+        try:
+            return filters.amount(value)
+        except filters.BadFilter:
+            raise ma.ValidationError("not a decimal amount") from None
+
+
 class Base(ma.Schema):
     """Unknown fields in a request are an error, not silently dropped."""
 
@@ -63,7 +109,7 @@ class ProblemSchema(ma.Schema):
 
 class AccountSchema(Base):
     id = fields.Integer(dump_only=True)
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = Text(required=True, validate=validate.Length(1, 200))
     currency = fields.String(required=True, validate=validate.OneOf(sorted(CURRENCIES)))
     balance = Money(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
@@ -71,7 +117,7 @@ class AccountSchema(Base):
 
 class AdjustmentSchema(Base):
     amount = Money(NONZERO_PATTERN, required=True, metadata={"description": "Positive: credit; negative: debit"})
-    reason = fields.String(required=True, validate=[validate.Length(1, MAX_REASON), TEXT])
+    reason = Text(multiline=True, required=True, validate=[validate.Length(1, MAX_REASON), TEXT])
 
 
 class AdjustmentResultSchema(Base):
@@ -95,10 +141,10 @@ class PaymentQuery(ListQuery):
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))
     paymethod_id = Id()
     account_id = Id()
-    date_from = fields.Date()
-    date_to = fields.Date()
-    amount_min = Money(FILTER_PATTERN)
-    amount_max = Money(FILTER_PATTERN)
+    date_from = Day()
+    date_to = Day()
+    amount_min = FilterAmount()
+    amount_max = FilterAmount()
 
 
 class PaymentSchema(Base):
@@ -152,7 +198,7 @@ class TopUpSchema(Base):
     account_id = Id(required=True)
     paymethod_id = Id(required=True)
     amount = Money(POSITIVE_PATTERN, required=True)
-    description = fields.String(validate=validate.Length(max=255))
+    description = Text(validate=validate.Length(max=255))
 
 
 class TopUpResultSchema(Base):
@@ -164,7 +210,7 @@ class TopUpResultSchema(Base):
 
 class RefundRequestSchema(Base):
     amount = Money(POSITIVE_PATTERN, required=True)
-    reason = fields.String(validate=validate.Length(max=500))
+    reason = Text(multiline=True, validate=validate.Length(max=500))
 
 
 class RefundResultSchema(Base):
@@ -174,7 +220,7 @@ class RefundResultSchema(Base):
 
 
 class ReasonSchema(Base):
-    reason = fields.String(required=True, validate=[validate.Length(1, 500), TEXT])
+    reason = Text(multiline=True, required=True, validate=[validate.Length(1, 500), TEXT])
 
 
 class OutcomeSchema(Base):
