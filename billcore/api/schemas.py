@@ -17,8 +17,6 @@ AMOUNT_PATTERN = r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"
 NONZERO_PATTERN = rf"^-?{_NONZERO}$"  # an adjustment: a credit or a debit, never zero
 POSITIVE_PATTERN = rf"^{_NONZERO}$"  # a payment's or a refund's amount
 FILTER_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"  # a bound of the amount filter
-# the same rule in Python and in the document's (ECMA) regex, whose \s is not Python's
-TEXT = validate.Regexp(r"^[ \t\r\n]*[^ \t\r\n]", error="must not be blank")  # a reason someone has to read
 Id = lambda **kw: fields.Integer(validate=validate.Range(1, MAX_ID), **kw)  # noqa: E731
 
 
@@ -45,13 +43,25 @@ class Money(fields.String):
         return amount
 
 
+# the characters filters.has_control_characters finds, as a regex class (ECMA and Python alike); in
+# multi-line text tab, line feed and carriage return are allowed
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_CONTROL_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029"
+
+
 class Text(fields.String):
     """Text from a client: control characters are refused (PostgreSQL cannot store NUL in text, and none
-    belongs in a name or a reason); ``multiline`` text may hold tabs and line breaks."""
+    belongs in a name or a reason); ``multiline`` text may hold tabs and line breaks; ``not_blank`` text
+    must have something besides white space. The document's ``pattern`` states the same rule."""
 
-    def __init__(self, *, multiline: bool = False, **kwargs):
+    def __init__(self, *, multiline: bool = False, not_blank: bool = False, **kwargs):
         self.multiline = multiline
-        super().__init__(**kwargs)
+        bad = _CONTROL_MULTILINE if multiline else _CONTROL
+        pattern = rf"^[ \t\r\n]*[^ \t\r\n{bad}][^{bad}]*$" if not_blank else rf"^[^{bad}]*$"
+        validators = list(kwargs.pop("validate", None) or [])
+        if not_blank:
+            validators.append(validate.Regexp(pattern, error="must not be blank"))
+        super().__init__(validate=validators, metadata={"pattern": pattern, **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -61,8 +71,15 @@ class Text(fields.String):
         return text
 
 
+# the years filters.day takes (1900 to 9998), for the document
+DAY_PATTERN = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-[0-9]{2}-[0-9]{2}$"
+
+
 class Day(fields.Date):
     """A day of a filter, read by :func:`billcore.filters.day` (bounded so that the next day exists)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"pattern": DAY_PATTERN, **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
@@ -109,7 +126,7 @@ class ProblemSchema(ma.Schema):
 
 class AccountSchema(Base):
     id = fields.Integer(dump_only=True)
-    name = Text(required=True, validate=validate.Length(1, 200))
+    name = Text(required=True, validate=[validate.Length(1, 200)])
     currency = fields.String(required=True, validate=validate.OneOf(sorted(CURRENCIES)))
     balance = Money(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
@@ -117,7 +134,7 @@ class AccountSchema(Base):
 
 class AdjustmentSchema(Base):
     amount = Money(NONZERO_PATTERN, required=True, metadata={"description": "Positive: credit; negative: debit"})
-    reason = Text(multiline=True, required=True, validate=[validate.Length(1, MAX_REASON), TEXT])
+    reason = Text(multiline=True, not_blank=True, required=True, validate=[validate.Length(1, MAX_REASON)])
 
 
 class AdjustmentResultSchema(Base):
@@ -198,7 +215,7 @@ class TopUpSchema(Base):
     account_id = Id(required=True)
     paymethod_id = Id(required=True)
     amount = Money(POSITIVE_PATTERN, required=True)
-    description = Text(validate=validate.Length(max=255))
+    description = Text(validate=[validate.Length(max=255)])
 
 
 class TopUpResultSchema(Base):
@@ -210,7 +227,7 @@ class TopUpResultSchema(Base):
 
 class RefundRequestSchema(Base):
     amount = Money(POSITIVE_PATTERN, required=True)
-    reason = Text(multiline=True, validate=validate.Length(max=500))
+    reason = Text(multiline=True, validate=[validate.Length(max=500)])
 
 
 class RefundResultSchema(Base):
@@ -220,7 +237,7 @@ class RefundResultSchema(Base):
 
 
 class ReasonSchema(Base):
-    reason = Text(multiline=True, required=True, validate=[validate.Length(1, 500), TEXT])
+    reason = Text(multiline=True, not_blank=True, required=True, validate=[validate.Length(1, 500)])
 
 
 class OutcomeSchema(Base):
