@@ -187,7 +187,13 @@ def client_required(view):
 
 
 def too_many_attempts(error):
-    """429 from the login limits: the login page again, with a clear message and nothing checked."""
+    """429 from the login limits: the login page again, with a clear message and nothing checked. Under
+    the API a problem instead, and the session is not touched (an API client has none)."""
+    from .api import problems
+
+    if problems.is_api_request():
+        return problems.problem_response(429, "Too many requests; wait a little and try again.",
+                                         code="too-many-requests")
     flash(_("Too many failed login attempts. Please wait a few minutes and try again."), "error")
     # Flask-Limiter adds Retry-After (RATELIMIT_HEADERS_ENABLED)
     return render_template("login.html", form=LoginForm(formdata=None)), 429

@@ -7,7 +7,8 @@
    type and one e-mail for a customer notice, in the transaction that marks them dispatched: each event
    is fanned out exactly once, even with several hosts running the job.
 2. *claim*: due deliveries are locked the same way and leased (``next_attempt_at`` moved ``WEBHOOK_LEASE_
-   SECONDS`` ahead, the attempt counted) in a short transaction; no lock is held while sending.
+   SECONDS`` ahead, the attempt counted) in a short transaction; no lock is held while sending. They are
+   leased a few at a time, as many as can be sent within the lease at ``WEBHOOK_TIMEOUT_SECONDS`` each.
 3. *send* and *book*: the answer is recorded in a transaction of its own. A job killed while sending
    leaves the lease to expire, and the delivery is sent again by the next run: at least once, never lost.
 
@@ -36,9 +37,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import select, true
 from standardwebhooks.webhooks import Webhook
 
 from .crypto import decrypt_json, encrypt_json
@@ -133,7 +135,8 @@ def resend(delivery_id: int) -> Delivery:
     delivery = db.session.get(Delivery, delivery_id)
     if delivery is None:
         raise WebhookError(_("No such delivery."))
-    delivery.state, delivery.next_attempt_at, delivery.updated_at = PENDING, utcnow(), utcnow()
+    # a fresh series of attempts: a delivery given up after the last attempt must not be given up again at once
+    delivery.state, delivery.attempts, delivery.next_attempt_at, delivery.updated_at = PENDING, 0, utcnow(), utcnow()
     db.session.commit()
     return delivery
 
@@ -209,19 +212,23 @@ class _Claimed:
     secret_encrypted: str | None
 
 
-def _claim(now: datetime, limit: int) -> list[_Claimed]:
+def _claim(now: datetime, limit: int, seen: set[int] | frozenset[int] = frozenset()) -> list[_Claimed]:
+    """Lease up to ``limit`` due deliveries (due at ``now``, not in ``seen``), the lease counted from now or
+    ``now``."""
     lease = timedelta(seconds=float(setting("WEBHOOK_LEASE_SECONDS")))
+    leased_until = max(now, utcnow()) + lease
     with write_transaction() as session:
         rows = session.execute(
             select(Delivery).outerjoin(WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id)
             .where(Delivery.state == PENDING, Delivery.next_attempt_at <= now,
-                   (Delivery.endpoint_id.is_(None)) | (WebhookEndpoint.active.is_(True)))
+                   (Delivery.endpoint_id.is_(None)) | (WebhookEndpoint.active.is_(True)),
+                   Delivery.id.not_in(seen) if seen else true())
             .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)
             .with_for_update(skip_locked=True, of=Delivery)).scalars().all()
         claimed = []
         for delivery in rows:
             delivery.attempts = (delivery.attempts or 0) + 1
-            delivery.next_attempt_at, delivery.updated_at = now + lease, now
+            delivery.next_attempt_at, delivery.updated_at = leased_until, now
             event, endpoint = delivery.event, delivery.endpoint
             claimed.append(_Claimed(delivery.id, delivery.channel, delivery.attempts, event.id, event.type,
                                     dict(event.payload or {}), event.created_at, delivery.endpoint_id,
@@ -252,7 +259,8 @@ def _send_webhook(item: _Claimed, now: datetime) -> tuple[bool, int | None, str]
                            timeout=float(setting("WEBHOOK_TIMEOUT_SECONDS"))) as response:
             answer = response.raw.read(ANSWER_LIMIT, decode_content=True).decode("utf-8", "replace")
             return 200 <= response.status_code < 300, response.status_code, answer
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        # (reading the body goes to urllib3 directly: a receiver stalling mid-body raises its ReadTimeoutError)
         return False, None, f"{type(exc).__name__}: {exc}"[:ANSWER_LIMIT]
 
 
@@ -301,20 +309,45 @@ def _release(item: _Claimed) -> None:
             delivery.next_attempt_at = utcnow()
 
 
+def claim_chunk(limit: int) -> int:
+    """How many deliveries to lease at a time: as many as can surely be sent before their lease ends
+    (each send may take up to twice the timeout: connecting, then reading), at least one."""
+    lease = float(setting("WEBHOOK_LEASE_SECONDS"))
+    per_send = 2 * float(setting("WEBHOOK_TIMEOUT_SECONDS"))
+    return max(1, min(limit, int(lease // per_send) if per_send > 0 else limit))
+
+
 def deliver(now: datetime | None = None, limit: int | None = None) -> DeliverResult:
-    """One run of the job: dispatch new events, then send the due deliveries (see module doc)."""
+    """One run of the job: dispatch new events, then send the due deliveries (see module doc).
+
+    Deliveries are leased in chunks that can be sent within their lease, so a slow receiver never lets
+    the lease of a waiting delivery run out (and another run send it too). Whatever goes wrong with one
+    delivery is booked as its failed attempt and the run goes on with the next.
+    """
     from . import mail
 
     result = DeliverResult()
     result.dispatched = dispatch()
     now = now or utcnow()
-    for item in _claim(now, int(limit or setting("WEBHOOK_BATCH"))):
-        if item.endpoint_id in result.disabled:
-            _release(item)  # disabled by this run: no more requests to it; the delivery waits
-            continue
-        if item.channel == WEBHOOK:
-            ok, status, answer = _send_webhook(item, utcnow())
-        else:
-            ok, status, answer = mail.send_notice(item.delivery_id, item.event_type, item.payload)
-        _book(item, ok, status, answer, utcnow(), result)
+    left = int(limit or setting("WEBHOOK_BATCH"))
+    seen: set[int] = set()  # each delivery is tried at most once a run, whatever clock the caller gives
+    while left > 0:
+        chunk = _claim(now, claim_chunk(left), seen)
+        if not chunk:
+            break
+        left -= len(chunk)
+        seen.update(item.delivery_id for item in chunk)
+        for item in chunk:
+            if item.endpoint_id in result.disabled:
+                _release(item)  # disabled by this run: no more requests to it; the delivery waits
+                continue
+            try:
+                if item.channel == WEBHOOK:
+                    ok, status, answer = _send_webhook(item, utcnow())
+                else:
+                    ok, status, answer = mail.send_notice(item.delivery_id, item.event_type, item.payload)
+            except Exception as exc:  # noqa: BLE001 - one delivery's fault must not stop the others
+                log.exception("delivery %s failed unexpectedly", item.delivery_id)
+                ok, status, answer = False, None, f"{type(exc).__name__}: {exc}"[:ANSWER_LIMIT]
+            _book(item, ok, status, answer, utcnow(), result)
     return result

@@ -72,6 +72,11 @@ def test_two_debits_at_once_never_overdraw(capp, payer):  # noqa: F811
     assert _balance(account_id) == Decimal("30.00") == _ledger_sum(account_id)
 
 
+def _once(admin, url: str) -> str:
+    """The one-time token of the form on the page at ``url``."""
+    return re.search(r'name="once" type="hidden" value="([^"]+)"', admin.get(url).get_data(as_text=True)).group(1)
+
+
 def test_account_page_form(admin, payer):  # noqa: F811
     url = f"/admin/accounts/{payer.account_id}"
     page = admin.get(url).get_data(as_text=True)
@@ -80,11 +85,29 @@ def test_account_page_form(admin, payer):  # noqa: F811
     refused = admin.post(url, data={"direction": "credit", "amount": "25", "reason": ""})
     assert refused.status_code == 400 and "the reason is kept in the ledger" in refused.get_data(as_text=True)
     assert _balance(payer.account_id) == 0
-    ok = admin.post(url, data={"direction": "credit", "amount": "1 025,50", "reason": "Bank transfer 17"})
+    ok = admin.post(url, data={"direction": "credit", "amount": "1 025,50", "reason": "Bank transfer 17",
+                               "once": _once(admin, url)})
     assert ok.status_code == 302
     page = admin.get(url).get_data(as_text=True)
     assert "corrected by 1 025.50 RUB" in page and "Bank transfer 17" in page and "Balance correction" in page
-    too_much = admin.post(url, data={"direction": "debit", "amount": "2000", "reason": "oops"})
+    too_much = admin.post(url, data={"direction": "debit", "amount": "2000", "reason": "oops", "once": _once(admin, url)})
     assert too_much.status_code == 400 and "cannot take more" in too_much.get_data(as_text=True)
     assert _balance(payer.account_id) == Decimal("1025.50")
     assert re.search(r'data-testid="balance">1 025.50 RUB<', admin.get(url).get_data(as_text=True))
+
+
+def test_account_page_correction_sent_twice_is_made_once(admin, payer):  # noqa: F811
+    url = f"/admin/accounts/{payer.account_id}"
+    form = {"direction": "credit", "amount": "100", "reason": "Bank transfer 18", "once": _once(admin, url)}
+    assert admin.post(url, data=form).status_code == 302
+    again = admin.post(url, data=form)  # a double click, or Back and submit again
+    assert again.status_code == 302 and again.headers["Location"].endswith(url)
+    assert "already made" in admin.get(url).get_data(as_text=True)
+    assert _balance(payer.account_id) == Decimal("100.00") == _ledger_sum(payer.account_id)
+    # a form without its token acts never
+    stale = admin.post(url, data={**form, "once": ""})
+    assert stale.status_code == 400 and "form expired" in stale.get_data(as_text=True)
+    assert _balance(payer.account_id) == Decimal("100.00")
+    # a fresh form acts again
+    assert admin.post(url, data={**form, "once": _once(admin, url)}).status_code == 302
+    assert _balance(payer.account_id) == Decimal("200.00") == _ledger_sum(payer.account_id)

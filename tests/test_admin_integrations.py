@@ -8,12 +8,25 @@ from billcore.db import db
 from billcore.models import ApiToken, WebhookEndpoint
 
 
+def _session_of(app, client) -> dict:
+    """The client's session as the app decodes it."""
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    return app.session_interface.get_signing_serializer(app).loads(cookie.value) if cookie else {}
+
+
 def test_admin_creates_a_token_shown_once_and_revokes_it(app, admin_client):
     page = admin_client.post("/admin/api-tokens", data={"name": "Panel", "scopes": ["read", "write"]})
     assert page.status_code == 201
     html = page.get_data(as_text=True)
     token = re.search(r"<code class=\"secret\">(bc_[A-Za-z0-9_-]+)</code>", html).group(1)
-    assert "Set-Cookie" not in page.headers or token not in page.headers.get("Set-Cookie", "")
+    # the session (a signed cookie, its data only encoded) never holds the token
+    for cookie in page.headers.getlist("Set-Cookie"):
+        name, _, value = cookie.split(";")[0].partition("=")
+        if name == app.config["SESSION_COOKIE_NAME"] and value:
+            data = app.session_interface.get_signing_serializer(app).loads(value)
+            assert token not in repr(data)
+    session = _session_of(app, admin_client)
+    assert session.get("_user_id") and token not in repr(session)  # a real, decoded session
     row = api_tokens.find_token(token)
     assert row.scopes == "read write" and row.created_by == "admin@test.example" and row.token_hash != token
     listing = admin_client.get("/admin/api-tokens").get_data(as_text=True)

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
+from sqlalchemy import func, select
+
 from billcore.db import db
-from billcore.models import Payment
+from billcore.models import Payment, Refund
 from billcore.payments import service
 from tests.test_admin_payments import _ids, _inpay, _paid, admin, method, payer  # noqa: F401
 from tests.test_checkout import app_config, capp  # noqa: F401
@@ -125,7 +127,7 @@ def test_csv_export_streams_the_filtered_set(capp, admin, payer, method):  # noq
 
 
 def test_refund_asks_first_with_amount_and_account(admin, payer, method):  # noqa: F811
-    from tests.test_admin_payments import _state
+    from tests.test_admin_payments import _state, refund_confirmed
 
     p = _paid(payer.account_id, method.id, "100.00")
     page = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30,50", "reason": "asked"})
@@ -135,7 +137,9 @@ def test_refund_asks_first_with_amount_and_account(admin, payer, method):  # noq
     assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))  # nothing refunded yet
     too_much = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "100.01"}, follow_redirects=True)
     assert "Enter an amount from 0.01 to 100.00" in too_much.get_data(as_text=True)
-    done = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30.50", "reason": "asked", "confirmed": "1"})
+    # the confirmation sends back the amount as read in the first step, and a token to be used once
+    assert '<input type="hidden" name="amount" value="30.50">' in html
+    done = refund_confirmed(admin, p.id, {"amount": "30,50", "reason": "asked"})
     assert done.status_code == 302 and _state(p.id)[1] == Decimal("30.50")
     detail = admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
     # states as words on badges, never the codes
@@ -186,3 +190,25 @@ def test_robokassa_options_and_receipt_choices_in_russian(admin):  # noqa: F811
     assert "Банковская карта (Visa, Mastercard, Maestro, Мир)" in html and "Банковские карты" in html
     assert ">Полный расчёт<" in html and ">Услуга<" in html  # 54-FZ attributes in words
     assert ">full_payment<" not in html and ">service<" not in html
+
+
+def test_refund_confirmed_twice_refunds_once(admin, payer, method):  # noqa: F811
+    from tests.test_admin_payments import _state
+
+    p = _paid(payer.account_id, method.id, "2000.00")
+    # an amount written with a space and a comma is read in the first step and confirmed as read
+    page = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "1 000,50", "reason": "asked"})
+    html = page.get_data(as_text=True)
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
+    assert form["amount"] == "1000.50" and form["confirmed"] == "1" and len(form["once"]) >= 16
+    done = admin.post(f"/admin/payments/{p.id}/refund", data=form)
+    assert done.status_code == 302 and _state(p.id)[1] == Decimal("1000.50")
+    # the same confirmation again (a double click, Back and confirm again): no second refund
+    again = admin.post(f"/admin/payments/{p.id}/refund", data=form, follow_redirects=True)
+    assert "already made" in again.get_data(as_text=True)
+    assert _state(p.id)[1] == Decimal("1000.50")
+    assert db.session.scalar(select(func.count()).select_from(Refund).where(Refund.payment_id == p.id)) == 1
+    # a confirmation without its token is only asked again, never acted on
+    asked = admin.post(f"/admin/payments/{p.id}/refund", data={**form, "amount": "10", "once": ""})
+    assert asked.status_code == 200 and 'data-testid="refund-confirm"' in asked.get_data(as_text=True)
+    assert _state(p.id)[1] == Decimal("1000.50")

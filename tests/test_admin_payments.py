@@ -55,6 +55,19 @@ def _paid(account_id: int, method_id: int, amount: str = "100.00") -> Payment:
     return p
 
 
+def refund_confirmed(admin, payment_id: int, data: dict, **kwargs):
+    """Ask for a refund, then send the confirmation page's form back as the admin's browser would."""
+    first = admin.post(f"/admin/payments/{payment_id}/refund", data=data)
+    if first.status_code != 200:
+        return first  # refused before the confirmation
+    page = first.get_data(as_text=True)
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    if csrf:
+        form["csrf_token"] = csrf.group(1)
+    return admin.post(f"/admin/payments/{payment_id}/refund", data=form, **kwargs)
+
+
 def _state(payment_id: int) -> tuple[str, Decimal, Decimal]:
     db.session.expire_all()
     p = db.session.get(Payment, payment_id)
@@ -217,7 +230,7 @@ def test_full_and_partial_refunds_bookkeeping(admin, payer, method):
     assert "refused" in r.get_data(as_text=True)
     assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
     # partial
-    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "30.50", "reason": "customer asked", "confirmed": "1"},
+    r = refund_confirmed(admin, p.id, {"amount": "30.50", "reason": "customer asked"},
                    follow_redirects=True)
     assert "The refund was made." in r.get_data(as_text=True)
     assert _state(p.id) == ("paid", Decimal("30.50"), Decimal("69.50"))
@@ -225,7 +238,7 @@ def test_full_and_partial_refunds_bookkeeping(admin, payer, method):
     assert (refund.status, refund.external_id, refund.actor, refund.reason) == (
         "finished", f"R{refund.id}", ADMIN[0], "customer asked")
     # the rest
-    admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "69.50", "confirmed": "1"})
+    refund_confirmed(admin, p.id, {"amount": "69.50"})
     assert _state(p.id) == ("returned", Decimal("100.00"), Decimal("0.00"))
     ledger = db.session.query(LedgerEntry).filter_by(account_id=payer.account_id).order_by(LedgerEntry.id).all()
     assert [(e.kind, e.amount, e.balance_after) for e in ledger] == [
@@ -242,7 +255,7 @@ def test_full_and_partial_refunds_bookkeeping(admin, payer, method):
 def test_failed_pending_and_unreachable_refunds(admin, payer, method):
     p = _paid(payer.account_id, method.id, "100.00")
     fake.REFUND["request"] = RefundResult(state="failed", info="card expired")
-    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "40", "confirmed": "1"}, follow_redirects=True)
+    r = refund_confirmed(admin, p.id, {"amount": "40"}, follow_redirects=True)
     assert "refused the refund" in r.get_data(as_text=True)
     assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
 
@@ -272,7 +285,7 @@ def test_refund_not_offered_when_method_disallows(admin, payer, capp):  # noqa: 
     method = add_paymethod("pmfakepay", {"secret": SECRET}, allow_refund=False)
     p = _paid(payer.account_id, method.id)
     assert 'data-testid="refund"' not in admin.get(f"/admin/payments/{p.id}").get_data(as_text=True)
-    admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "10", "confirmed": "1"})
+    refund_confirmed(admin, p.id, {"amount": "10"})
     assert _state(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
     with pytest.raises(service.RefundError):
         refunds.refund_payment(p.id, "10", ADMIN[0], None)
@@ -581,7 +594,7 @@ def test_refusals_name_statuses_by_their_labels(admin, payer, method):
     assert f"Payment {p.id} is “Paid”: it cannot become “Cancelled”." in text
     assert "cannot become cancelled" not in text
     _stuck_refund(p.id)
-    r = admin.post(f"/admin/payments/{p.id}/refund", data={"amount": "1", "confirmed": "1"}, follow_redirects=True)
+    r = refund_confirmed(admin, p.id, {"amount": "1"}, follow_redirects=True)
     flashed = " ".join(re.findall(r'<div class="flash[^>]*>(.*?)</div>', r.get_data(as_text=True), re.S))
     assert "“Refund pending”" in flashed and "pending_return" not in flashed
     r = admin.post(f"/admin/payments/{p.id}/mark-paid", data={"reason": "again"}, follow_redirects=True)

@@ -128,10 +128,9 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     db.session.rollback()  # a fresh snapshot: the server wrote meanwhile
     assert db.session.get(Account, account["id"]).balance == Decimal("100.00")
     notes = [e.note for e in db.session.query(LedgerEntry).filter_by(account_id=account["id"]).order_by(LedgerEntry.id)]
-    assert notes == ["goodwill", "correction"]  # the reason; who made it is in the history event
-    events = db.session.query(PaymentEvent).filter_by(kind="adjustment").order_by(PaymentEvent.id).all()
-    assert [(e.source, e.data["reason"], e.data["account_id"]) for e in events] == [
-        ("api:panel", "goodwill", account["id"]), ("api:panel", "correction", account["id"])]
+    assert notes == ["goodwill", "correction"]
+    history = db.session.query(PaymentEvent).filter(PaymentEvent.payment_id.is_(None)).order_by(PaymentEvent.id).all()
+    assert [(e.source, e.actor) for e in history] == [("api", "api:panel"), ("api", "api:panel")]
     page1 = call(live, tokens["read"], "GET", "/accounts", params={"limit": 1}).json()
     assert len(page1["items"]) == 1 and page1["next_before"] is None
     assert_problem(call(live, tokens["read"], "GET", "/accounts/2147483648"), 404)
@@ -180,6 +179,9 @@ def test_top_up_refund_and_filters(app, live, tokens):
     assert_problem(call(live, tokens["write"], "POST", f"/payments/{second['id']}/cancel", json={"reason": "x"}), 409)
     db.session.rollback()  # a fresh snapshot: the server wrote meanwhile
     assert db.session.get(Account, account.id).balance == Decimal("70.00")  # 100 - 40 + 10
+    refund_events = db.session.query(PaymentEvent).filter(PaymentEvent.payment_id == payment_id,
+                                                          PaymentEvent.kind.like("refund%")).all()
+    assert refund_events and {(e.source, e.actor) for e in refund_events} == {("api", "api:panel")}
     kinds = [e.type for e in db.session.query(OutboxEvent).order_by(OutboxEvent.id)]
     assert kinds == ["payment.paid", "refund.requested", "refund.finished", "payment.cancelled", "payment.paid"]
 
@@ -284,7 +286,77 @@ def test_a_server_error_frees_the_idempotency_key(app, live, tokens, monkeypatch
     headers = {"Idempotency-Key": "retry-me"}
     failed = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                   json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
-    assert_problem(failed, 500)
+    assert "nothing was changed" in assert_problem(failed, 500)["detail"]
     retried = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
                    json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
     assert retried.status_code == 201 and retried.json()["balance"] == "5.00" and len(calls) == 2
+
+
+def test_an_error_after_the_commit_keeps_the_key_so_a_retry_never_writes_twice(app, live, tokens, monkeypatch):
+    from billcore.api import views
+    from billcore.models import Payment
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 problem, not a traceback
+    account = _account()
+    method = add_paymethod("pmfakepay", name="Card")
+    # the payment is committed, then the module cannot start it: a 502 that names the payment, stored as
+    # the key's answer, so a retry gets the same payment and no second one
+    fake.MODE["start"] = "error"
+    headers = {"Idempotency-Key": "pay-1"}
+    body = {"account_id": account.id, "paymethod_id": method.id, "amount": "100.00"}
+    failed = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
+    problem = assert_problem(failed, 502)
+    fake.MODE["start"] = "get"
+    retried = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
+    assert retried.status_code == 502 and retried.json() == problem and retried.headers["Idempotent-Replayed"] == "true"
+    db.session.rollback()
+    assert [p.id for p in db.session.query(Payment).filter_by(account_id=account.id)] == [problem["payment_id"]]
+    # an unexpected error after the adjustment was committed: the answer is kept and says so
+    original = views.adjust_balance
+
+    def commits_then_fails(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("lost after the commit")
+
+    monkeypatch.setattr(views, "adjust_balance", commits_then_fails)
+    headers = {"Idempotency-Key": "adj-after-commit"}
+    failed = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                  json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    problem = assert_problem(failed, 500)
+    assert problem["type"] == "urn:billcore:problem:failed-after-write" and "nothing was changed" not in problem["detail"]
+    monkeypatch.setattr(views, "adjust_balance", original)
+    retried = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                   json={"amount": "5.00", "reason": "r"}, headers=dict(headers))
+    assert retried.status_code == 500 and retried.json() == problem
+    db.session.rollback()
+    assert db.session.get(Account, account.id).balance == Decimal("5.00")
+
+
+def test_payment_filters_are_bounded_and_text_with_control_characters_is_refused(app, live, tokens):
+    account = _account()
+    method = add_paymethod("pmfakepay", name="Card")
+    for params in ({"date_to": "9999-12-31"}, {"date_from": "0001-01-01"}, {"date_from": "2026-02-30"},
+                   {"amount_min": "1e3"}):
+        assert "errors" in assert_problem(call(live, tokens["read"], "GET", "/payments", params=params), 422), params
+    widest = call(live, tokens["read"], "GET", "/payments", params={"date_from": "1900-01-01", "date_to": "9998-12-31",
+                                                                    "amount_min": "0", "amount_max": "999999999999.99"})
+    assert widest.status_code == 200, widest.text
+    paid = service.create_payment(account.id, method.id, "10.00", source="test")
+    service.set_paid(paid.id, amount=Decimal("10.00"), currency="RUB", source="test")
+    writes = [("/accounts", {"name": "bad\x00name", "currency": "RUB"}),
+              (f"/accounts/{account.id}/adjustments", {"amount": "1.00", "reason": "nul\x00"}),
+              (f"/accounts/{account.id}/adjustments", {"amount": "1.00", "reason": "bell\x07"}),
+              ("/payments", {"account_id": account.id, "paymethod_id": method.id, "amount": "1.00",
+                             "description": "a\x00b"}),
+              (f"/payments/{paid.id}/refunds", {"amount": "1.00", "reason": "\x00"}),
+              (f"/payments/{paid.id}/cancel", {"reason": "x\x00"})]
+    for path, body in writes:
+        problem = assert_problem(call(live, tokens["write"], "POST", path, json=body), 422)
+        assert "control characters" in str(problem["errors"]), path
+    # line breaks are fine in a reason, not in a name
+    multiline = call(live, tokens["write"], "POST", f"/accounts/{account.id}/adjustments",
+                     json={"amount": "1.00", "reason": "first line\nsecond line"})
+    assert multiline.status_code == 201, multiline.text
+    assert_problem(call(live, tokens["write"], "POST", "/accounts", json={"name": "two\nlines", "currency": "RUB"}), 422)
+    db.session.rollback()
+    assert db.session.get(Account, account.id).balance == Decimal("11.00")  # 10 paid + 1 adjusted, nothing else

@@ -340,3 +340,17 @@ def test_an_unreachable_limit_storage_does_not_break_logins(tmp_path, app):
     create_client(*CLIENT)
     for expected in (401, 401, 429):
         assert login(broken.test_client(), CLIENT[0], "wrong-password-1").status_code == expected
+
+
+def test_a_429_under_the_api_is_a_problem_and_leaves_the_session_alone(app):
+    from flask import session
+    from werkzeug.exceptions import TooManyRequests
+
+    with app.test_request_context("/api/v1/accounts"):
+        response = app.make_response(app.handle_user_exception(TooManyRequests()))
+        assert response.status_code == 429 and response.mimetype == "application/problem+json"
+        assert response.get_json()["status"] == 429 and "<html" not in response.get_data(as_text=True)
+        assert not session.modified and "_flashes" not in session
+    with app.test_request_context("/login"):  # the pages keep the login page with its message
+        response = app.make_response(app.handle_user_exception(TooManyRequests()))
+        assert response.status_code == 429 and "Too many failed login attempts" in response.get_data(as_text=True)

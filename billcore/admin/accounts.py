@@ -9,14 +9,14 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import RadioField, StringField
+from wtforms import HiddenField, RadioField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length
 
 from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, User
 from ..payments.adjustments import MAX_REASON, AdjustmentError, adjust_balance
-from . import bp
+from . import bp, once
 from .. import filters
 from ..args import MAX_ID, row_id
 
@@ -63,6 +63,8 @@ class AdjustForm(FlaskForm):
                          render_kw={"inputmode": "decimal", "autocomplete": "off"})
     reason = StringField(_l("Reason"), validators=[DataRequired(_l("Say why: the reason is kept in the ledger.")),
                                                    Length(max=MAX_REASON)])
+    # a one-time token (see admin.once): the same form sent twice corrects the balance once
+    once = HiddenField(validators=[Length(max=once.MAX_TOKEN)])
 
 
 @bp.route("/accounts/<int:account_id>", methods=["GET", "POST"])
@@ -74,7 +76,13 @@ def account(account_id: int):
         abort(404)
     form = AdjustForm()
     status = 200
-    if form.validate_on_submit():
+    if form.validate_on_submit() and once.used(form.once.data):
+        flash(_("This correction was already made; the balance was not changed again."), "info")
+        return redirect(once.used(form.once.data))
+    if form.is_submitted() and not form.once.data:
+        form.amount.errors.append(_("The form expired; please submit it again."))
+        status = 400
+    elif form.validate_on_submit():
         try:
             value = Decimal(form.amount.data.replace(",", ".").replace(" ", "").replace("\u00a0", ""))
             if value <= 0:
@@ -90,6 +98,7 @@ def account(account_id: int):
             else:
                 from ..templating import money
 
+                once.remember(form.once.data, url_for(".account", account_id=item.id))
                 flash(_("The balance was corrected by %(amount)s; it is now %(balance)s.",
                         amount=money(done.amount, done.currency), balance=money(done.balance_after, done.currency)),
                       "success")
@@ -97,6 +106,7 @@ def account(account_id: int):
         status = 400
     elif request.method == "POST":
         status = 400
+    form.once.data = once.new_token()  # every form shown can be sent once
     db.session.expire_all()
     item = db.session.get(Account, account_id)
     users = db.session.execute(select(User).where(User.account_id == item.id).order_by(User.id)).scalars().all()

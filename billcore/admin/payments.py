@@ -34,7 +34,7 @@ from ..payments import polling, refunds, service
 from ..payments.messages import error_text
 from ..paymodule import FEATURE_REFUND
 from ..plugins import get_registry
-from . import bp
+from . import bp, once
 from .. import filters as parse
 from ..args import row_id
 
@@ -330,6 +330,8 @@ class RefundForm(FlaskForm):
     reason = StringField(_l("Reason"), validators=[Length(max=500)])
     # set by the confirmation page: the admin saw the amount, the account and the balance after
     confirmed = HiddenField()
+    # the confirmation page's one-time token (see admin.once): the same confirmation sent twice refunds once
+    once = HiddenField(validators=[Length(max=once.MAX_TOKEN)])
 
 
 class ReasonForm(FlaskForm):
@@ -426,26 +428,33 @@ def payment_refund(payment_id: int):
     if not form.validate_on_submit():
         flash(_("Enter the amount to refund."), "error")
         return redirect(url_for(".payment", payment_id=item.id))
-    if form.confirmed.data != "1":
-        # first the confirmation: what is refunded, from which account, and the balance afterwards
-        text = form.amount.data.strip().replace(",", ".").replace(" ", "").replace("\u00a0", "")
-        try:
-            value = Decimal(text)
-            if not value.is_finite() or value <= 0 or value > item.refundable:
-                raise InvalidOperation
-        except InvalidOperation:
-            flash(_("The refund was refused: %(error)s",
-                    error=_("Enter an amount from 0.01 to %(amount)s.", amount=item.refundable)), "error")
-            return redirect(url_for(".payment", payment_id=item.id))
+    if form.confirmed.data == "1" and once.used(form.once.data):
+        flash(_("This refund was already made; nothing was refunded again."), "info")
+        return redirect(once.used(form.once.data))
+    text = form.amount.data.strip().replace(",", ".").replace(" ", "").replace("\u00a0", "")
+    try:
+        value = Decimal(text)
+        if not value.is_finite() or value <= 0 or value > item.refundable:
+            raise InvalidOperation
+    except InvalidOperation:
+        flash(_("The refund was refused: %(error)s",
+                error=_("Enter an amount from 0.01 to %(amount)s.", amount=item.refundable)), "error")
+        return redirect(url_for(".payment", payment_id=item.id))
+    if form.confirmed.data != "1" or not form.once.data:
+        # first the confirmation: what is refunded, from which account, and the balance afterwards; it
+        # posts back the amount as read here (``1 000,50`` becomes ``1000.50``) and a one-time token
         form.confirmed.data = "1"
+        form.amount.data = str(value)
+        form.once.data = once.new_token()
         return render_template("admin/payments/refund_confirm.html", payment=item, form=form, amount=value,
                                balance_after=item.account.balance - value)
     try:
-        result = refunds.refund_payment(item.id, form.amount.data.strip().replace(",", "."), _actor(),
-                                        form.reason.data or None)
+        result = refunds.refund_payment(item.id, value, _actor(), form.reason.data or None)
     except service.PaymentError as exc:
         flash(_("The refund was refused: %(error)s", error=error_text(exc)), "error")
         return redirect(url_for(".payment", payment_id=item.id))
+    # a refund is on record from here on, whatever the gateway said: the same confirmation never makes another
+    once.remember(form.once.data, url_for(".payment", payment_id=item.id))
     if result.state == "pending" and not db.session.get(Refund, result.refund_id).external_id:
         flash(_("The gateway did not confirm the refund; it stays requested and the amount stays held. %(info)s",
                 info=result.info), "warning")

@@ -74,7 +74,12 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(InternalServerError)
     def _server_error(error: InternalServerError):
         if problems.is_api_request():
+            from . import idempotency
+
             app.logger.error("API error on %s", request.path, exc_info=error.original_exception)
-            return problems.problem_response(500, "The server could not answer; nothing is known to have "
-                                                  "changed. Retry with the same Idempotency-Key.")
+            idempotency.mark_unhandled()
+            if idempotency.can_retry():
+                return problems.problem_response(500, "The server could not answer and nothing was changed. "
+                                                      "Retry with the same Idempotency-Key.")
+            return problems.problem_response(500, idempotency.FAILED_AFTER_WRITE, code="failed-after-write")
         return error

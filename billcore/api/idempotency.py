@@ -2,8 +2,10 @@
 
 The key is claimed (a row without an answer) in its own transaction before the write runs, so two
 requests with one key never both run: the second gets 409 while the first is under way, then the first
-one's answer. A repeat with another method, path or body is refused (422). A server error frees the key
-(nothing is known to have changed, so a retry must be able to run). Rows live
+one's answer. A repeat with another method, path or body is refused (422). Every answer the API gives on
+purpose is stored, errors too (a 502 that names the payment it created is replayed, never a second
+payment). Only an unexpected error (an exception no view handled) frees the key, and only when no write
+was committed during the request: then nothing changed and a retry must be able to run. Rows live
 ``IDEMPOTENCY_TTL_HOURS`` (default 24) and are purged as new keys are claimed.
 """
 from __future__ import annotations
@@ -18,13 +20,17 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db import db
 from ..models import ApiIdempotency, utcnow
-from .problems import PROBLEM_TYPE, Problem
+from ..payments.service import committed_in_request
+from .problems import PROBLEM_TYPE, Problem, problem_response
 
 HEADER = "Idempotency-Key"
 MAX_KEY = 255
 KEY_PATTERN = r"^[!-~]{1,255}$"  # visible ASCII: what a header carries unchanged everywhere
 _KEY = re.compile(KEY_PATTERN)
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+UNHANDLED_FLAG = "api_unhandled_error"  # set by the API's 500 handler: the answer was not given on purpose
+FAILED_AFTER_WRITE = ("The server failed after a change was saved. This Idempotency-Key keeps this answer: "
+                      "look the result up before sending a new request.")
 PARAMETER = {"in": "header", "name": HEADER, "required": False,
              "description": "Any unique text (e.g. a UUID): a repeat of the request with the same key gets "
                             "the first answer again instead of doing the write twice.",
@@ -74,15 +80,25 @@ def before_write(token_id: int) -> Response | None:
     return response
 
 
+def mark_unhandled() -> None:
+    """Note that the request's answer is an unexpected server error, not one the API gives on purpose."""
+    g.setdefault(UNHANDLED_FLAG, True)
+
+
+def can_retry() -> bool:
+    """True when the request ended in an unexpected error before any write was committed."""
+    return not committed_in_request()
+
+
 def after_write(response: Response) -> Response:
-    """Store the first answer for the claimed key (or free the key after a server error)."""
+    """Store the answer for the claimed key, or free the key after an unexpected error that changed nothing."""
     claim = g.pop("idempotency", None)
     if claim is None:
         return response
     token_id, key = claim
     where = (ApiIdempotency.token_id == token_id, ApiIdempotency.key == key)
     with db.engine.begin() as conn:
-        if response.status_code >= 500:
+        if g.get(UNHANDLED_FLAG) and can_retry():
             conn.execute(delete(ApiIdempotency).where(*where))
         else:
             conn.execute(update(ApiIdempotency).where(*where).values(
@@ -91,11 +107,16 @@ def after_write(response: Response) -> Response:
 
 
 def free_unanswered() -> None:
-    """Free a key whose request ended without an answer being stored (an exception that escaped)."""
+    """A request ended without its answer stored (an exception escaped every handler): free its key when
+    nothing was committed, else keep a server error as the key's answer so a retry never writes twice."""
     claim = g.pop("idempotency", None)
     if claim is None:
         return
     token_id, key = claim
+    where = (ApiIdempotency.token_id == token_id, ApiIdempotency.key == key, ApiIdempotency.status_code.is_(None))
     with db.engine.begin() as conn:
-        conn.execute(delete(ApiIdempotency).where(ApiIdempotency.token_id == token_id, ApiIdempotency.key == key,
-                                                  ApiIdempotency.status_code.is_(None)))
+        if can_retry():
+            conn.execute(delete(ApiIdempotency).where(*where))
+        else:
+            body = problem_response(500, FAILED_AFTER_WRITE, code="failed-after-write").get_data(as_text=True)
+            conn.execute(update(ApiIdempotency).where(*where).values(status_code=500, body=body))

@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from .. import filters
 from ..args import MAX_ID
 from ..models import Status
 from ..money import CURRENCIES, MAX_AMOUNT
@@ -16,8 +17,6 @@ AMOUNT_PATTERN = r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"
 NONZERO_PATTERN = rf"^-?{_NONZERO}$"  # an adjustment: a credit or a debit, never zero
 POSITIVE_PATTERN = rf"^{_NONZERO}$"  # a payment's or a refund's amount
 FILTER_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"  # a bound of the amount filter
-# the same rule in Python and in the document's (ECMA) regex, whose \s is not Python's
-TEXT = validate.Regexp(r"^[ \t\r\n]*[^ \t\r\n]", error="must not be blank")  # a reason someone has to read
 Id = lambda **kw: fields.Integer(validate=validate.Range(1, MAX_ID), **kw)  # noqa: E731
 
 
@@ -44,6 +43,70 @@ class Money(fields.String):
         return amount
 
 
+# the characters filters.has_control_characters finds, as a regex class (ECMA and Python alike); in
+# multi-line text tab, line feed and carriage return are allowed
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+_CONTROL_MULTILINE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029"
+
+
+class Text(fields.String):
+    """Text from a client: control characters are refused (PostgreSQL cannot store NUL in text, and none
+    belongs in a name or a reason); ``multiline`` text may hold tabs and line breaks; ``not_blank`` text
+    must have something besides white space. The document's ``pattern`` states the same rule."""
+
+    def __init__(self, *, multiline: bool = False, not_blank: bool = False, **kwargs):
+        self.multiline = multiline
+        bad = _CONTROL_MULTILINE if multiline else _CONTROL
+        pattern = rf"^[ \t\r\n]*[^ \t\r\n{bad}][^{bad}]*$" if not_blank else rf"^[^{bad}]*$"
+        validators = list(kwargs.pop("validate", None) or [])
+        if not_blank:
+            validators.append(validate.Regexp(pattern, error="must not be blank"))
+        super().__init__(validate=validators, metadata={"pattern": pattern, **kwargs.pop("metadata", {})}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        checked = text.translate({9: None, 10: None, 13: None}) if self.multiline else text
+        if filters.has_control_characters(checked):
+            raise ma.ValidationError("must not contain control characters")
+        return text
+
+
+# the years filters.day takes (1900 to 9998), for the document
+DAY_PATTERN = r"^(19[0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-[0-9]{2}-[0-9]{2}$"
+
+
+class Day(fields.Date):
+    """A day of a filter, read by :func:`billcore.filters.day` (bounded so that the next day exists)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"pattern": DAY_PATTERN, **kwargs.pop("metadata", {})}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ma.ValidationError("a day such as \"2026-12-02\"")
+        try:
+            day = filters.day(value)
+        except filters.BadFilter:
+            raise ma.ValidationError(f"a day from {filters.FIRST_DAY} to {filters.LAST_DAY}") from None
+        if day is None:
+            raise ma.ValidationError("a day such as \"2026-12-02\"")
+        return day
+
+
+class FilterAmount(Money):
+    """A bound of an amount filter, read by :func:`billcore.filters.amount` after the pattern."""
+
+    def __init__(self, **kwargs):
+        super().__init__(FILTER_PATTERN, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        super()._deserialize(value, attr, data, **kwargs)  # the documented shape
+        try:
+            return filters.amount(value)
+        except filters.BadFilter:
+            raise ma.ValidationError("not a decimal amount") from None
+
+
 class Base(ma.Schema):
     """Unknown fields in a request are an error, not silently dropped."""
 
@@ -63,7 +126,7 @@ class ProblemSchema(ma.Schema):
 
 class AccountSchema(Base):
     id = fields.Integer(dump_only=True)
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = Text(required=True, validate=[validate.Length(1, 200)])
     currency = fields.String(required=True, validate=validate.OneOf(sorted(CURRENCIES)))
     balance = Money(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
@@ -71,7 +134,7 @@ class AccountSchema(Base):
 
 class AdjustmentSchema(Base):
     amount = Money(NONZERO_PATTERN, required=True, metadata={"description": "Positive: credit; negative: debit"})
-    reason = fields.String(required=True, validate=[validate.Length(1, MAX_REASON), TEXT])
+    reason = Text(multiline=True, not_blank=True, required=True, validate=[validate.Length(1, MAX_REASON)])
 
 
 class AdjustmentResultSchema(Base):
@@ -95,10 +158,10 @@ class PaymentQuery(ListQuery):
     status = fields.String(validate=validate.OneOf([s.value for s in Status]))
     paymethod_id = Id()
     account_id = Id()
-    date_from = fields.Date()
-    date_to = fields.Date()
-    amount_min = Money(FILTER_PATTERN)
-    amount_max = Money(FILTER_PATTERN)
+    date_from = Day()
+    date_to = Day()
+    amount_min = FilterAmount()
+    amount_max = FilterAmount()
 
 
 class PaymentSchema(Base):
@@ -152,7 +215,7 @@ class TopUpSchema(Base):
     account_id = Id(required=True)
     paymethod_id = Id(required=True)
     amount = Money(POSITIVE_PATTERN, required=True)
-    description = fields.String(validate=validate.Length(max=255))
+    description = Text(validate=[validate.Length(max=255)])
 
 
 class TopUpResultSchema(Base):
@@ -164,7 +227,7 @@ class TopUpResultSchema(Base):
 
 class RefundRequestSchema(Base):
     amount = Money(POSITIVE_PATTERN, required=True)
-    reason = fields.String(validate=validate.Length(max=500))
+    reason = Text(multiline=True, validate=[validate.Length(max=500)])
 
 
 class RefundResultSchema(Base):
@@ -174,7 +237,7 @@ class RefundResultSchema(Base):
 
 
 class ReasonSchema(Base):
-    reason = fields.String(required=True, validate=[validate.Length(1, 500), TEXT])
+    reason = Text(multiline=True, not_blank=True, required=True, validate=[validate.Length(1, 500)])
 
 
 class OutcomeSchema(Base):

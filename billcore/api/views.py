@@ -118,6 +118,7 @@ def accounts_create(data):
     account = Account(name=data["name"].strip() or data["name"], currency=currency, balance=Decimal("0.00"))
     db.session.add(account)
     db.session.commit()
+    service.mark_committed()
     return account
 
 
@@ -136,7 +137,7 @@ def accounts_adjust(data, account_id):
     """Credit (positive amount) or debit (negative) the balance by hand, with a reason."""
     _get(Account, account_id)
     try:
-        done = adjust_balance(account_id, data["amount"], reason=data["reason"], source=g.api_actor)
+        done = adjust_balance(account_id, data["amount"], reason=data["reason"], source="api", actor=g.api_actor)
     except AdjustmentError as exc:
         raise refused(exc, 409, "adjustment-refused") from None
     return done
@@ -217,7 +218,7 @@ def payments_refund(data, payment_id):
     """Refund all or part of a paid payment through its gateway."""
     _get(Payment, payment_id)
     result = _payment_or_refusal(lambda: refunds.refund_payment(payment_id, data["amount"], g.api_actor,
-                                                                data.get("reason") or None))
+                                                                data.get("reason") or None, source="api"))
     db.session.expire_all()
     return {"refund": db.session.get(Refund, result.refund_id), "state": result.state, "info": result.info}
 
@@ -270,6 +271,7 @@ def paymethods_show(method_id):
 def _set_active(method_id: int, active: bool):
     method = _get(PaymentMethod, method_id)
     set_active(method, active)
+    service.mark_committed()
     return method
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import current_app, g, has_app_context, has_request_context
 from flask_babel import gettext as _
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
@@ -126,6 +126,7 @@ def write_transaction() -> Iterator[Session]:
             except BaseException:
                 session.rollback()
                 raise
+            mark_committed()
     finally:
         # also after a refusal: the caller usually looks at the payment again to see why
         _end_request_snapshot()
@@ -143,8 +144,24 @@ def write_connection() -> Iterator[Connection]:
             conn.execution_options(billcore_write=True)
             with conn.begin():
                 yield conn
+            mark_committed()
     finally:
         _end_request_snapshot()
+
+
+COMMITTED_FLAG = "billcore_write_committed"
+
+
+def mark_committed() -> None:
+    """Note on the request that a write was committed: an error after it must not look like "nothing
+    changed" (the API then keeps the Idempotency-Key's answer instead of freeing the key for a retry)."""
+    if has_request_context():
+        setattr(g, COMMITTED_FLAG, True)
+
+
+def committed_in_request() -> bool:
+    """True when a write was committed during the current request."""
+    return bool(has_request_context() and g.get(COMMITTED_FLAG))
 
 
 def _end_request_snapshot() -> None:
