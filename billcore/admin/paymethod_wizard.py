@@ -18,9 +18,9 @@ from sqlalchemy import delete
 from ..auth import admin_required
 from ..crypto import decrypt_json, encrypt_json
 from ..db import db
-from ..forms_paymethod import allowed_currencies, blank_secret_fields, make_integration_form, make_method_form
+from ..paymethods.forms import allowed_currencies, blank_secret_fields, make_integration_form, make_method_form
 from ..models import PaymethodDraft, utcnow
-from ..paymethod_service import create_paymethod, integration_values, next_sort_order, validate_integration, validate_method
+from ..paymethods.service import create_paymethod, integration_values, next_sort_order, validate_integration, validate_method
 from ..paymethods import split_settings
 from ..plugins import get_registry
 from . import bp

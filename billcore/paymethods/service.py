@@ -11,13 +11,13 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 
-from .db import db
-from .forms_paymethod import allowed_currencies, setting_fields
-from .models import Payment, PaymentMethod
-from .money import CURRENCIES, MoneyError, parse_amount
-from .paymethods import store_settings
-from .paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
-from .plugins import get_registry
+from ..db import db
+from .forms import allowed_currencies, setting_fields
+from ..models import Payment, PaymentMethod
+from ..money import CURRENCIES, MoneyError, parse_amount
+from . import store_settings
+from ..paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
+from ..plugins import get_registry
 
 # commission_percent is stored as Numeric(7, 4).
 PERCENT_PLACES = 4
