@@ -35,7 +35,7 @@ def purge_expired_drafts() -> int:
     """Delete every expired draft (done opportunistically whenever the wizard is used)."""
     result = db.session.execute(delete(PaymethodDraft).where(PaymethodDraft.expires_at < utcnow()))
     db.session.commit()
-    return result.rowcount or 0
+    return result.rowcount or 0  # type: ignore[attr-defined]  # a DELETE's CursorResult
 
 
 def _load_draft(draft_id: str) -> PaymethodDraft | None:

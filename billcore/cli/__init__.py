@@ -180,7 +180,7 @@ def demo_command() -> None:
     for (email, password), make in ((DEMO_ADMIN, create_admin), (DEMO_CLIENT, create_client)):
         if find_user(email) is None:
             make(email, password)
-    get_registry().broadcast("billcore_demo", app=current_app._get_current_object())
+    get_registry().broadcast("billcore_demo", app=current_app._get_current_object())  # type: ignore[attr-defined]
     click.echo("Demo ready. Log in at /login as:")
     click.echo(f"  admin:  {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}")
     click.echo(f"  client: {DEMO_CLIENT[0]} / {DEMO_CLIENT[1]}")

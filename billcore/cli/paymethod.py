@@ -79,7 +79,7 @@ def _integration_formdata(key: str, pairs: tuple[str, ...], secrets: tuple[str, 
     with ``--set`` is refused."""
     form = make_integration_form(key, None, formdata=None, csrf=False)
     fields = {f.name: f for f in form if f.type not in ("CSRFTokenField", "SubmitField")}
-    data = MultiDict()
+    data: MultiDict[str, str] = MultiDict()
     errors: dict[str, list[str]] = {}
     for name in secrets:
         field = fields.get(name)

@@ -252,7 +252,7 @@ def payment_count(method_id: int) -> int:
 def payment_counts() -> dict[int, int]:
     """Payments per method id."""
     rows = db.session.execute(select(Payment.paymethod_id, func.count()).group_by(Payment.paymethod_id)).all()
-    return {pid: n for pid, n in rows}
+    return dict(rows)
 
 
 def set_active(method: PaymentMethod, active: bool) -> None:

@@ -175,7 +175,8 @@ def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMeth
 
 
 @hookimpl
-def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod,
+                           settings: dict[str, Any]) -> GatewayStatus | None:
     """Ask the gateway about one payment (BILLmanager's ``checkpay``).
 
     When: ``flask --app billcore payments check`` (cron) for ``inpay`` payments, and the admin's "check
