@@ -32,18 +32,18 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
-from . import outbox
-from .db import db
-from .gateway_pool import release_read_transaction, run_each, workers_for
-from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
+from .. import outbox
+from ..db import db
+from ..gateway_pool import release_read_transaction, run_each, workers_for
+from ..models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
                      utcnow)
-from .money import MoneyError, commission, parse_amount
-from .paymethods import full_settings
-from .paymodule import FEATURE_RECURRING, ChargeResult
-from .states import ChargeState, ChargeStatus, ProfileStatus
-from .payments import service
-from .payments.service import write_transaction
-from .plugins import get_registry
+from ..money import MoneyError, commission, parse_amount
+from ..paymethods import full_settings
+from ..paymodule import FEATURE_RECURRING, ChargeResult
+from ..states import ChargeState, ChargeStatus, ProfileStatus
+from ..payments import service
+from ..payments.service import write_transaction
+from ..plugins import get_registry
 
 log = logging.getLogger(__name__)
 
