@@ -50,6 +50,7 @@ setup(
         "flask-smorest>=0.46,<0.48",
         "marshmallow>=3.22,<5",
         "standardwebhooks>=1.0,<2",
+        "pycryptodome>=3.19,<4",  # RIPEMD-160 for pmrobokassa (OpenSSL 3 builds often lack it)
     ],
     extras_require={
         "test": [
@@ -61,6 +62,9 @@ setup(
             "build>=1.0,<2",
             "schemathesis>=4.0,<5",
             "aiosmtpd>=1.4,<2",
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<3",
+            "types-requests>=2.31,<3",
         ],
     },
     entry_points={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.numbers import format_currency, format_decimal
@@ -13,6 +14,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from .money import format_amount
+from .states import RefundStatus
 
 STATUS_LABELS = {
     "new": _l("New"),
@@ -24,9 +26,10 @@ STATUS_LABELS = {
     "pending_return": _l("Refund pending"),
     "returned": _l("Refunded"),
 }
-REFUND_LABELS = {"requested": _l("Refund requested"), "finished": _l("Refund done"), "failed": _l("Refund failed")}
+REFUND_LABELS: dict[str, Any] = {RefundStatus.REQUESTED: _l("Refund requested"), RefundStatus.FINISHED: _l("Refund done"),
+                 RefundStatus.FAILED: _l("Refund failed")}
 # a badge's colour class for each refund state (the payment statuses have their own)
-REFUND_BADGES = {"requested": "inpay", "finished": "paid", "failed": "fraud"}
+REFUND_BADGES: dict[str, str] = {RefundStatus.REQUESTED: "inpay", RefundStatus.FINISHED: "paid", RefundStatus.FAILED: "fraud"}
 EVENT_LABELS = {
     "created": _l("Created"),
     "redirect": _l("Sent to the payment system"),
@@ -79,7 +82,7 @@ def money(amount: Decimal | None, currency: str) -> str:
     whole, _, frac = text.partition(".")
     sign = "-" if whole.startswith("-") else ""
     whole = whole.lstrip("-")
-    groups = []
+    groups: list[str] = []
     while whole:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]
@@ -167,7 +170,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["dt"] = datetime_text
     app.jinja_env.globals.update(status_label=status_label, refund_label=refund_label, event_label=event_label,
-                                 ledger_label=ledger_label, ledger_note=ledger_note, refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
+                                 ledger_label=ledger_label, ledger_note=ledger_note,
+                                 refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
 
     def _nav(entries):
         return lambda: [(e, label) for e, label in entries if e in current_app.view_functions]

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billcore import recurring
 from billcore.accounts import create_admin, create_client
-from billcore.cli_payments import cancel_expired_payments
+from billcore.cli.payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
 from billcore.payments import polling, service
@@ -777,7 +777,7 @@ def test_someone_elses_payment_is_not_found(app, client_user, other_client_user)
 
 def test_recurring_pages_share_the_checkout_owner_lookup(app, client_user):
     """One owner-only payment lookup for the client area: the recurring pages use the checkout's."""
-    from billcore import recurring_views
+    from billcore.recurring import views as recurring_views
     from billcore.checkout import access
     from billcore.checkout import views as checkout_views
     assert recurring_views.own_payment is access.own_payment is checkout_views.own_payment

@@ -9,6 +9,7 @@ from marshmallow import fields, validate
 from .. import filters
 from ..args import MAX_ID
 from ..models import Status
+from ..states import ProfileStatus
 from ..money import CURRENCIES, MAX_AMOUNT
 from ..payments.adjustments import MAX_REASON
 
@@ -266,7 +267,7 @@ class PaymethodListSchema(Base):
 
 
 class ProfileQuery(ListQuery):
-    status = fields.String(validate=validate.OneOf(["active", "suspended", "cancelled"]))
+    status = fields.String(validate=validate.OneOf([s.value for s in ProfileStatus]))
 
 
 class ProfileSchema(Base):

@@ -23,8 +23,8 @@ from flask_babel import gettext as _
 
 from billcore import hookimpl
 from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURE_TEST_MODE,
-                                ChargeResult, GatewaySetup, GatewayStatus, ModuleInfo, RefundResult, SetupItem,
-                                StartAction)
+                                ChargeResult, ChargeState, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo,
+                                RefundResult, RefundState, SetupItem, StartAction)
 
 from . import gateway
 from .forms import IntegrationForm, validate_settings
@@ -175,7 +175,8 @@ def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMeth
 
 
 @hookimpl
-def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod,
+                           settings: dict[str, Any]) -> GatewayStatus | None:
     """Ask the gateway about one payment (BILLmanager's ``checkpay``).
 
     When: ``flask --app billcore payments check`` (cron) for ``inpay`` payments, and the admin's "check
@@ -186,13 +187,13 @@ def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMeth
         return None
     op = gateway.find_operation(str(settings.get("merchant_id") or ""), payment.id)
     if op is None:
-        return GatewayStatus("pending", info="the gateway has no operation for this payment")
+        return GatewayStatus(GatewayState.PENDING, info="the gateway has no operation for this payment")
     if op["state"] == gateway.PAID:
-        return GatewayStatus("paid", amount=Decimal(op["amount"]), currency=op["currency"],
+        return GatewayStatus(GatewayState.PAID, amount=Decimal(op["amount"]), currency=op["currency"],
                              external_id=op["op_id"], data={"op_id": op["op_id"]})
     if op["state"] == gateway.FAILED:
-        return GatewayStatus("cancelled", external_id=op["op_id"], info="the gateway reports a failure")
-    return GatewayStatus("pending", external_id=op["op_id"], info="the client has not paid yet")
+        return GatewayStatus(GatewayState.CANCELLED, external_id=op["op_id"], info="the gateway reports a failure")
+    return GatewayStatus(GatewayState.PENDING, external_id=op["op_id"], info="the client has not paid yet")
 
 
 # --- refunds ---------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMeth
         return None
     found = gateway.find_refund(refund.external_id or "")
     if found is None:
-        return RefundResult("pending", external_id=refund.external_id, info="unknown at the gateway")
+        return RefundResult(RefundState.PENDING, external_id=refund.external_id, info="unknown at the gateway")
     return RefundResult(found["state"], external_id=found["refund_id"], info=found["info"])
 
 
@@ -244,9 +245,9 @@ def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, pa
         return None
     op = gateway.charge(str(settings.get("merchant_id") or ""), parent.id, payment.id,
                         str(payment.total), payment.currency)
-    state = "paid" if op["state"] == gateway.PAID else "failed"
+    state = ChargeState.PAID if op["state"] == gateway.PAID else ChargeState.FAILED
     return ChargeResult(state, external_id=op["op_id"],
-                        info="" if state == "paid" else "the parent payment is not paid at the gateway",
+                        info="" if state == ChargeState.PAID else "the parent payment is not paid at the gateway",
                         data={"amount": op["amount"], "currency": op["currency"]})
 
 
