@@ -143,6 +143,9 @@ def _describe(pm: pluggy.PluginManager, module: ModuleType, key: str) -> ModuleI
         raise TypeError("billcore_module_info must return a ModuleInfo")
     if info.key != key:
         raise ValueError(f"module describes itself as {info.key!r} but is registered as {key!r}")
+    from .gateway import check_api_version  # the public module imports this one
+
+    check_api_version(info.api_version)
     unknown = set(info.features) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}")
