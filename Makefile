@@ -53,8 +53,10 @@ chromium:
 # Tests run in parallel processes (pytest-xdist): TEST_WORKERS=auto is one per CPU, TEST_WORKERS=0 runs
 # them in this process. --dist loadgroup keeps tests of one xdist_group (the wheel builds) together.
 TEST_WORKERS ?= auto
+# PYTEST_STATUS=FILE keeps pytest's own exit code there (make itself exits 2 on any failure).
 test: install-test chromium
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); \
+		status=$$?; [ -z "$(PYTEST_STATUS)" ] || echo $$status > "$(PYTEST_STATUS)"; exit $$status
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts tests/browser/node_modules

@@ -61,6 +61,9 @@ setup(
             "build>=1.0,<2",
             "schemathesis>=4.0,<5",
             "aiosmtpd>=1.4,<2",
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<3",
+            "types-requests>=2.31,<3",
         ],
     },
     entry_points={

@@ -182,12 +182,12 @@ def run(database_url: str, n: int, runs: int, explain: bool, instance: Path) -> 
                 matching_depths["deep page"] = before_deep
             for depth_name, before in matching_depths.items():
                 query = payments_query(filters, before, PAGE + 1)
-                q_ms = _median_ms(lambda: db.session.execute(query).all(), runs)
+                q_ms = _median_ms(lambda query=query: db.session.execute(query).all(), runs)
                 rows = len(db.session.execute(query).all())
                 args = filters.as_args()
                 if before:
                     args["before"] = str(before)
-                v_ms = _median_ms(lambda: _get(client, args), runs)
+                v_ms = _median_ms(lambda args=args: _get(client, args), runs)
                 results.append({"scenario": name, "page": depth_name, "before": before, "rows": rows,
                                 "query_ms": q_ms, "view_ms": v_ms})
                 print(f"  {name:24} {depth_name:10} before={before or '-':<9} rows={rows:<3} "

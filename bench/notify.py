@@ -582,7 +582,7 @@ def run_scale(kind: str, args, workdir: Path) -> dict:
         figures: dict[str, dict] = {label: {"existing": filler, "results": [], "problems": []}
                                     for label, filler, *_ in prepared}
         for round_no in range(args.scale_rounds):
-            for label, filler, target, app, method_id, accounts in prepared:
+            for label, _filler, target, app, method_id, accounts in prepared:
                 warm = create_payments(app, method_id, accounts, args.warmup)
                 payments = create_payments(app, method_id, accounts, args.payments)
                 warm_shots, *_ = build_load(warm, 0.0, 0.0, args.seed + 1)
@@ -603,7 +603,7 @@ def run_scale(kind: str, args, workdir: Path) -> dict:
               f"{change:+.1%}", flush=True)
         return {"db": kind, **figures, "change": change}
     finally:
-        for label, filler, target, *_ in prepared:
+        for _label, _filler, target, *_ in prepared:
             drop_target(target, args.pg_url)
 
 

@@ -73,7 +73,7 @@ def run_each(items: Iterable[T], work: Callable[[T], None], workers: int,
         for item in items:
             _run_one(item, work, on_error)
         return
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     slots = threading.BoundedSemaphore(workers * 2)  # queued + running: the items are fed lazily
 
     def task(item: T) -> None:

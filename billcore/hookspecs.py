@@ -36,6 +36,7 @@ def billcore_module_info() -> ModuleInfo:
     Called once per module when the app is created; a module whose answer is missing or invalid is not
     loaded. Not ``firstresult``: every module answers for itself. Returns a :class:`ModuleInfo`.
     """
+    raise NotImplementedError  # a specification: pluggy calls the modules' implementations
 
 
 @hookspec
@@ -94,7 +95,8 @@ def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMeth
 
 
 @hookspec(firstresult=True)
-def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod,
+                           settings: dict[str, Any]) -> GatewayStatus | None:
     """Ask the gateway about one payment (BILLmanager's ``checkpay``); only for modules with ``checkpay``.
 
     Called by ``flask --app billcore payments check`` (cron) for ``inpay`` payments and by the admin's
@@ -104,7 +106,8 @@ def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMeth
 
 
 @hookspec(firstresult=True)
-def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any], refund: Refund) -> RefundResult | None:
+def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+                    refund: Refund) -> RefundResult | None:
     """Ask the gateway to return ``refund.amount`` of ``payment``; only for modules with ``refund``.
 
     Called after the core recorded the refund request (payment ``pending_return``). Must not change state:
@@ -114,7 +117,8 @@ def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, set
 
 
 @hookspec(firstresult=True)
-def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any], refund: Refund) -> RefundResult | None:
+def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+                           refund: Refund) -> RefundResult | None:
     """Follow a refund the gateway accepted as ``pending`` until it is ``finished`` or ``failed``.
 
     Called by ``payments check`` and on the admin's payment page. Returns a :class:`RefundResult`.
@@ -122,7 +126,8 @@ def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMeth
 
 
 @hookspec(firstresult=True)
-def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> ChargeResult | None:
+def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, paymethod: PaymentMethod,
+                              settings: dict[str, Any]) -> ChargeResult | None:
     """Charge a child ``payment`` against the stored ``parent`` payment; only for modules with ``recurring``.
 
     Called by ``flask --app billcore recurring run``. Returns a :class:`ChargeResult`.

@@ -25,7 +25,7 @@ FORMAT = "%(asctime)s %(process)d %(levelname)s %(message)s"
 MAX_VALUE = 500  # characters of one value in a log line
 
 # A value written bare: letters, digits and a few separators that cannot start another field.
-_BARE = re.compile(r"[\w.,:/@+\-#()\[\]*]{1,%d}" % MAX_VALUE, re.ASCII)
+_BARE = re.compile(rf"[\w.,:/@+\-#()\[\]*]{{1,{MAX_VALUE}}}", re.ASCII)
 # Escaped inside a quoted value and in every line: C0 and C1 controls (\x85 is a line break for some
 # readers), Unicode line and paragraph separators, and the quote and backslash themselves.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
@@ -158,7 +158,7 @@ def file_logger(stem: str, app: Flask | None = None) -> logging.Logger:
 
     The level comes from ``LOG_LEVELS[stem]``, else ``LOG_LEVEL``.
     """
-    app = app or current_app._get_current_object()
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     # Looked up on every callback: resolving the path and Logger.setLevel (which clears every
     # logger's level cache) each time showed in bench/notify.py's profile.
     known = app.extensions.setdefault("billcore.file_loggers", {})

@@ -205,7 +205,7 @@ def _rule_key(rule: Rule) -> tuple[str, str, str]:
 
 def _route_clashes(before: list[Rule], added: list[Rule]) -> list[tuple[str, str, str]]:
     """``(rule, new endpoint, existing endpoint)`` for every added rule whose URLs were served already."""
-    existing = {}
+    existing: dict[tuple[str, str, str], str] = {}
     for rule in before:
         existing.setdefault(_rule_key(rule), rule.endpoint)
     return [(rule.rule, rule.endpoint, existing[_rule_key(rule)]) for rule in added if _rule_key(rule) in existing]
@@ -267,7 +267,7 @@ class _AppSnapshot:
 
 def _blueprints(registry: ModuleRegistry, app: Flask, key: str) -> list:
     plugin = registry.pm.get_plugin(key)
-    result = []
+    result: list = []
     for impl in registry.pm.hook.billcore_blueprints.get_hookimpls():
         if impl.plugin is plugin:
             found = impl.function(app=app)

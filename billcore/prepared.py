@@ -35,7 +35,6 @@ from typing import Any
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, StatementError
 from sqlalchemy.sql import Select
-from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.dml import Update, UpdateBase
 
 _CACHE_ATTRIBUTE = "_billcore_prepared"
@@ -60,7 +59,7 @@ class _Binding:
     construct: Callable[[Mapping[str, Any]], dict[str, Any]]
 
     @classmethod
-    def of(cls, compiled: Compiled, dialect: Dialect) -> _Binding:
+    def of(cls, compiled: Any, dialect: Dialect) -> _Binding:  # a SQLCompiler: positiontup, binds
         names = tuple(compiled.positiontup) if compiled.positional else tuple(compiled.binds)
         processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
                            for name in names)
@@ -225,7 +224,7 @@ class PreparedLookup:
 
     def __init__(self, statement: Select):
         self.statement = statement
-        self._row = namedtuple("LookupRow", list(statement.selected_columns.keys()))  # type: ignore[misc]
+        self._row: Any = namedtuple("LookupRow", list(statement.selected_columns.keys()))  # type: ignore[misc]
 
     def _read(self, dialect: Dialect, cursor: Any) -> Any:
         raw = cursor.fetchone()

@@ -214,7 +214,8 @@ def create_profile(parent_payment_id: int, *, account_id: int, rule: str, amount
 
     ``fixed``: ``amount`` monthly, first one month after ``now`` on the same day. ``threshold``: ``amount``
     whenever the balance is below ``threshold``, first checked at once. What the children of one calendar
-    month charge the customer (amounts plus the method's commission) never exceeds ``monthly_max``. Raises :class:`RecurringError` with the reason otherwise.
+    month charge the customer (amounts plus the method's commission) never exceeds ``monthly_max``.
+    Raises :class:`RecurringError` with the reason otherwise.
     """
     now = _aware(now or utcnow())
     parent = db.session.get(Payment, parent_payment_id)

@@ -212,7 +212,7 @@ def new_module(name: str, parent: Path) -> None:
     registry = current_app.extensions["billcore.modules"]
     try:
         target = generate(name, parent, known=set(registry.modules) | set(registry.errors),
-                          app=current_app._get_current_object())
+                          app=current_app._get_current_object())  # type: ignore[attr-defined]
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Created {target}")

@@ -79,7 +79,7 @@ def money(amount: Decimal | None, currency: str) -> str:
     whole, _, frac = text.partition(".")
     sign = "-" if whole.startswith("-") else ""
     whole = whole.lstrip("-")
-    groups = []
+    groups: list[str] = []
     while whole:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]
@@ -167,7 +167,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["percent"] = percent
     app.jinja_env.filters["dt"] = datetime_text
     app.jinja_env.globals.update(status_label=status_label, refund_label=refund_label, event_label=event_label,
-                                 ledger_label=ledger_label, ledger_note=ledger_note, refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
+                                 ledger_label=ledger_label, ledger_note=ledger_note,
+                                 refund_badge=lambda s: REFUND_BADGES.get(s, "new"))
 
     def _nav(entries):
         return lambda: [(e, label) for e, label in entries if e in current_app.view_functions]

@@ -48,7 +48,7 @@ def start():
     if payment is None or not current_user.is_authenticated or current_user.account_id != payment.account_id:
         abort(404)
     service.set_in_pay(payment.id, source=KEY)
-    return redirect("https://gateway.invalid/pay?order=%d" % payment.id)
+    return redirect(f"https://gateway.invalid/pay?order={payment.id:d}")
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """A tiny payment module for the recurring tests (loaded through ``EXTRA_MODULES``).
 
 Its charge answer is chosen by ``app.config["FAKEREC_MODE"]`` (``paid``, ``accepted``, ``failed``,
-``error`` = raise, ``none`` = no answer, ``paid_short`` = paid, reporting one unit less than the total); every charge is recorded in :data:`CHARGES` so tests can see how
+``error`` = raise, ``none`` = no answer, ``paid_short`` = paid, reporting one unit less than the total);
+every charge is recorded in :data:`CHARGES` so tests can see how
 often the gateway was asked, and ``FAKEREC_DELAY`` (seconds) widens the window for race tests.
 A status check (``checkpay``, the admin's "check now") answers ``app.config["FAKEREC_CHECK"]``
 (``pending`` unless set; ``cancelled``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 

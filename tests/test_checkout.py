@@ -176,7 +176,7 @@ def test_owner_flow_return_pages_status_json_and_balance(web, client_user, metho
 
     # the browser comes back before the notification: the page says "waiting" and polls
     page = web.get(f"/payments/{payment.id}/return/success").get_data(as_text=True)
-    assert 'data-poll-url="/payments/%d/status.json"' % payment.id in page
+    assert f'data-poll-url="/payments/{payment.id:d}/status.json"' in page
     assert "payment_status.js" in page
     status = web.get(f"/payments/{payment.id}/status.json").get_json()
     assert status["status"] == "inpay" and status["open"] is True

@@ -5,7 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from billcore.accounts import create_client
-from billcore.cli_payments import cancel_expired_payments
+from billcore.cli.payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Payment, PaymentEvent, utcnow
 from billcore.payments import service

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from billcore.accounts import create_admin, create_client
-from billcore.cli_paymethod import parse_bool
+from billcore.cli.paymethod import parse_bool
 from billcore.db import db
 from billcore.models import PaymentMethod
 from billcore.paymethods import full_settings

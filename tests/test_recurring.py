@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billcore import recurring
 from billcore.accounts import create_admin, create_client
-from billcore.cli_payments import cancel_expired_payments
+from billcore.cli.payments import cancel_expired_payments
 from billcore.db import db
 from billcore.models import Account, Payment, PaymentEvent, RecurringCharge, RecurringProfile
 from billcore.payments import polling, service

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import lru_cache, cache
 from pathlib import Path
 
 import pytest
@@ -92,7 +92,7 @@ def line_of(text: str, offset: int) -> tuple[int, str]:
     return text.count("\n", 0, offset) + 1, text[start:end if end != -1 else len(text)].strip()
 
 
-@lru_cache(maxsize=None)
+@cache
 def sections(document: str) -> frozenset[str]:
     """The numbered sections of ``docs/<document>.md`` ("2", "2.3", …)."""
     return frozenset(HEADING.findall(DOCS[document].read_text(encoding="utf-8")))

@@ -11,7 +11,7 @@ import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -28,7 +28,6 @@ from wtforms.validators import DataRequired, Length
 from ..auth import admin_required
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, User, utcnow
-from ..money import MAX_AMOUNT
 from ..templating import language, user_timezone
 from ..payments import polling, refunds, service
 from ..payments.messages import error_text

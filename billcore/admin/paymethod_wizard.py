@@ -18,9 +18,9 @@ from sqlalchemy import delete
 from ..auth import admin_required
 from ..crypto import decrypt_json, encrypt_json
 from ..db import db
-from ..forms_paymethod import allowed_currencies, blank_secret_fields, make_integration_form, make_method_form
+from ..paymethods.forms import allowed_currencies, blank_secret_fields, make_integration_form, make_method_form
 from ..models import PaymethodDraft, utcnow
-from ..paymethod_service import create_paymethod, integration_values, next_sort_order, validate_integration, validate_method
+from ..paymethods.service import create_paymethod, integration_values, next_sort_order, validate_integration, validate_method
 from ..paymethods import split_settings
 from ..plugins import get_registry
 from . import bp
@@ -35,7 +35,7 @@ def purge_expired_drafts() -> int:
     """Delete every expired draft (done opportunistically whenever the wizard is used)."""
     result = db.session.execute(delete(PaymethodDraft).where(PaymethodDraft.expires_at < utcnow()))
     db.session.commit()
-    return result.rowcount or 0
+    return result.rowcount or 0  # type: ignore[attr-defined]  # a DELETE's CursorResult
 
 
 def _load_draft(draft_id: str) -> PaymethodDraft | None:

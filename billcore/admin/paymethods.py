@@ -1,7 +1,7 @@
 """The admin's payment methods: the list with its actions, a method's page and the edit page (two tabs).
 
 The add wizard lives in :mod:`billcore.admin.paymethod_wizard`; validation and storage in
-:mod:`billcore.paymethod_service`, shared with the ``paymethod`` CLI.
+:mod:`billcore.paymethods.service`, shared with the ``paymethod`` CLI.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from flask_babel import ngettext
 
 from ..auth import admin_required
 from ..db import db
-from ..forms_paymethod import blank_secret_fields, make_integration_form, make_method_form, setting_fields
+from ..paymethods.forms import blank_secret_fields, make_integration_form, make_method_form, setting_fields
 from ..models import PaymentMethod
-from ..paymethod_service import (
+from ..paymethods.service import (
     PaymethodInUse,
     delete_paymethod,
     move,

@@ -62,7 +62,7 @@ def from_http_exception(error: HTTPException) -> Response:
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="billcore"'
     if status == 405 and getattr(error, "valid_methods", None):
-        headers["Allow"] = ", ".join(error.valid_methods)
+        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]  # a MethodNotAllowed
     detail = data.get("message") if isinstance(data, dict) and data.get("message") else error.description
     code = "validation" if messages else None
     return problem_response(status, detail, code=code, headers=headers, **extensions)

@@ -14,7 +14,7 @@ from ..admin.payments import PaymentFilters, payments_query
 from ..db import db
 from ..models import Account, Payment, PaymentEvent, PaymentMethod, RecurringProfile, Refund
 from ..money import MoneyError, check_currency
-from ..paymethod_service import set_active
+from ..paymethods.service import set_active
 from ..payments import refunds, service
 from ..payments.adjustments import AdjustmentError, adjust_balance
 from ..payments.messages import error_text

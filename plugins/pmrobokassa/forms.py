@@ -68,7 +68,8 @@ SNO_LABELS = {
 }
 TAX_LABELS = {
     "none": _l("No VAT"), "vat0": _l("VAT 0%"), "vat10": _l("VAT 10%"), "vat110": _l("VAT 10/110"),
-    "vat22": _l("VAT 22%"), "vat122": _l("VAT 22/122"), "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"), "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
+    "vat22": _l("VAT 22%"), "vat122": _l("VAT 22/122"), "vat20": _l("VAT 20%"), "vat120": _l("VAT 20/120"),
+    "vat5": _l("VAT 5%"), "vat7": _l("VAT 7%"),
     "vat105": _l("VAT 5/105"), "vat107": _l("VAT 7/107"),
 }
 
@@ -228,9 +229,11 @@ def build_form(paymethod: PaymentMethod | None) -> type[FlaskForm]:
         receipt_tax = SelectField(_l("VAT rate"), default="none",
                                   choices=_choices((v, TAX_LABELS.get(v, v)) for v in protocol.TAX_CHOICES))
         receipt_payment_method = SelectField(_l("Payment method attribute"), default="full_payment",
-                                             choices=_choices((v, RECEIPT_METHOD_LABELS.get(v, v)) for v in protocol.PAYMENT_METHOD_CHOICES))
+                                             choices=_choices((v, RECEIPT_METHOD_LABELS.get(v, v))
+                                                      for v in protocol.PAYMENT_METHOD_CHOICES))
         receipt_payment_object = SelectField(_l("Payment object attribute"), default="service",
-                                             choices=_choices((v, RECEIPT_OBJECT_LABELS.get(v, v)) for v in protocol.PAYMENT_OBJECT_CHOICES))
+                                             choices=_choices((v, RECEIPT_OBJECT_LABELS.get(v, v))
+                                                      for v in protocol.PAYMENT_OBJECT_CHOICES))
         receipt_item_name = StringField(
             _l("Receipt item name"), validators=[Optional(), Length(max=protocol.RECEIPT_NAME_MAX)],
             default=lambda: str(_("Account top-up")))

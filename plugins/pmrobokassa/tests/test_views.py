@@ -113,8 +113,8 @@ def test_redirect_refusals(app, client_client, client_user, other_client_user, m
     login(other, *OTHER_CLIENT)
     assert other.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"}).status_code == 404
     forget_user()
-    assert client_client.post("/mancgi/rkpayment", data={"elid": f"999999"}).status_code == 404
-    assert client_client.post("/mancgi/rkpayment", data={"elid": f"abc"}).status_code == 404
+    assert client_client.post("/mancgi/rkpayment", data={"elid": "999999"}).status_code == 404
+    assert client_client.post("/mancgi/rkpayment", data={"elid": "abc"}).status_code == 404
     forget_user()
     anonymous = app.test_client().post("/mancgi/rkpayment", data={"elid": f"{payment.id}"})
     forget_user()
@@ -257,7 +257,7 @@ def test_callback_inv_id_beyond_any_payment_id_is_unknown_not_a_database_error(a
 
 
 def test_redirect_of_an_id_beyond_any_payment_id_is_not_found(client_client, payment):
-    assert client_client.post("/mancgi/rkpayment", data={"elid": f"3000000000"}).status_code == 404
+    assert client_client.post("/mancgi/rkpayment", data={"elid": "3000000000"}).status_code == 404
 
 
 def test_result_payment_of_another_module(app, client_user):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from . import api_tokens, webhooks
+from .. import api_tokens, webhooks
 
 token_cli = AppGroup("token", help="API tokens.")
 webhooks_cli = AppGroup("webhooks", help="Outbound webhooks and customer e-mails.")

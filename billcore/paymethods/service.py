@@ -11,13 +11,13 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 
-from .db import db
-from .forms_paymethod import allowed_currencies, setting_fields
-from .models import Payment, PaymentMethod
-from .money import CURRENCIES, MoneyError, parse_amount
-from .paymethods import store_settings
-from .paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
-from .plugins import get_registry
+from ..db import db
+from .forms import allowed_currencies, setting_fields
+from ..models import Payment, PaymentMethod
+from ..money import CURRENCIES, MoneyError, parse_amount
+from . import store_settings
+from ..paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
+from ..plugins import get_registry
 
 # commission_percent is stored as Numeric(7, 4).
 PERCENT_PLACES = 4
@@ -252,7 +252,7 @@ def payment_count(method_id: int) -> int:
 def payment_counts() -> dict[int, int]:
     """Payments per method id."""
     rows = db.session.execute(select(Payment.paymethod_id, func.count()).group_by(Payment.paymethod_id)).all()
-    return {pid: n for pid, n in rows}
+    return dict(rows)
 
 
 def set_active(method: PaymentMethod, active: bool) -> None:

@@ -11,9 +11,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from .money import CURRENCIES
-from .paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
-from .plugins import get_registry
+from ..money import CURRENCIES
+from ..paymodule import FEATURE_RECURRING, FEATURE_REFUND, ModuleInfo
+from ..plugins import get_registry
 
 # Field types that carry no setting (the CSRF token, buttons).
 NON_SETTING_TYPES = frozenset({"CSRFTokenField", "SubmitField"})
@@ -37,7 +37,7 @@ class MethodSettingsForm(FlaskForm):
     """Step 3 of the wizard and the edit page's "Method settings" tab: what every payment method has.
 
     Amounts are text fields: they are parsed with :mod:`billcore.money` once the currency is known
-    (see :func:`billcore.paymethod_service.validate_method`), never through float.
+    (see :func:`billcore.paymethods.service.validate_method`), never through float.
     """
 
     name = StringField(_l("Name (English)"), validators=[DataRequired(), Length(max=200), no_nul],

@@ -8,9 +8,9 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import recurring
-from .db import db
-from .models import RecurringProfile
+from .. import recurring
+from ..db import db
+from ..models import RecurringProfile
 
 recurring_cli = AppGroup("recurring", help="Recurring payments (auto top-ups).")
 

@@ -9,12 +9,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import migrate
-from .accounts import UserExists, WeakPassword, create_admin, create_client, find_user
-from .db import db
-from .models import Account, Payment
-from .money import MoneyError, format_amount
-from .plugins import get_registry
+from .. import migrate
+from ..accounts import UserExists, WeakPassword, create_admin, create_client, find_user
+from ..db import db
+from ..models import Account, Payment
+from ..money import MoneyError, format_amount
+from ..plugins import get_registry
 
 DEMO_ADMIN = ("admin@example.com", "admin-demo-1")
 DEMO_CLIENT = ("client@example.com", "client-demo-1")
@@ -88,7 +88,7 @@ def _user(email: str):
 @click.argument("email")
 def user_set_password(email: str) -> None:
     """Give a user a new password; every session of the user ends."""
-    from .accounts import change_password
+    from ..accounts import change_password
 
     user = _user(email)
     try:
@@ -102,7 +102,7 @@ def user_set_password(email: str) -> None:
 @click.argument("email")
 def user_deactivate(email: str) -> None:
     """Deactivate a user: no more logins, and every session ends now."""
-    from .accounts import set_active
+    from ..accounts import set_active
 
     set_active(_user(email), False)
     click.echo(f"{email} deactivated; every session of the user ended")
@@ -112,7 +112,7 @@ def user_deactivate(email: str) -> None:
 @click.argument("email")
 def user_activate(email: str) -> None:
     """Let a deactivated user log in again."""
-    from .accounts import set_active
+    from ..accounts import set_active
 
     set_active(_user(email), True)
     click.echo(f"{email} activated")
@@ -180,7 +180,7 @@ def demo_command() -> None:
     for (email, password), make in ((DEMO_ADMIN, create_admin), (DEMO_CLIENT, create_client)):
         if find_user(email) is None:
             make(email, password)
-    get_registry().broadcast("billcore_demo", app=current_app._get_current_object())
+    get_registry().broadcast("billcore_demo", app=current_app._get_current_object())  # type: ignore[attr-defined]
     click.echo("Demo ready. Log in at /login as:")
     click.echo(f"  admin:  {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}")
     click.echo(f"  client: {DEMO_CLIENT[0]} / {DEMO_CLIENT[1]}")
@@ -196,19 +196,19 @@ def _print(data: dict, as_json: bool) -> None:
 
 COMMANDS = [init_command, create_admin_command, create_client_command, plugins_command, demo_command,
             account_cli, payment_cli, user_cli]
-from .cli_paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
+from .paymethod import paymethod_cli  # noqa: E402  (payment methods: add, list, enable, disable)
 
 COMMANDS.append(paymethod_cli)
-from .cli_payments import payments_cli  # noqa: E402  (payments: cleanup; modules add check)
+from .payments import payments_cli  # noqa: E402  (payments: cleanup; modules add check)
 
 COMMANDS.append(payments_cli)
-from .cli_recurring import recurring_cli  # noqa: E402  (recurring: run, list)
+from .recurring import recurring_cli  # noqa: E402  (recurring: run, list)
 
 COMMANDS.append(recurring_cli)
-from .cli_integration import token_cli, webhooks_cli  # noqa: E402  (API tokens; webhooks deliver)
+from .integration import token_cli, webhooks_cli  # noqa: E402  (API tokens; webhooks deliver)
 
 COMMANDS += [token_cli, webhooks_cli]
-from .scaffold import module_cli  # noqa: E402  (module new: a payment module from pmtemplate)
+from ..scaffold import module_cli  # noqa: E402  (module new: a payment module from pmtemplate)
 
 COMMANDS.append(module_cli)
 

@@ -11,10 +11,10 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import recurring
-from .db import db, is_sqlite
-from .models import Payment, PaymentMethod, utcnow
-from .payments import service
+from .. import recurring
+from ..db import db, is_sqlite
+from ..models import Payment, PaymentMethod, utcnow
+from ..payments import service
 
 payments_cli = AppGroup("payments", help="Payments: housekeeping and status polling.")
 
@@ -113,6 +113,6 @@ def cleanup_command(dry_run: bool, batch: int, verbose: bool) -> None:
 
 
 # ``payments check``: status polling and refund following for every module that supports them.
-from .payments.sweep import check_command  # noqa: E402
+from ..payments.sweep import check_command  # noqa: E402
 
 payments_cli.add_command(check_command)

@@ -1,7 +1,7 @@
 """``flask --app billcore paymethod ...``: payment methods managed from scripts.
 
 ``paymethod add`` fills the very forms the add wizard shows (the module's integration form and the method
-settings form) and validates them through :mod:`billcore.paymethod_service`, so the same settings give
+settings form) and validates them through :mod:`billcore.paymethods.service`, so the same settings give
 the same stored method whichever way they came in.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from flask import current_app
 from flask.cli import AppGroup
 from werkzeug.datastructures import MultiDict
 
-from .db import db
-from .forms_paymethod import make_integration_form, make_method_form
-from .models import PaymentMethod
-from .money import format_amount
-from .paymethod_service import (
+from ..db import db
+from ..paymethods.forms import make_integration_form, make_method_form
+from ..models import PaymentMethod
+from ..money import format_amount
+from ..paymethods.service import (
     create_paymethod,
     form_errors,
     ordered_methods,
@@ -28,7 +28,7 @@ from .paymethod_service import (
     validate_integration,
     validate_method,
 )
-from .plugins import get_registry
+from ..plugins import get_registry
 
 paymethod_cli = AppGroup("paymethod", help="Payment methods.")
 
@@ -79,7 +79,7 @@ def _integration_formdata(key: str, pairs: tuple[str, ...], secrets: tuple[str, 
     with ``--set`` is refused."""
     form = make_integration_form(key, None, formdata=None, csrf=False)
     fields = {f.name: f for f in form if f.type not in ("CSRFTokenField", "SubmitField")}
-    data = MultiDict()
+    data: MultiDict[str, str] = MultiDict()
     errors: dict[str, list[str]] = {}
     for name in secrets:
         field = fields.get(name)

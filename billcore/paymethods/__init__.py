@@ -9,11 +9,11 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import bindparam, select
 
-from .crypto import decrypt_json, encrypt_json
-from .db import db
-from .logs import remember_secrets
-from .models import Payment, PaymentMethod
-from .paymodule import ModuleInfo
+from ..crypto import decrypt_json, encrypt_json
+from ..db import db
+from ..logs import remember_secrets
+from ..models import Payment, PaymentMethod
+from ..paymodule import ModuleInfo
 
 
 @lru_cache(maxsize=256)
