@@ -88,3 +88,13 @@ def test_a_module_needing_another_api_is_refused_at_load_with_the_reason(tmp_pat
     assert {"pmrobokassa", "pmtemplate"} <= set(registry.modules)
     result = app.test_cli_runner().invoke(args=["plugins"])
     assert "pmfuture  NOT LOADED: ApiVersionError: the module needs billcore.gateway API 3.0" in result.output
+
+
+def test_a_scaffolded_module_has_a_test_extra(tmp_path):
+    import tomllib
+
+    target = generate("pmextra", tmp_path)
+    project = tomllib.loads((target / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["dependencies"] == ["billcore"]
+    assert any(req.startswith("pytest>=") for req in project["optional-dependencies"]["test"])
+    assert "pip install -e '.[test]'" in (target / "README.md").read_text(encoding="utf-8")
