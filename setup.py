@@ -50,6 +50,7 @@ setup(
         "flask-smorest>=0.46,<0.48",
         "marshmallow>=3.22,<5",
         "standardwebhooks>=1.0,<2",
+        "pycryptodome>=3.19,<4",  # RIPEMD-160 for pmrobokassa (OpenSSL 3 builds often lack it)
     ],
     extras_require={
         "test": [

@@ -48,6 +48,8 @@ from .payments.service import (IllegalTransition, Outcome, PaymentError, Payment
                                finish_refund, record_event, set_cancelled, set_fraud, set_gateway_data, set_in_pay,
                                set_paid, set_refund_external_id)
 from .plugins import development_mode
+from .states import (ChargeState, ChargeStatus, GatewayState, InvalidState, ProfileStatus, RefundState,
+                     RefundStatus)
 
 API_VERSION = "2.0"
 """The version of this module's API, ``MAJOR.MINOR``. A module declares the version it was written for in
@@ -134,7 +136,8 @@ __all__ = [
     "API_VERSION", "ApiVersionError", "check_api_version",
     # plugin marker and value types
     "hookimpl", "ModuleInfo", "SetupItem", "GatewaySetup", "StartAction", "GatewayStatus", "RefundResult",
-    "ChargeResult", "FEATURES", "FEATURE_CHECKPAY", "FEATURE_REFUND", "FEATURE_RECURRING", "FEATURE_SUBSCRIPTIONS",
+    "ChargeResult", "GatewayState", "RefundState", "ChargeState", "InvalidState", "RefundStatus", "ChargeStatus",
+    "ProfileStatus", "FEATURES", "FEATURE_CHECKPAY", "FEATURE_REFUND", "FEATURE_RECURRING", "FEATURE_SUBSCRIPTIONS",
     "FEATURE_TEST_MODE", "FEATURE_RECEIPTS",
     # rows a hook receives (read-only) and the payment states
     "Payment", "PaymentMethod", "Refund", "Status", "session", "rollback", "store_settings", "module_info",

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import db
+from .states import ChargeStatus, ProfileStatus, RefundStatus, Status  # noqa: F401  (re-exported: billcore.models.Status)
 
 Money = Numeric(18, 2, asdecimal=True)
 
@@ -53,18 +54,6 @@ class UTCDateTime(TypeDecorator):
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (stored naive-UTC by SQLite, with zone by PostgreSQL)."""
     return datetime.now(timezone.utc)
-
-
-class Status(str, enum.Enum):
-    """A payment's status; the values are the names stored in the database (docs/design.md §3)."""
-
-    NEW = "new"
-    INPAY = "inpay"
-    PAID = "paid"
-    CANCELLED = "cancelled"
-    FRAUD = "fraud"
-    PENDING_RETURN = "pending_return"
-    RETURNED = "returned"
 
 
 class Role(str, enum.Enum):
@@ -269,7 +258,7 @@ class Refund(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
     amount: Mapped[Decimal] = mapped_column(Money)
-    status: Mapped[str] = mapped_column(String(16), default="requested")  # requested|finished|failed
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.REQUESTED.value)  # a RefundStatus
     external_id: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(254))
@@ -354,7 +343,7 @@ class RecurringProfile(db.Model):
     threshold: Mapped[Decimal | None] = mapped_column(Money)
     monthly_max: Mapped[Decimal] = mapped_column(Money)
     charge_day: Mapped[int | None] = mapped_column(Integer)  # fixed rule: day of the month (clamped)
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | cancelled
+    status: Mapped[str] = mapped_column(String(16), default=ProfileStatus.ACTIVE.value)  # a ProfileStatus
     next_charge_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sequence: Mapped[int] = mapped_column(Integer, default=0)  # threshold rule: top-ups made so far
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed charges
@@ -387,7 +376,7 @@ class RecurringCharge(db.Model):
     profile_id: Mapped[int] = mapped_column(ForeignKey("recurring_profiles.id"))
     period: Mapped[str] = mapped_column(String(32))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
-    state: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed|accepted|paid|failed
+    state: Mapped[str] = mapped_column(String(16), default=ChargeStatus.CLAIMED.value)  # a ChargeStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     info: Mapped[str | None] = mapped_column(Text)
     charged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the latest attempt (monthly maximum)

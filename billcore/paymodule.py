@@ -5,6 +5,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+# The state enums, here for modules (the values are the strings stored and exchanged).
+from .states import (  # noqa: F401  (re-exported)
+    ChargeState,
+    ChargeStatus,
+    GatewayState,
+    InvalidState,
+    ProfileStatus,
+    RefundState,
+    RefundStatus,
+    Status,
+    parse_state,
+)
+
 # Features a module may declare; the core only offers what a module declares.
 FEATURE_CHECKPAY = "checkpay"  # status polling at the gateway
 FEATURE_REFUND = "refund"  # refunds through the gateway
@@ -73,38 +86,50 @@ class StartAction:
 class GatewayStatus:
     """What the gateway said about a payment when asked (``checkpay``).
 
-    ``state`` is ``paid``, ``cancelled`` or ``pending`` (anything still open or unknown). For ``paid``,
+    ``state`` is a :class:`GatewayState` (or its string): ``paid``, ``cancelled`` or ``pending`` (still
+    open or unknown at the gateway); any other value raises :class:`InvalidState` here. For ``paid``,
     ``amount`` and ``currency`` are what the gateway received; the core checks them against the payment.
     """
 
-    state: str
+    state: GatewayState
     amount: Decimal | None = None
     currency: str | None = None
     external_id: str | None = None
     info: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", parse_state(GatewayState, self.state))
+
 
 @dataclass(frozen=True)
 class RefundResult:
     """The gateway's answer to a refund request or a refund status query.
 
-    ``state``: ``finished`` (money returned), ``pending`` (accepted, follow it with the refund-status hook)
-    or ``failed`` (refused; ``info`` says why).
+    ``state`` is a :class:`RefundState`: ``finished`` (money returned), ``pending`` (accepted, follow it
+    with the refund-status hook) or ``failed`` (refused; ``info`` says why); any other value raises
+    :class:`InvalidState` here.
     """
 
-    state: str
+    state: RefundState
     external_id: str | None = None
     info: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", parse_state(RefundState, self.state))
 
 
 @dataclass(frozen=True)
 class ChargeResult:
-    """The gateway's answer to a recurring charge: ``accepted`` (result comes later by notification or
-    poll), ``paid`` (settled now) or ``failed``."""
+    """The gateway's answer to a recurring charge, a :class:`ChargeState`: ``accepted`` (result comes
+    later by notification or poll), ``paid`` (settled now), ``failed`` or ``error`` (unknown whether the
+    gateway charged); any other value raises :class:`InvalidState` here."""
 
-    state: str
+    state: ChargeState
     external_id: str | None = None
     info: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", parse_state(ChargeState, self.state))

@@ -40,6 +40,7 @@ from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCha
 from .money import MoneyError, commission, parse_amount
 from .paymethods import full_settings
 from .paymodule import FEATURE_RECURRING, ChargeResult
+from .states import ChargeState, ChargeStatus, ProfileStatus
 from .payments import service
 from .payments.service import write_transaction
 from .plugins import get_registry
@@ -48,17 +49,18 @@ log = logging.getLogger(__name__)
 
 FIXED, THRESHOLD = "fixed", "threshold"
 RULES = (FIXED, THRESHOLD)
-ACTIVE, SUSPENDED, CANCELLED = "active", "suspended", "cancelled"
+ACTIVE, SUSPENDED, CANCELLED = ProfileStatus.ACTIVE, ProfileStatus.SUSPENDED, ProfileStatus.CANCELLED
 LIVE = (ACTIVE, SUSPENDED)  # at most one live profile per parent payment (uq_recurring_profiles_live_parent)
 # States of a claimed period (RecurringCharge.state).
-CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = "claimed", "accepted", "paid", "failed", "abandoned"
+CLAIMED, ACCEPTED, PAID, FAILED, ABANDONED = (ChargeStatus.CLAIMED, ChargeStatus.ACCEPTED, ChargeStatus.PAID,
+                                              ChargeStatus.FAILED, ChargeStatus.ABANDONED)
 # A period still being charged: its child must not be cancelled by cleanup or the client (the gateway may
 # still take the money), and it is never replaced while the outcome of its charge is unknown.
 UNSETTLED = (CLAIMED, ACCEPTED, FAILED)
 UNKNOWN = "unknown"  # outcome of a run that found a charge's outcome unknowable (the profile is suspended)
 # What _apply_answer reports when the payment service flagged the child ``fraud`` (the gateway reported
 # another amount or currency): the customer was charged something, so it is held like an unknown outcome.
-FLAGGED = "fraud"
+FLAGGED = Status.FRAUD.value
 # Event kinds of cancellations made here, not by the gateway (``payments cleanup``, the client's cancel,
 # an admin's manual cancel): they say nothing about whether the gateway charged the child. Decided by the
 # kind, not the source: an admin's "check now" records the gateway's own cancel with source ``admin``
@@ -729,14 +731,14 @@ def _ask_module(method: PaymentMethod, child: Payment, parent: Payment) -> Charg
                                      paymethod=method, settings=full_settings(method))
     except Exception as exc:  # a module bug or an unexpected network error: the charge may have happened
         log.exception("module %s failed to charge payment %s", method.module, child.id)
-        return ChargeResult("error", info=f"{type(exc).__name__}")
+        return ChargeResult(ChargeState.ERROR, info=f"{type(exc).__name__}")
     if not isinstance(answer, ChargeResult):
         return NO_ANSWER
     return answer
 
 
 # What _ask_module returns when no module answered: a refusal, booked with the "unsupported" error.
-NO_ANSWER = ChargeResult("failed", info="the payment system does not support automatic payments")
+NO_ANSWER = ChargeResult(ChargeState.FAILED, info="the payment system does not support automatic payments")
 
 
 def _creation_error(exc: service.PaymentCreateError) -> Err:
@@ -799,17 +801,17 @@ def _apply_answer(method: PaymentMethod, child: Payment, answer: ChargeResult, d
     or fraud (:data:`FLAGGED`) when the service flagged the child for another amount or currency."""
     source = method.module
     try:
-        if answer.state == "paid":
+        if answer.state == ChargeState.PAID:
             amount = Decimal(str((answer.data or {}).get("amount") or child.total))
             currency = str((answer.data or {}).get("currency") or child.currency)
             outcome = service.set_paid(child.id, amount=amount, currency=currency, source=source, kind=SOURCE,
                                        data=data, external_id=answer.external_id, info=answer.info or None)
-            return FLAGGED if outcome.result == "fraud" else PAID
-        if answer.state == "accepted":
+            return FLAGGED if outcome.result == Status.FRAUD else PAID
+        if answer.state == ChargeState.ACCEPTED:
             service.set_in_pay(child.id, source=source, kind=SOURCE, data=data, external_id=answer.external_id,
                                info=answer.info or None)
             return ACCEPTED
-        if answer.state == "error":
+        if answer.state == ChargeState.ERROR:
             service.record_event(child.id, kind=SOURCE, source=SOURCE, data=data,
                                  outcome=f"charge failed in the module: {answer.info}")
             return "error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.numbers import format_currency, format_decimal
@@ -13,6 +14,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from .money import format_amount
+from .states import RefundStatus
 
 STATUS_LABELS = {
     "new": _l("New"),
@@ -24,9 +26,10 @@ STATUS_LABELS = {
     "pending_return": _l("Refund pending"),
     "returned": _l("Refunded"),
 }
-REFUND_LABELS = {"requested": _l("Refund requested"), "finished": _l("Refund done"), "failed": _l("Refund failed")}
+REFUND_LABELS: dict[str, Any] = {RefundStatus.REQUESTED: _l("Refund requested"), RefundStatus.FINISHED: _l("Refund done"),
+                 RefundStatus.FAILED: _l("Refund failed")}
 # a badge's colour class for each refund state (the payment statuses have their own)
-REFUND_BADGES = {"requested": "inpay", "finished": "paid", "failed": "fraud"}
+REFUND_BADGES: dict[str, str] = {RefundStatus.REQUESTED: "inpay", RefundStatus.FINISHED: "paid", RefundStatus.FAILED: "fraud"}
 EVENT_LABELS = {
     "created": _l("Created"),
     "redirect": _l("Sent to the payment system"),

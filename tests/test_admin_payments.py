@@ -181,6 +181,20 @@ def test_check_now_applies_gateway_status(admin, payer, method):
     assert outcome.already and _state(p.id)[2] == Decimal("100.00")
 
 
+
+def test_a_misspelt_gateway_state_is_an_error_not_a_silent_pending(admin, payer, method):
+    """A module answering "canceled" (not a GatewayState) fails at its boundary: the check is a recorded
+    failure the admin sees, and the payment is not treated as still pending or cancelled."""
+    p = _inpay(payer.account_id, method.id)
+    fake.CHECK[p.id] = lambda: GatewayStatus(state="canceled", info="the gateway's spelling")
+    with pytest.raises(polling.PollError):
+        polling.check_payment(p.id, "cron")
+    assert _state(p.id)[0] == "inpay"
+    event = db.session.query(PaymentEvent).filter_by(payment_id=p.id, kind="poll").one()
+    assert event.outcome.startswith("status check failed: InvalidState") and "'canceled'" in event.outcome
+    r = admin.post(f"/admin/payments/{p.id}/check", follow_redirects=True)
+    assert "could not be checked" in r.get_data(as_text=True) and _state(p.id)[0] == "inpay"
+
 def test_check_now_wrong_amount_is_fraud_and_errors_are_recorded(admin, payer, method):
     p = _inpay(payer.account_id, method.id)
     fake.CHECK[p.id] = GatewayStatus(state="paid", amount=Decimal("1.00"), currency="RUB")

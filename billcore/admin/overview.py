@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 
 from ..db import db
 from ..models import Payment, PaymentMethod, RecurringProfile, Refund, utcnow
+from ..states import ProfileStatus, RefundStatus, Status
 
 DAYS = 30
-RECEIVED = ("paid", "pending_return", "returned")  # money came in (a refund later does not undo that)
-CHART_STATUSES = ("paid", "cancelled", "fraud")
+RECEIVED = (Status.PAID, Status.PENDING_RETURN, Status.RETURNED)  # money came in (a refund later does not undo that)
+CHART_STATUSES = (Status.PAID, Status.CANCELLED, Status.FRAUD)
 
 
 @dataclass
@@ -84,11 +85,11 @@ def build(zone: tzinfo, language: str, stuck_hours: int, now: datetime | None = 
         i = index.get(created_at.astimezone(zone).date())
         if i is None:
             continue
-        group = "paid" if status in RECEIVED else status
+        group = Status.PAID.value if status in RECEIVED else status
         if group in by_status:
-            by_status[group][i] += 1
+            by_status[Status(group)][i] += 1
         started[method_id] = started.get(method_id, 0) + 1
-        if group == "paid":
+        if group == Status.PAID:
             paid[method_id] = paid.get(method_id, 0) + 1
             by_method.setdefault(method_id, [0] * DAYS)[i] += 1
 
@@ -100,10 +101,10 @@ def build(zone: tzinfo, language: str, stuck_hours: int, now: datetime | None = 
     stuck_before = now - timedelta(hours=stuck_hours)
     count = lambda q: db.session.scalar(select(func.count()).select_from(q.subquery()))  # noqa: E731
     attention = {
-        "fraud": count(select(Payment.id).where(Payment.status == "fraud")),
-        "refunds": count(select(Refund.id).where(Refund.status == "requested")),
-        "suspended": count(select(RecurringProfile.id).where(RecurringProfile.status == "suspended")),
-        "stuck": count(select(Payment.id).where(Payment.status == "inpay", Payment.updated_at < stuck_before)),
+        "fraud": count(select(Payment.id).where(Payment.status == Status.FRAUD)),
+        "refunds": count(select(Refund.id).where(Refund.status == RefundStatus.REQUESTED)),
+        "suspended": count(select(RecurringProfile.id).where(RecurringProfile.status == ProfileStatus.SUSPENDED)),
+        "stuck": count(select(Payment.id).where(Payment.status == Status.INPAY, Payment.updated_at < stuck_before)),
     }
     return Overview(days=days, money_in=money_in, window_start=starts, by_status=by_status, by_method=by_method,
                     method_names=methods, shares=shares, attention=attention, stuck_before=stuck_before)

@@ -32,18 +32,19 @@ from ..templating import language, user_timezone
 from ..payments import polling, refunds, service
 from ..payments.messages import error_text
 from ..paymodule import FEATURE_REFUND
+from ..states import RefundStatus
 from ..plugins import get_registry
 from . import bp
 from .. import filters as parse
 from ..args import row_id
 
 STATUSES = [s.value for s in Status]
-MANUAL_PAY_FROM = ("new", "inpay", "cancelled", "fraud")
-CANCEL_FROM = ("new", "inpay")
+MANUAL_PAY_FROM = (Status.NEW, Status.INPAY, Status.CANCELLED, Status.FRAUD)
+CANCEL_FROM = (Status.NEW, Status.INPAY)
 
 
 # status values of the filter that stand for several statuses
-STATUS_GROUPS = {"received": ("paid", "pending_return", "returned")}
+STATUS_GROUPS = {"received": (Status.PAID, Status.PENDING_RETURN, Status.RETURNED)}
 FILTER_LABELS = {"status": _l("Status"), "paymethod_id": _l("Payment method"), "account_id": _l("Account"),
                  "date_from": _l("From"), "date_to": _l("To"), "paid_from": _l("Paid from"),
                  "waiting_hours": _l("Awaiting payment for more than (hours)"),
@@ -343,7 +344,7 @@ class ActionForm(FlaskForm):
 
 
 # the two buttons of a stuck refund's form (name "result")
-SETTLE_RESULTS = ("finished", "failed")
+SETTLE_RESULTS = (RefundStatus.FINISHED, RefundStatus.FAILED)
 
 
 def _payment_or_404(payment_id: int) -> Payment:
@@ -374,7 +375,7 @@ def payment(payment_id: int):
         "admin/payments/detail.html", payment=item, method=method, events=events, refunds=refund_rows,
         ledger=ledger, module_info=get_registry().info(method.module) if method else None,
         can_check=polling.can_check(method) and item.status in polling.POLLABLE,
-        can_refund=refunds.can_refund(method) and item.status == "paid" and item.refundable > 0,
+        can_refund=refunds.can_refund(method) and item.status == Status.PAID and item.refundable > 0,
         can_follow=method is not None and get_registry().has_feature(method.module, FEATURE_REFUND),
         can_mark_paid=item.status in MANUAL_PAY_FROM, can_cancel=item.status in CANCEL_FROM,
         stuck={r.id for r in refund_rows if refunds.is_stuck(r)},
@@ -400,7 +401,7 @@ def payment_check(payment_id: int):
     else:
         db.session.expire_all()
         status = db.session.get(Payment, item.id).status
-        if outcome is not None and outcome.result == "fraud":
+        if outcome is not None and outcome.result == Status.FRAUD:
             flash(_("The gateway's data did not match the payment; it was marked as fraud: %(info)s",
                     info=outcome.message), "warning")
         elif outcome is not None and outcome.changed:
@@ -533,7 +534,7 @@ def refund_settle(payment_id: int, refund_id: int):
     result = request.form.get("result")
     if result not in SETTLE_RESULTS:
         abort(400)
-    done = result == "finished"
+    done = result == RefundStatus.FINISHED
     return _reason_action(
         item, ReasonForm(),
         lambda reason: refunds.settle_by_hand(refund.id, done=done, reason=reason, actor=_actor()),

@@ -8,6 +8,7 @@ from marshmallow import fields, validate
 
 from ..args import MAX_ID
 from ..models import Status
+from ..states import ProfileStatus
 from ..money import CURRENCIES, MAX_AMOUNT
 from ..payments.adjustments import MAX_REASON
 
@@ -203,7 +204,7 @@ class PaymethodListSchema(Base):
 
 
 class ProfileQuery(ListQuery):
-    status = fields.String(validate=validate.OneOf(["active", "suspended", "cancelled"]))
+    status = fields.String(validate=validate.OneOf([s.value for s in ProfileStatus]))
 
 
 class ProfileSchema(Base):

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from ..auth import client_required
 from ..db import db
 from ..models import Account, Payment, PaymentEvent, PaymentMethod, utcnow
+from ..states import Status
 from ..money import CURRENCIES, MoneyError, commission, format_amount, parse_amount
 from ..payments import service
 from ..plugins import get_registry
@@ -32,7 +33,7 @@ bp.add_app_template_global(cancel_refusal, "payment_cancel_refusal")
 bp.add_app_template_global(pay_refusal, "payment_pay_refusal")
 bp.add_app_template_global(format_amount, "format_amount")
 
-OPEN_STATUSES = ("new", "inpay")  # a payment the client may still pay or cancel
+OPEN_STATUSES = (Status.NEW, Status.INPAY)  # a payment the client may still pay or cancel
 RETURN_OUTCOMES = ("success", "fail", "pending")
 RECENT_ON_DASHBOARD = 5
 # Confirmations remembered in the session (token -> payment id): confirming the same page again, e.g.

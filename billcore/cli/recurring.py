@@ -11,6 +11,7 @@ from sqlalchemy import select
 from .. import recurring
 from ..db import db
 from ..models import RecurringProfile
+from ..states import ProfileStatus
 
 recurring_cli = AppGroup("recurring", help="Recurring payments (auto top-ups).")
 
@@ -53,7 +54,7 @@ def run_command(now_text: str | None, limit: int, as_json: bool) -> None:
 
 
 @recurring_cli.command("list")
-@click.option("--status", type=click.Choice(["active", "suspended", "cancelled"]), default=None)
+@click.option("--status", type=click.Choice([s.value for s in ProfileStatus]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(status: str | None, as_json: bool) -> None:
     """List the auto-payment profiles."""

@@ -16,6 +16,7 @@ from ..models import Payment, PaymentMethod
 from ..crypto import scrub
 from ..paymethods import full_settings, secret_values
 from ..paymodule import FEATURE_CHECKPAY, GatewayStatus
+from ..states import GatewayState, Status
 from ..plugins import get_registry
 from . import service
 
@@ -25,7 +26,7 @@ def failure_text(exc: Exception, paymethod: PaymentMethod) -> str:
     return scrub(f"{type(exc).__name__}: {exc}", secret_values(paymethod))
 
 # statuses a poll can still settle (a cancelled payment may be paid late: money is never lost)
-POLLABLE = ("new", "inpay", "cancelled")
+POLLABLE = (Status.NEW, Status.INPAY, Status.CANCELLED)
 
 
 class PollError(Exception):
@@ -45,7 +46,7 @@ def apply_gateway_status(payment_id: int, status: GatewayStatus, source: str, *,
     """
     data: dict[str, Any] = dict(status.data or {})
     data.setdefault("state", status.state)
-    if status.state == "paid":
+    if status.state == GatewayState.PAID:
         if status.amount is None or not status.currency:
             service.record_event(payment_id, kind=kind, source=source, actor=actor, data=data,
                                  outcome="gateway says paid but gave no amount or currency; nothing credited")
@@ -53,7 +54,7 @@ def apply_gateway_status(payment_id: int, status: GatewayStatus, source: str, *,
         return service.set_paid(payment_id, amount=status.amount, currency=status.currency, source=source,
                                 data=data, external_id=status.external_id, info=status.info or None,
                                 kind=kind, actor=actor)
-    if status.state == "cancelled":
+    if status.state == GatewayState.CANCELLED:
         try:
             return service.set_cancelled(payment_id, source=source, reason=status.info or "cancelled at the gateway",
                                          data=data, kind=kind, actor=actor)

@@ -29,6 +29,7 @@ from ..gateway_pool import release_read_transaction
 from ..models import Payment, PaymentEvent, PaymentMethod, Refund, utcnow
 from ..paymethods import full_settings
 from ..paymodule import FEATURE_REFUND, RefundResult
+from ..states import RefundState, RefundStatus
 from ..plugins import get_registry
 from . import service
 from .polling import failure_text
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 ATTENTION = "attention"
 DEFAULT_ATTENTION_HOURS = 24
 DEFAULT_SETTLE_GRACE_MINUTES = 15
-SETTLED = ("finished", "failed")
+SETTLED = (RefundState.FINISHED, RefundState.FAILED)
 
 
 def attention_after() -> timedelta:
@@ -64,7 +65,7 @@ def attention_after() -> timedelta:
 
 def is_overdue(refund: Refund, now: datetime | None = None) -> bool:
     """True when ``refund`` is still ``requested`` after :func:`attention_after`."""
-    return refund.status == "requested" and refund.created_at <= (now or utcnow()) - attention_after()
+    return refund.status == RefundStatus.REQUESTED and refund.created_at <= (now or utcnow()) - attention_after()
 
 
 def settle_grace() -> timedelta:
@@ -88,13 +89,13 @@ def is_stuck(refund: Refund, now: datetime | None = None) -> bool:
     """True when following cannot be trusted to settle ``refund``: it is still ``requested`` and either
     the gateway gave no id to follow it by (and :func:`settle_grace` has passed, so its request is no
     longer under way) or it is overdue (:func:`is_overdue`). An admin may settle such a refund by hand."""
-    return refund.status == "requested" and (now or utcnow()) >= settleable_at(refund)
+    return refund.status == RefundStatus.REQUESTED and (now or utcnow()) >= settleable_at(refund)
 
 
 def settle_waits(refund: Refund, now: datetime | None = None) -> bool:
     """True for a ``requested`` refund without a gateway id that is still within :func:`settle_grace`:
     its gateway call may still be under way, so it cannot be settled by hand yet."""
-    return refund.status == "requested" and not refund.external_id and not is_stuck(refund, now)
+    return refund.status == RefundStatus.REQUESTED and not refund.external_id and not is_stuck(refund, now)
 
 
 def can_refund(paymethod: PaymentMethod | None) -> bool:
@@ -117,10 +118,10 @@ def _book(refund_id: int, result: RefundResult, source: str, actor: str | None) 
     refund = db.session.get(Refund, refund_id)
     if refund is not None and refund.status in SETTLED:
         return _late_answer(refund, result, data, source, actor)
-    if result.state == "finished":
+    if result.state == RefundState.FINISHED:
         outcome = service.finish_refund(refund_id, source=source, external_id=result.external_id, data=data,
                                         info=result.info or None, actor=actor)
-    elif result.state == "failed":
+    elif result.state == RefundState.FAILED:
         outcome = service.fail_refund(refund_id, source=source, data=data,
                                       info=result.info or f"refund {refund_id} refused by the gateway", actor=actor)
     else:
@@ -228,7 +229,7 @@ def follow_refund(refund_id: int, *, source: str = "admin", actor: str | None = 
     refund = db.session.get(Refund, refund_id)
     if refund is None:
         raise service.PaymentNotFound(f"no refund {refund_id}")
-    if refund.status != "requested":
+    if refund.status != RefundStatus.REQUESTED:
         return RefundOutcome(refund.id, refund.status)
     overdue = is_overdue(refund)
     payment = db.session.get(Payment, refund.payment_id)
@@ -306,20 +307,20 @@ def settle_by_hand(refund_id: int, *, done: bool, reason: str, actor: str,
         raise service.RefundError(_("Refund %(id)s was requested less than %(minutes)s minutes ago and its "
                                     "gateway request may still be under way: it can be settled by hand once "
                                     "that time has passed.", id=refund.id, minutes=f"{minutes:g}"))
-    if refund.status == "requested" and not is_stuck(refund):
+    if refund.status == RefundStatus.REQUESTED and not is_stuck(refund):
         raise service.RefundError(_("Refund %(id)s is still being followed at the gateway; it can be settled "
                                     "by hand once it is overdue.", id=refund.id))
-    if not done and refund.status == "requested" and refund.external_id:
+    if not done and refund.status == RefundStatus.REQUESTED and refund.external_id:
         # Putting the amount back while the gateway may still pay it out would refund twice: ask it once
         # more. Only when it cannot be asked does the admin's own check of its records decide.
         answer = _ask_gateway(refund, db.session.get(Payment, refund.payment_id), source, actor)
-        if answer.state == "pending":
+        if answer.state == RefundState.PENDING:
             raise service.RefundError(_("The gateway still reports refund %(id)s as under way: marking it "
                                         "failed now could refund the money twice.", id=refund.id))
-        if answer.state == "finished":
+        if answer.state == RefundState.FINISHED:
             raise service.RefundError(_("The gateway reports refund %(id)s as made: it was booked as "
                                         "finished, not failed.", id=refund.id))
-    final = "finished" if done else "failed"
+    final = RefundStatus.FINISHED if done else RefundStatus.FAILED
     data = {"refund_id": refund.id, "state": final, "manual": True, "reason": reason}
     info = f"refund {refund.id} marked {final} by hand: {reason}"[:255]
     if done:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from ..crypto import scrub
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
+from ..states import RefundStatus
 from .. import outbox
 from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..paymethods import CallbackContext, context_of_row, decrypted_secrets
@@ -326,7 +327,7 @@ def _transition(payment_id: int, target: str, *, kind: str, source: str, data, i
         if mismatch is not None:
             if old not in ALLOWED_FROM[FRAUD]:
                 raise IllegalTransition(payment.id, old, FRAUD)
-            target, result, info = FRAUD, "fraud", mismatch
+            target, result, info = FRAUD, Status.FRAUD.value, mismatch
         else:
             result = "changed"
         now = utcnow()
@@ -508,7 +509,7 @@ def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reaso
         if value > payment.refundable:
             raise RefundError(_("At most %(amount)s %(currency)s can be refunded.", amount=payment.refundable,
                                 currency=payment.currency))
-        refund = Refund(payment_id=payment.id, amount=value, status="requested", reason=reason, actor=actor)
+        refund = Refund(payment_id=payment.id, amount=value, status=RefundStatus.REQUESTED, reason=reason, actor=actor)
         session.add(refund)
         session.flush()
         payment.refunded_amount = payment.refunded_amount + value
@@ -534,8 +535,8 @@ def _settle_refund(refund_id: int, *, succeeded: bool, source: str, external_id:
             raise PaymentNotFound(f"no refund {refund_id}")
         payment = _lock_payment(session, refund.payment_id)
         session.refresh(refund, with_for_update=True)
-        final = "finished" if succeeded else "failed"
-        if refund.status in ("finished", "failed"):
+        final = RefundStatus.FINISHED if succeeded else RefundStatus.FAILED
+        if refund.status in (RefundStatus.FINISHED, RefundStatus.FAILED):
             outcome = Outcome(payment.id, payment.status, "already", f"refund {refund.id} is already {refund.status}")
             _event(session, payment, kind="refund", source=source, outcome=outcome.message, data=data, actor=actor)
             return outcome

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
-from billcore.gateway import (ChargeResult, GatewaySetup, GatewayStatus, Payment, Refund, RefundResult, SetupItem,
-                              session, set_gateway_data)
+from billcore.gateway import (ChargeResult, ChargeState, GatewaySetup, GatewayState, GatewayStatus, Payment, Refund,
+                              RefundResult, RefundState, RefundStatus, SetupItem, session, set_gateway_data)
 
 from . import gateway, protocol
 from .common import CURRENCY, LOG_MODULE, algorithm, log_line
@@ -120,7 +120,7 @@ def check_payment(payment: Payment, settings: Mapping[str, Any]) -> GatewayStatu
         state = gateway.op_state(settings, payment.id)
     except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
         log_line(LOG_MODULE, payment.id, f"status poll failed: {exc}", logging.WARNING)
-        return GatewayStatus("pending", info=f"OpStateExt failed: {exc}")
+        return GatewayStatus(GatewayState.PENDING, info=f"OpStateExt failed: {exc}")
     data = {"state_code": state.state_code, "result_code": state.result_code, "op_key": state.op_key,
             "inc_curr_label": state.inc_curr_label, "payment_method": state.payment_method,
             "state_date": state.state_date}
@@ -128,20 +128,20 @@ def check_payment(payment: Payment, settings: Mapping[str, Any]) -> GatewayStatu
     if state.result_code != protocol.RESULT_OK:
         info = f"OpStateExt result code {state.result_code}: {state.description}"
         log_line(LOG_MODULE, payment.id, f"status poll: {info}", logging.WARNING)
-        return GatewayStatus("pending", info=info, data=data)
+        return GatewayStatus(GatewayState.PENDING, info=info, data=data)
     if state.state_code == protocol.STATE_PAID:
         if state.out_sum is None:
             log_line(LOG_MODULE, payment.id, "status poll: paid but no OutSum, left pending", logging.WARNING)
-            return GatewayStatus("pending", info="state 100 without OutSum", data=data)
+            return GatewayStatus(GatewayState.PENDING, info="state 100 without OutSum", data=data)
         log_line(LOG_MODULE, payment.id, "status poll: paid", out_sum=state.out_sum, op_key=state.op_key)
-        return GatewayStatus("paid", amount=state.out_sum, currency=CURRENCY, external_id=state.op_key,
+        return GatewayStatus(GatewayState.PAID, amount=state.out_sum, currency=CURRENCY, external_id=state.op_key,
                              info="OpStateExt state 100", data=data)
     if state.state_code in CANCELLED_STATES:
         log_line(LOG_MODULE, payment.id, f"status poll: cancelled (state {state.state_code})")
-        return GatewayStatus("cancelled", external_id=state.op_key, data=data,
+        return GatewayStatus(GatewayState.CANCELLED, external_id=state.op_key, data=data,
                              info=f"OpStateExt state {state.state_code}")
     log_line(LOG_MODULE, payment.id, f"status poll: still open (state {state.state_code})")
-    return GatewayStatus("pending", external_id=state.op_key, data=data,
+    return GatewayStatus(GatewayState.PENDING, external_id=state.op_key, data=data,
                          info=f"OpStateExt state {state.state_code}")
 
 
@@ -159,7 +159,7 @@ def _op_key(payment: Payment, settings: Mapping[str, Any]) -> str | None:
 def _is_full_refund(payment: Payment, refund: Refund) -> bool:
     others = session().execute(
         select(func.count()).select_from(Refund).where(
-            Refund.payment_id == payment.id, Refund.id != refund.id, Refund.status != "failed")
+            Refund.payment_id == payment.id, Refund.id != refund.id, Refund.status != RefundStatus.FAILED)
     ).scalar_one()
     return others == 0 and Decimal(refund.amount) == Decimal(payment.total)
 
@@ -177,17 +177,17 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
     """
     if not settings.get("password3"):
         log_line(LOG_MODULE, payment.id, "refund refused: Password #3 is not set", refund=refund_row.id)
-        return RefundResult("failed", info=_("Password #3 is not set: refunds through Robokassa are off."))
+        return RefundResult(RefundState.FAILED, info=_("Password #3 is not set: refunds through Robokassa are off."))
     try:
         op_key = _op_key(payment, settings)
     except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
         log_line(LOG_MODULE, payment.id, f"refund not sent: OpStateExt failed: {exc}", logging.WARNING,
                  refund=refund_row.id)
-        return RefundResult("failed", info=_("The refund was not sent: Robokassa could not be asked about the "
+        return RefundResult(RefundState.FAILED, info=_("The refund was not sent: Robokassa could not be asked about the "
                                              "payment's operation (%(error)s).", error=str(exc)))
     if not op_key:
         log_line(LOG_MODULE, payment.id, "refund refused: no OpKey known", refund=refund_row.id)
-        return RefundResult("failed", info=_("Robokassa reports no operation for this payment (no OpKey)."))
+        return RefundResult(RefundState.FAILED, info=_("Robokassa reports no operation for this payment (no OpKey)."))
     refund_sum = None if _is_full_refund(payment, refund_row) else Decimal(refund_row.amount)
     try:
         answer = gateway.refund_create(settings, payment_id=payment.id, op_key=op_key, refund_sum=refund_sum,
@@ -195,35 +195,35 @@ def refund(payment: Payment, settings: Mapping[str, Any], refund_row: Refund) ->
     except gateway.GatewayUnavailable as exc:
         if not exc.sent:
             log_line(LOG_MODULE, payment.id, f"refund not sent: {exc}", logging.WARNING, refund=refund_row.id)
-            return RefundResult("failed", info=_("The refund request could not be sent to Robokassa (%(error)s); "
+            return RefundResult(RefundState.FAILED, info=_("The refund request could not be sent to Robokassa (%(error)s); "
                                                  "nothing was refunded.", error=str(exc)))
         said = gateway_message(exc.body)
         if exc.status_code in REJECTED_STATUSES:
             log_line(LOG_MODULE, payment.id, f"refund rejected: {exc}", logging.WARNING, refund=refund_row.id,
                      message=said)
             if said:
-                return RefundResult("failed", info=_(
+                return RefundResult(RefundState.FAILED, info=_(
                     "Robokassa rejected the refund request (HTTP %(status)s): %(message)s",
                     status=exc.status_code, message=said))
-            return RefundResult("failed", info=_("Robokassa rejected the refund request (HTTP %(status)s).",
+            return RefundResult(RefundState.FAILED, info=_("Robokassa rejected the refund request (HTTP %(status)s).",
                                                  status=exc.status_code))
         return _unconfirmed(payment, refund_row, op_key, f"{exc}: {said}" if said else str(exc))
     except protocol.ProtocolError as exc:
         return _unconfirmed(payment, refund_row, op_key, f"unreadable answer: {exc}")
     if answer.success and answer.request_id:
         log_line(LOG_MODULE, payment.id, "refund accepted", refund=refund_row.id, request_id=answer.request_id)
-        return RefundResult("pending", external_id=answer.request_id, data={"op_key": op_key})
+        return RefundResult(RefundState.PENDING, external_id=answer.request_id, data={"op_key": op_key})
     if answer.success:
         return _unconfirmed(payment, refund_row, op_key, "accepted without a request id")
     log_line(LOG_MODULE, payment.id, "refund refused by Robokassa", logging.WARNING, refund=refund_row.id,
              message=answer.message)
-    return RefundResult("failed", info=answer.message or _("Robokassa refused the refund."))
+    return RefundResult(RefundState.FAILED, info=answer.message or _("Robokassa refused the refund."))
 
 
 def _unconfirmed(payment: Payment, refund_row: Refund, op_key: str, error: str) -> RefundResult:
     """The refund request may have reached Robokassa but gave no request id: pending, not followable."""
     log_line(LOG_MODULE, payment.id, f"refund unconfirmed: {error}", logging.WARNING, refund=refund_row.id)
-    return RefundResult("pending", data={"op_key": op_key, "unconfirmed": True}, info=_(
+    return RefundResult(RefundState.PENDING, data={"op_key": op_key, "unconfirmed": True}, info=_(
         "Robokassa's answer to the refund request was lost (%(error)s): the refund may have been made. Check "
         "it in Robokassa's cabinet, then mark it done or failed on the payment's page.", error=error))
 
@@ -236,19 +236,19 @@ def refund_status(payment: Payment, settings: Mapping[str, Any], refund_row: Ref
     """
     request_id = refund_row.external_id
     if not request_id:
-        return RefundResult("pending", info=_("Robokassa gave no request id for this refund, so it cannot be "
+        return RefundResult(RefundState.PENDING, info=_("Robokassa gave no request id for this refund, so it cannot be "
                                               "followed: check it in Robokassa's cabinet."))
     try:
         state = gateway.refund_state(settings, payment_id=payment.id, request_id=request_id)
     except (gateway.GatewayUnavailable, protocol.ProtocolError) as exc:
         log_line(LOG_MODULE, payment.id, f"refund status failed: {exc}", logging.WARNING, refund=refund_row.id)
-        return RefundResult("pending", external_id=request_id, info=str(exc))
+        return RefundResult(RefundState.PENDING, external_id=request_id, info=str(exc))
     if state.label == "finished":
-        return RefundResult("finished", external_id=request_id,
+        return RefundResult(RefundState.FINISHED, external_id=request_id,
                             data={"amount": str(state.amount) if state.amount is not None else None})
     if state.label == "canceled":
-        return RefundResult("failed", external_id=request_id, info=_("The refund was cancelled at Robokassa."))
-    return RefundResult("pending", external_id=request_id, info=state.message or state.label or "")
+        return RefundResult(RefundState.FAILED, external_id=request_id, info=_("The refund was cancelled at Robokassa."))
+    return RefundResult(RefundState.PENDING, external_id=request_id, info=state.message or state.label or "")
 
 
 def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, Any]) -> ChargeResult:
@@ -273,18 +273,18 @@ def recurring_charge(payment: Payment, parent: Payment, settings: Mapping[str, A
         said = gateway_message(exc.body)
         if not exc.sent:
             log_line(LOG_MODULE, payment.id, f"recurring charge not sent: {exc}", logging.WARNING)
-            return ChargeResult("failed", info=_("The charge could not be sent to Robokassa (%(error)s); nothing "
+            return ChargeResult(ChargeState.FAILED, info=_("The charge could not be sent to Robokassa (%(error)s); nothing "
                                                  "was charged.", error=str(exc)))
         if exc.status_code in REJECTED_STATUSES:
             log_line(LOG_MODULE, payment.id, f"recurring charge rejected: {exc}", logging.WARNING, message=said)
             if said:
-                return ChargeResult("failed", info=_("Robokassa refused the charge (HTTP %(status)s): %(message)s",
+                return ChargeResult(ChargeState.FAILED, info=_("Robokassa refused the charge (HTTP %(status)s): %(message)s",
                                                      status=exc.status_code, message=said))
-            return ChargeResult("failed", info=_("Robokassa refused the charge (HTTP %(status)s).",
+            return ChargeResult(ChargeState.FAILED, info=_("Robokassa refused the charge (HTTP %(status)s).",
                                                  status=exc.status_code))
         return _charge_unknown(payment, f"{exc}: {said}" if said else str(exc))
     if answer == protocol.result_answer(payment.id):
-        return ChargeResult("accepted", info=answer)
+        return ChargeResult(ChargeState.ACCEPTED, info=answer)
     return _charge_unknown(payment, _("unexpected answer %(answer)s", answer=repr(gateway_message(answer)[:100])))
 
 
@@ -295,6 +295,6 @@ def _charge_unknown(payment: Payment, error: str) -> ChargeResult:
     settles it (state 100 paid, 10/60 cancelled), and the period is never charged again with a new
     child until Robokassa says this one did not happen."""
     log_line(LOG_MODULE, payment.id, f"recurring charge unconfirmed: {error}", logging.WARNING)
-    return ChargeResult("accepted", data={"unconfirmed": True}, info=_(
+    return ChargeResult(ChargeState.ACCEPTED, data={"unconfirmed": True}, info=_(
         "Robokassa's answer to the charge was not a clear yes or no (%(error)s): the charge may have been "
         "made. The payment waits for Robokassa's status.", error=error))

@@ -22,8 +22,8 @@ from flask.cli import AppGroup
 from flask_babel import gettext as _
 
 from billcore.gateway import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURE_TEST_MODE, ChargeResult,
-                              GatewaySetup, GatewayStatus, ModuleInfo, RefundResult, SetupItem, StartAction,
-                              hookimpl, session)
+                              ChargeState, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo, RefundResult,
+                              RefundState, SetupItem, StartAction, hookimpl, session)
 
 from . import gateway
 from .forms import IntegrationForm, validate_settings
@@ -177,13 +177,13 @@ def billcore_check_payment(payment: Payment, paymethod: PaymentMethod, settings:
     """
     op = gateway.find_operation(str(settings.get("merchant_id") or ""), payment.id)
     if op is None:
-        return GatewayStatus("pending", info="the gateway has no operation for this payment")
+        return GatewayStatus(GatewayState.PENDING, info="the gateway has no operation for this payment")
     if op["state"] == gateway.PAID:
-        return GatewayStatus("paid", amount=Decimal(op["amount"]), currency=op["currency"],
+        return GatewayStatus(GatewayState.PAID, amount=Decimal(op["amount"]), currency=op["currency"],
                              external_id=op["op_id"], data={"op_id": op["op_id"]})
     if op["state"] == gateway.FAILED:
-        return GatewayStatus("cancelled", external_id=op["op_id"], info="the gateway reports a failure")
-    return GatewayStatus("pending", external_id=op["op_id"], info="the client has not paid yet")
+        return GatewayStatus(GatewayState.CANCELLED, external_id=op["op_id"], info="the gateway reports a failure")
+    return GatewayStatus(GatewayState.PENDING, external_id=op["op_id"], info="the client has not paid yet")
 
 
 # --- refunds ---------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def billcore_refund_status(payment: Payment, paymethod: PaymentMethod, settings:
     """
     found = gateway.find_refund(refund.external_id or "")
     if found is None:
-        return RefundResult("pending", external_id=refund.external_id, info="unknown at the gateway")
+        return RefundResult(RefundState.PENDING, external_id=refund.external_id, info="unknown at the gateway")
     return RefundResult(found["state"], external_id=found["refund_id"], info=found["info"])
 
 
@@ -229,9 +229,9 @@ def billcore_recurring_charge(payment: Payment, parent: Payment, paymethod: Paym
     """
     op = gateway.charge(str(settings.get("merchant_id") or ""), parent.id, payment.id,
                         str(payment.total), payment.currency)
-    state = "paid" if op["state"] == gateway.PAID else "failed"
+    state = ChargeState.PAID if op["state"] == gateway.PAID else ChargeState.FAILED
     return ChargeResult(state, external_id=op["op_id"],
-                        info="" if state == "paid" else "the parent payment is not paid at the gateway",
+                        info="" if state == ChargeState.PAID else "the parent payment is not paid at the gateway",
                         data={"amount": op["amount"], "currency": op["currency"]})
 
 
