@@ -52,7 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(main.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(checkout_views.bp)
-    from .recurring_views import bp as recurring_bp  # auto-payments
+    from .recurring.views import bp as recurring_bp  # auto-payments
     app.register_blueprint(recurring_bp)
     from . import api  # the JSON API and its OpenAPI document
 

@@ -172,24 +172,53 @@ def init_app(app: Flask) -> ModuleRegistry:
     registry = make_registry(app)
     app.extensions["billcore.modules"] = registry
     for key in list(registry.modules):
-        snapshot = _AppSnapshot(app)
         try:
-            for bp in _blueprints(registry, app, key):
-                app.register_blueprint(bp)
-            clashes = _route_clashes(snapshot.rules, _rules_since(app, snapshot.rules))
-            if clashes:
-                raise RouteCollision(clashes)
+            blueprints = _blueprints(registry, app, key)
+            _trial(app, blueprints)  # on a scratch app: the real one is untouched when this raises
         except Exception as exc:
             if isinstance(exc, RouteCollision):
                 log.error("payment module %s refused: %s", key, exc)
             else:
                 log.exception("payment module %s failed to register its routes", key)
+            registry.errors[key] = f"{type(exc).__name__}: {exc}"
+            del registry.modules[key]
+            if registry.pm.get_plugin(key) is not None:
+                registry.pm.unregister(name=key)
+            continue
+        snapshot = _AppSnapshot(app)
+        try:
+            for bp in blueprints:
+                app.register_blueprint(bp)
+        except Exception as exc:
+            # They registered on the scratch app, so this is not the module's input but the app's state;
+            # Werkzeug cannot take URL rules out of a map, so a half-registered module must stop the app.
             snapshot.restore(app)
+            if _rules_since(app, snapshot.rules):
+                raise RuntimeError(f"payment module {key} failed to register its routes after its trial "
+                                   f"and cannot be taken out again: {type(exc).__name__}: {exc}") from exc
+            log.exception("payment module %s failed to register its routes", key)
             registry.errors[key] = f"{type(exc).__name__}: {exc}"
             del registry.modules[key]
             if registry.pm.get_plugin(key) is not None:
                 registry.pm.unregister(name=key)
     return registry
+
+
+def _trial(app: Flask, blueprints: list) -> None:
+    """Register ``blueprints`` on a scratch app first: raises what registering raises, :class:`ValueError`
+    for a blueprint name ``app`` already has, and :class:`RouteCollision` for URL rules that take URLs
+    ``app`` already serves (the core's or an earlier module's)."""
+    taken = [bp.name for bp in blueprints if bp.name in app.blueprints]
+    if taken:
+        raise ValueError(f"blueprint names already registered: {', '.join(taken)}")
+    scratch = Flask(app.import_name, root_path=app.root_path, static_folder=None)
+    scratch.config.update(app.config)
+    scratch.extensions.update(app.extensions)
+    for bp in blueprints:
+        scratch.register_blueprint(bp)
+    clashes = _route_clashes(list(app.url_map.iter_rules()), list(scratch.url_map.iter_rules()))
+    if clashes:
+        raise RouteCollision(clashes)
 
 
 class RouteCollision(Exception):
@@ -227,8 +256,9 @@ def _rules_since(app: Flask, before: list[Rule]) -> list[Rule]:
 
 
 class _AppSnapshot:
-    """What registering blueprints changes on an app, saved so a refused module can be taken out again:
-    URL rules, view functions, blueprints, request and template hooks, error handlers and CLI commands."""
+    """What registering blueprints changes on an app, saved so a module that failed half-way can be taken
+    out again: view functions, blueprints, request and template hooks, error handlers and CLI commands
+    (and the URL rules, to tell whether any were added)."""
 
     _HOOK_DICTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs",
                    "template_context_processors", "url_value_preprocessors", "url_default_functions")
@@ -245,16 +275,7 @@ class _AppSnapshot:
 
     def restore(self, app: Flask) -> None:
         """Put the app back as it was when the snapshot was taken."""
-        url_map = app.url_map
-        if list(url_map.iter_rules()) != self.rules:
-            # Werkzeug cannot remove a rule: rebuild the matcher from the rules that were there before.
-            url_map._matcher = type(url_map._matcher)(url_map.merge_slashes)  # noqa: SLF001
-            url_map._rules_by_endpoint = {}  # noqa: SLF001
-            for rule in self.rules:
-                if not rule.build_only:
-                    url_map._matcher.add(rule)  # noqa: SLF001
-                url_map._rules_by_endpoint.setdefault(rule.endpoint, []).append(rule)  # noqa: SLF001
-            url_map._remap = True  # noqa: SLF001
+        # URL rules are not restored: Werkzeug has no public way to remove one (see init_app).
         app.view_functions.clear()
         app.view_functions.update(self.view_functions)
         app.blueprints.clear()

@@ -204,3 +204,39 @@ def test_plugins_lists_modules_left_off_the_allow_list_and_failed_ones(tmp_path)
     text = app.test_cli_runner().invoke(args=["plugins"]).output
     assert "pmgood  not loaded: not on the allow-list (PAYMENT_MODULES)" in text
     assert "pmbroken  NOT LOADED: " in text
+
+
+def test_trial_registers_on_a_scratch_app_and_leaves_the_real_one_untouched():
+    """A module's blueprints are tried on a scratch app: a refusal (a registration error, a taken blueprint
+    name, a taken URL) leaves the real app's URL map, views and blueprints as they were."""
+    from flask import Blueprint, Flask
+
+    from billcore.plugins import RouteCollision, _trial
+
+    app = Flask("trialapp")
+    app.add_url_rule("/login", "login", lambda: "core")
+    core = Blueprint("core", __name__)
+    app.register_blueprint(core)
+    rules_before, views_before = list(app.url_map.iter_rules()), dict(app.view_functions)
+
+    clash = Blueprint("pmx", __name__)
+    clash.add_url_rule("/mancgi/x", "x", lambda: "x")
+    clash.add_url_rule("/login", "login", lambda: "module")
+    with pytest.raises(RouteCollision, match="/login"):
+        _trial(app, [clash])
+    broken = Blueprint("pmy", __name__)
+    broken.add_url_rule("/mancgi/y", "y", lambda: "y")
+    broken.record(lambda state: (_ for _ in ()).throw(RuntimeError("refuses on purpose")))
+    with pytest.raises(RuntimeError, match="on purpose"):
+        _trial(app, [broken])
+    with pytest.raises(ValueError, match="core"):
+        _trial(app, [Blueprint("core", __name__)])
+    assert list(app.url_map.iter_rules()) == rules_before and app.view_functions == views_before
+    assert set(app.blueprints) == {"core"}
+
+    good = Blueprint("pmz", __name__)
+    good.add_url_rule("/mancgi/z", "z", lambda: "z")
+    _trial(app, [good])  # passes, and still registers nothing on the real app
+    assert list(app.url_map.iter_rules()) == rules_before
+    app.register_blueprint(good)  # the same blueprint then registers on the real app
+    assert app.test_client().get("/mancgi/z").data == b"z"

@@ -777,7 +777,7 @@ def test_someone_elses_payment_is_not_found(app, client_user, other_client_user)
 
 def test_recurring_pages_share_the_checkout_owner_lookup(app, client_user):
     """One owner-only payment lookup for the client area: the recurring pages use the checkout's."""
-    from billcore import recurring_views
+    from billcore.recurring import views as recurring_views
     from billcore.checkout import access
     from billcore.checkout import views as checkout_views
     assert recurring_views.own_payment is access.own_payment is checkout_views.own_payment

@@ -12,12 +12,12 @@ from sqlalchemy import select
 from wtforms import RadioField, StringField, SubmitField
 from wtforms.validators import InputRequired, Length, Optional
 
-from . import recurring
-from .auth import client_required
-from .checkout.access import own_payment
-from .db import db
-from .models import Payment, PaymentMethod, RecurringCharge, RecurringProfile
-from .plugins import get_registry
+from .. import recurring
+from ..auth import client_required
+from ..checkout.access import own_payment
+from ..db import db
+from ..models import Payment, PaymentMethod, RecurringCharge, RecurringProfile
+from ..plugins import get_registry
 
 bp = Blueprint("recurring", __name__)
 

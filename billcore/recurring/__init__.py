@@ -18,6 +18,7 @@ reported) is never replaced: the profile is suspended at once for an admin's che
 from __future__ import annotations
 
 import calendar
+import enum
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -32,18 +33,18 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
-from . import outbox
-from .db import db
-from .gateway_pool import release_read_transaction, run_each, workers_for
-from .models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
+from .. import outbox
+from ..db import db
+from ..gateway_pool import release_read_transaction, run_each, workers_for
+from ..models import (Account, Payment, PaymentEvent, PaymentMethod, RecurringCharge, RecurringProfile, Status,
                      utcnow)
-from .money import MoneyError, commission, parse_amount
-from .paymethods import full_settings
-from .paymodule import FEATURE_RECURRING, ChargeResult
-from .states import ChargeState, ChargeStatus, ProfileStatus
-from .payments import service
-from .payments.service import write_transaction
-from .plugins import get_registry
+from ..money import MoneyError, commission, parse_amount
+from ..paymethods import full_settings
+from ..paymodule import FEATURE_RECURRING, ChargeResult
+from ..states import ChargeState, ChargeStatus, ProfileStatus
+from ..payments import service
+from ..payments.service import write_transaction
+from ..plugins import get_registry
 
 log = logging.getLogger(__name__)
 
@@ -597,6 +598,43 @@ def _hold(profile: RecurringProfile, charge: RecurringCharge, now: datetime, err
     return False
 
 
+class PendingAction(enum.Enum):
+    """What a run does with a profile's latest unsettled period (see :func:`decide_pending`)."""
+
+    NEW_PERIOD = "new period"  # nothing unsettled: claim the next period
+    WAIT = "wait"  # the gateway is working on the child: look again later (or book the outcome then)
+    RECONCILE = "reconcile"  # the child was settled meanwhile: book its outcome on the period
+    RETRY = "retry"  # charge the same period again (its child, if left ``new``, keeps its payment id)
+    FAIL_AND_RETRY = "fail and retry"  # accepted without a child cannot happen: mark it failed, retry it
+
+
+# (period state, child's payment status or None when the period has no child) -> action; ``ANY`` stands
+# for every child status not listed for that period state. The first matching row decides.
+ANY = "*"
+PENDING_TABLE: tuple[tuple[str | None, str | None, PendingAction], ...] = (
+    (None, None, PendingAction.NEW_PERIOD),
+    (CLAIMED, Status.INPAY, PendingAction.WAIT),
+    (CLAIMED, Status.NEW, PendingAction.RETRY),  # a child left ``new`` by an interrupted run
+    (CLAIMED, None, PendingAction.RETRY),
+    (CLAIMED, ANY, PendingAction.RECONCILE),
+    (ACCEPTED, Status.INPAY, PendingAction.WAIT),
+    (ACCEPTED, Status.NEW, PendingAction.WAIT),  # accepted: the gateway will tell
+    (ACCEPTED, None, PendingAction.FAIL_AND_RETRY),
+    (ACCEPTED, ANY, PendingAction.RECONCILE),
+    (FAILED, ANY, PendingAction.RETRY),
+    (FAILED, None, PendingAction.RETRY),
+)
+
+
+def decide_pending(state: str | None, child_status: str | None) -> PendingAction:
+    """The action for a profile's latest unsettled period in ``state`` (None: there is none) whose child
+    payment has ``child_status`` (None: no child yet). Pure: reads nothing, changes nothing."""
+    for row_state, row_child, action in PENDING_TABLE:
+        if row_state == state and (row_child == child_status or (row_child == ANY and child_status is not None)):
+            return action
+    raise ValueError(f"no rule for a {state!r} period with a {child_status!r} child")
+
+
 def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
     """Lock a due profile and claim the period to charge; None when there is nothing to charge now."""
     try:
@@ -608,23 +646,22 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
             pending = session.execute(select(RecurringCharge).where(
                 RecurringCharge.profile_id == profile.id, RecurringCharge.state.in_((CLAIMED, ACCEPTED, FAILED)))
                 .order_by(RecurringCharge.id.desc())).scalars().first()
-            if pending is not None and pending.state in (CLAIMED, ACCEPTED) and pending.payment_id:
-                child = session.get(Payment, pending.payment_id)
-                if child.status == Status.INPAY.value or (child.status == Status.NEW.value and pending.state == ACCEPTED):
-                    # the gateway is working on it: look again later (or book the outcome then)
-                    profile.next_charge_at = now + _check_interval()
-                    return None
-                if child.status != Status.NEW.value:
-                    outcome = _reconcile(session, profile, pending, now)
-                    result.charges.append((profile.id, pending.period, pending.payment_id, outcome))
-                    if profile.status == SUSPENDED:
-                        result.suspended.append(profile.id)
-                    return None
-                # else: a child left ``new`` by an interrupted run: charge it again (same payment id)
-            elif pending is not None and pending.state == ACCEPTED:
-                pending.state = FAILED  # accepted without a child cannot happen; never leave it dangling
+            child = session.get(Payment, pending.payment_id) if pending is not None and pending.payment_id else None
+            action = decide_pending(pending.state if pending is not None else None,
+                                    child.status if child is not None else None)
+            if action == PendingAction.WAIT:
+                profile.next_charge_at = now + _check_interval()
+                return None
+            if action == PendingAction.RECONCILE:
+                outcome = _reconcile(session, profile, pending, now)
+                result.charges.append((profile.id, pending.period, pending.payment_id, outcome))
+                if profile.status == SUSPENDED:
+                    result.suspended.append(profile.id)
+                return None
+            if action == PendingAction.FAIL_AND_RETRY:
+                pending.state = FAILED
             account = session.get(Account, profile.account_id)
-            if pending is not None and pending.state in (CLAIMED, FAILED):
+            if action != PendingAction.NEW_PERIOD:
                 charge = pending  # retry the same period: never a second period while one is unpaid
             else:
                 charge = None
