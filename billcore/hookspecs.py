@@ -2,12 +2,13 @@
 
 A payment module is a Python module registered under the entry-point group ``billcore.paymethods``;
 the entry-point name is the module key (``pmrobokassa``). It implements the hooks below with
-``@billcore.hookimpl``. Hooks that the core calls for one module take ``module`` (the key) first and
-must return ``None`` when the key is not theirs; the core calls them only on the owning module, and
-``firstresult`` makes the owner's answer the result. ``settings`` arguments are the payment method's
-integration settings with secrets decrypted: use them, never log them.
+``@billcore.gateway.hookimpl``. Hooks that the core calls for one module are called on the owning module
+only (:meth:`billcore.plugins.ModuleRegistry.call`), so an implementation needs no check of the key: it
+may leave the ``module`` argument out of its signature (pluggy passes only the arguments a hook names).
+``settings`` arguments are the payment method's integration settings with secrets decrypted: use them,
+never log them.
 
-Plugins never change payment state themselves: they call :mod:`billcore.payments.service`.
+Plugins never change payment state themselves: they call the service functions of :mod:`billcore.gateway`.
 """
 from __future__ import annotations
 
@@ -60,7 +61,6 @@ def billcore_integration_form(module: str, paymethod: PaymentMethod | None) -> t
     ``paymethod add`` command validates ``--set`` values. ``paymethod`` is None while adding. The class may
     be built at call time (for example to fill a select from the gateway). Fields named in
     ``ModuleInfo.secret_fields`` are treated as secrets: rendered empty, blank on submit means "keep".
-    Returns None when ``module`` is not this module's key.
     """
 
 
@@ -70,7 +70,7 @@ def billcore_validate_integration(module: str, settings: dict[str, Any], currenc
 
     Called after the form validated, with the settings as they would be stored (secrets included) and the
     payment method's currency when it is known. Returns ``{field: [error, ...]}`` (empty dict = valid), or
-    None when ``module`` is not this module's key. Must not log secrets.
+    Must not log secrets.
     """
 
 
@@ -79,8 +79,7 @@ def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict
     """Describe what the admin must set on the gateway's side (callback URLs, method, hash) and warn about
     this installation (a port other than 80/443, plain http...). ``base_url`` is the public absolute URL.
 
-    Called on the wizard's last page and on the payment method's page. Returns a :class:`GatewaySetup`,
-    or None when ``module`` is not this module's key.
+    Called on the wizard's last page and on the payment method's page. Returns a :class:`GatewaySetup`.
     """
 
 
@@ -91,7 +90,7 @@ def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMeth
     Called by the checkout after the payment is created (status ``new``) and when the client pays a
     ``new``/``inpay`` payment again. Usually the module's own redirect script
     (``/mancgi/<script>?elid=<id>``), which marks the payment ``inpay`` and sends the browser on.
-    Returns a :class:`StartAction`, or None when ``module`` is not this module's key.
+    Returns a :class:`StartAction`.
     """
 
 
@@ -102,7 +101,7 @@ def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMeth
 
     Called by ``flask --app billcore payments check`` (cron) for ``inpay`` payments and by the admin's
     "check status now". Must not change state: the core applies the answer through the payment service,
-    checking amount and currency. Returns a :class:`GatewayStatus`, or None when not this module's key.
+    checking amount and currency. Returns a :class:`GatewayStatus`.
     """
 
 
@@ -113,7 +112,7 @@ def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, set
 
     Called after the core recorded the refund request (payment ``pending_return``). Must not change state:
     the core books the answer. Raise an exception for a temporary failure. Returns a
-    :class:`RefundResult`, or None when not this module's key.
+    :class:`RefundResult`.
     """
 
 
@@ -122,8 +121,7 @@ def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMeth
                            refund: Refund) -> RefundResult | None:
     """Follow a refund the gateway accepted as ``pending`` until it is ``finished`` or ``failed``.
 
-    Called by ``payments check`` and on the admin's payment page. Returns a :class:`RefundResult`, or
-    None when not this module's key.
+    Called by ``payments check`` and on the admin's payment page. Returns a :class:`RefundResult`.
     """
 
 
@@ -132,8 +130,7 @@ def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, pa
                               settings: dict[str, Any]) -> ChargeResult | None:
     """Charge a child ``payment`` against the stored ``parent`` payment; only for modules with ``recurring``.
 
-    Called by ``flask --app billcore recurring run``. Returns a :class:`ChargeResult`, or None when not
-    this module's key.
+    Called by ``flask --app billcore recurring run``. Returns a :class:`ChargeResult`.
     """
 
 

@@ -37,7 +37,8 @@ class ModuleInfo:
     fields that are stored encrypted, never rendered back and never logged. ``currencies`` limits the
     currencies a payment method of this module may use (empty = any). ``logo`` is a URL path or an
     absolute URL. ``development_only`` modules are loaded only in debug/testing or when the allow-list
-    names them.
+    names them. ``api_version`` is the :data:`billcore.gateway.API_VERSION` the module was written for
+    (``None``: none declared); an incompatible module is refused at load.
     """
 
     key: str
@@ -51,6 +52,7 @@ class ModuleInfo:
     secret_fields: tuple[str, ...] = ()
     registration_url: str | None = None
     development_only: bool = False
+    api_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ IN_TREE_DIR = Path(__file__).resolve().parent.parent / "plugins"
 
 log = logging.getLogger(__name__)
 
+# Why an installed module was left out on purpose (``flask --app billcore plugins`` shows it).
+NOT_ALLOWED = "not on the allow-list (PAYMENT_MODULES)"
+DEVELOPMENT_ONLY = ("development-only: loaded in debug or testing mode, with DEV_MODULES, or when PAYMENT_MODULES "
+                    "names it")
+
 
 @dataclass
 class ModuleRegistry:
@@ -37,6 +42,8 @@ class ModuleRegistry:
     modules: dict[str, ModuleInfo] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # installed modules left out on purpose (not on the allow-list, development-only): key -> reason
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def info(self, key: str) -> ModuleInfo | None:
         """The description of a loaded module, or None."""
@@ -93,9 +100,11 @@ def make_registry(app: Flask) -> ModuleRegistry:
     dev_ok = development_mode(app)
 
     for key, loader, source in _candidates(app.config.get("EXTRA_MODULES") or {}):
-        if key in registry.modules or key in registry.errors:
+        if key in registry.modules or key in registry.errors or key in registry.skipped:
             continue
+        registry.sources[key] = source
         if allowed is not None and key not in allowed:
+            registry.skipped[key] = NOT_ALLOWED
             continue
         try:
             module = loader()
@@ -110,9 +119,9 @@ def make_registry(app: Flask) -> ModuleRegistry:
             continue
         if info.development_only and not dev_ok and (allowed is None or key not in allowed):
             pm.unregister(name=key)
+            registry.skipped[key] = DEVELOPMENT_ONLY
             continue
         registry.modules[key] = info
-        registry.sources[key] = source
     return registry
 
 
@@ -143,6 +152,9 @@ def _describe(pm: pluggy.PluginManager, module: ModuleType, key: str) -> ModuleI
         raise TypeError("billcore_module_info must return a ModuleInfo")
     if info.key != key:
         raise ValueError(f"module describes itself as {info.key!r} but is registered as {key!r}")
+    from .gateway import check_api_version  # the public module imports this one
+
+    check_api_version(info.api_version)
     unknown = set(info.features) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}")

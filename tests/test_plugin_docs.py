@@ -44,3 +44,16 @@ def test_guide_sections_are_in_hookspecs():
     text = GUIDE.read_text(encoding="utf-8")
     documented = {line[4:].strip() for line in text.splitlines() if line.startswith("### billcore_")}
     assert documented == set(_hooks())
+
+
+def test_the_gateway_reference_in_the_guide_is_generated_from_the_code():
+    """Every type, field, state and call of billcore.gateway is in docs/plugins.md as the code has it:
+    after a change, regenerate with ``python -m billcore.gateway_reference``."""
+    from billcore import gateway
+    from billcore.gateway_reference import END, START, reference
+
+    text = GUIDE.read_text(encoding="utf-8")
+    start, end = text.index(START), text.index(END) + len(END)
+    assert text[start:end] + "\n" == reference()
+    for name in gateway.__all__:
+        assert f"### `{name}" in text, name

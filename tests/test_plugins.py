@@ -176,6 +176,36 @@ def test_a_refused_module_leaves_the_app_working(tmp_path):
     assert client.get("/teapot").data == b"teapot"
 
 
+def _listing(app) -> dict[str, dict]:
+    result = app.test_cli_runner().invoke(args=["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["key"]: row for row in json.loads(result.output)}
+
+
+def test_plugins_lists_a_development_only_module_on_a_production_install(tmp_path):
+    app = _app(tmp_path, TESTING=False)
+    rows = _listing(app)
+    assert rows["pmrobokassa"]["loaded"] is True and rows["pmrobokassa"]["reason"] is None
+    assert rows["pmtemplate"]["loaded"] is False and rows["pmtemplate"]["reason"] == plugins.DEVELOPMENT_ONLY
+    assert rows["pmtemplate"]["source"].startswith(("entry point", "source tree"))
+    text = app.test_cli_runner().invoke(args=["plugins"]).output
+    assert "pmtemplate  not loaded: development-only: loaded in debug or testing mode" in text
+
+
+def test_plugins_lists_modules_left_off_the_allow_list_and_failed_ones(tmp_path):
+    app = _app(tmp_path, PAYMENT_MODULES=["pmrobokassa", "pmbroken"], EXTRA_MODULES=SAMPLES)
+    rows = _listing(app)
+    assert set(app.extensions["billcore.modules"].modules) == {"pmrobokassa"}
+    for key in ("pmtemplate", "pmgood", "pmmisspelt", "pmwrongkey"):
+        assert rows[key]["loaded"] is False and rows[key]["reason"] == plugins.NOT_ALLOWED, key
+    assert rows["pmbroken"]["loaded"] is False
+    assert rows["pmbroken"]["reason"].startswith("failed to load: ") and "broken on purpose" in rows["pmbroken"]["reason"]
+    assert rows["pmbroken"]["source"] == "config EXTRA_MODULES tests.plugin_samples.broken_import"
+    text = app.test_cli_runner().invoke(args=["plugins"]).output
+    assert "pmgood  not loaded: not on the allow-list (PAYMENT_MODULES)" in text
+    assert "pmbroken  NOT LOADED: " in text
+
+
 def test_trial_registers_on_a_scratch_app_and_leaves_the_real_one_untouched():
     """A module's blueprints are tried on a scratch app: a refusal (a registration error, a taken blueprint
     name, a taken URL) leaves the real app's URL map, views and blueprints as they were."""

@@ -154,11 +154,17 @@ def payment_show(payment_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def plugins_command(as_json: bool) -> None:
-    """List the payment modules: version, features, where they came from, and load errors."""
+    """List every installed payment module, loaded or not: version, features and source of a loaded one;
+    for one not loaded, the reason (not on the allow-list, development-only, or the error it failed with)."""
     registry = get_registry()
-    rows = [{"key": key, "title": info.title, "version": info.version, "features": sorted(info.features),
-             "source": registry.sources.get(key), "error": None} for key, info in sorted(registry.modules.items())]
-    rows += [{"key": key, "title": None, "version": None, "features": [], "source": None, "error": error}
+    rows = [{"key": key, "loaded": True, "title": info.title, "version": info.version,
+             "features": sorted(info.features), "source": registry.sources.get(key), "reason": None, "error": None}
+            for key, info in sorted(registry.modules.items())]
+    rows += [{"key": key, "loaded": False, "title": None, "version": None, "features": [],
+              "source": registry.sources.get(key), "reason": reason, "error": None}
+             for key, reason in sorted(registry.skipped.items())]
+    rows += [{"key": key, "loaded": False, "title": None, "version": None, "features": [],
+              "source": registry.sources.get(key), "reason": f"failed to load: {error}", "error": error}
              for key, error in sorted(registry.errors.items())]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -166,7 +172,9 @@ def plugins_command(as_json: bool) -> None:
     click.echo(f"templates: {current_app.jinja_loader.searchpath[0]}")
     for row in rows:
         if row["error"]:
-            click.echo(f"{row['key']}  NOT LOADED: {row['error']}")
+            click.echo(f"{row['key']}  NOT LOADED: {row['error']}  ({row['source']})")
+        elif not row["loaded"]:
+            click.echo(f"{row['key']}  not loaded: {row['reason']}  ({row['source']})")
         else:
             click.echo(f"{row['key']}  {row['version']}  {row['title']}  features: "
                        f"{', '.join(row['features']) or '-'}  ({row['source']})")

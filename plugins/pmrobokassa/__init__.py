@@ -10,10 +10,9 @@ from typing import Any
 from flask import Flask, url_for
 from flask_babel import lazy_gettext as _l
 
-from billcore import hookimpl
-from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_RECEIPTS, FEATURE_RECURRING, FEATURE_REFUND,
-                                FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, ChargeResult, GatewaySetup,
-                                GatewayStatus, ModuleInfo, RefundResult, StartAction)
+from billcore.gateway import (FEATURE_CHECKPAY, FEATURE_RECEIPTS, FEATURE_RECURRING, FEATURE_REFUND,
+                              FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, ChargeResult, GatewaySetup, GatewayStatus,
+                              ModuleInfo, RefundResult, StartAction, hookimpl)
 
 from .common import CONFIG_DEFAULTS, KEY
 from .forms import REGISTRATION_URL
@@ -39,6 +38,7 @@ def billcore_module_info() -> ModuleInfo:
         currencies=("RUB",),
         secret_fields=SECRET_FIELDS,
         registration_url=REGISTRATION_URL,
+        api_version="2.0",  # the billcore.gateway API this module is written for
     )
 
 
@@ -59,20 +59,16 @@ def billcore_blueprints(app: Flask):
 
 
 @hookimpl
-def billcore_integration_form(module: str, paymethod):
+def billcore_integration_form(paymethod):
     """The integration settings form (wizard step 2 and edit)."""
-    if module != KEY:
-        return None
     from .forms import build_form
 
     return build_form(paymethod)
 
 
 @hookimpl
-def billcore_validate_integration(module: str, settings: dict[str, Any], currency: str | None):
+def billcore_validate_integration(settings: dict[str, Any], currency: str | None):
     """Password rules, RUB only, a valid payment URL, valid receipt choices."""
-    if module != KEY:
-        return None
     from .common import LOG_MODULE, log_line
     from .forms import validate_settings
 
@@ -83,10 +79,8 @@ def billcore_validate_integration(module: str, settings: dict[str, Any], currenc
 
 
 @hookimpl
-def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
+def billcore_gateway_setup(paymethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
     """Result/Success/Fail URLs, POST, the hash algorithm, and warnings about the base URL."""
-    if module != KEY:
-        return None
     from dataclasses import replace
 
     from flask_babel import gettext as _
@@ -103,11 +97,9 @@ def billcore_gateway_setup(module: str, paymethod, settings: dict[str, Any], bas
 
 
 @hookimpl
-def billcore_start_payment(module: str, payment, paymethod) -> StartAction | None:
+def billcore_start_payment(payment, paymethod) -> StartAction | None:
     """The browser POSTs ``elid`` (with the session's CSRF token) to ``/mancgi/rkpayment``, which posts the
     signed form to Robokassa. A POST, so no other site can start a payment by linking there."""
-    if module != KEY:
-        return None
     from flask_wtf.csrf import generate_csrf
 
     return StartAction(url=url_for("pmrobokassa.payment"), method="POST",
@@ -115,40 +107,32 @@ def billcore_start_payment(module: str, payment, paymethod) -> StartAction | Non
 
 
 @hookimpl
-def billcore_check_payment(module: str, payment, paymethod, settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(payment, paymethod, settings: dict[str, Any]) -> GatewayStatus | None:
     """OpStateExt: 100 paid, 10/60 cancelled, anything else pending."""
-    if module != KEY:
-        return None
     from .operations import check_payment
 
     return check_payment(payment, settings)
 
 
 @hookimpl
-def billcore_refund(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+def billcore_refund(payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
     """A full or partial refund through the Refund API (needs Password #3)."""
-    if module != KEY:
-        return None
     from .operations import refund as do_refund
 
     return do_refund(payment, settings, refund)
 
 
 @hookimpl
-def billcore_refund_status(module: str, payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
+def billcore_refund_status(payment, paymethod, settings: dict[str, Any], refund) -> RefundResult | None:
     """Follow a refund with Refund/GetState."""
-    if module != KEY:
-        return None
     from .operations import refund_status
 
     return refund_status(payment, settings, refund)
 
 
 @hookimpl
-def billcore_recurring_charge(module: str, payment, parent, paymethod, settings: dict[str, Any]) -> ChargeResult | None:
+def billcore_recurring_charge(payment, parent, paymethod, settings: dict[str, Any]) -> ChargeResult | None:
     """A child charge through ``/Merchant/Recurring``."""
-    if module != KEY:
-        return None
     from .operations import recurring_charge
 
     return recurring_charge(payment, parent, settings)

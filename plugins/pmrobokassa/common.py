@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 
-from billcore.logs import file_logger, quote
+from billcore.gateway import file_logger, quote
 
 from . import protocol
 

@@ -11,10 +11,7 @@ from typing import Any
 import click
 from flask import Flask
 
-from billcore.db import db
-from billcore.models import PaymentMethod
-from billcore.paymethods import store_settings
-from billcore.plugins import get_registry
+from billcore.gateway import PaymentMethod, module_info, session, store_settings
 
 from .sandbox import SANDBOX_PREFIX, sandbox_enabled
 from .sandbox.shops import DEFAULT_SHOP
@@ -51,7 +48,7 @@ def _find_demo_method() -> PaymentMethod | None:
 def create_demo_method(app: Flask) -> PaymentMethod | None:
     """Create or update the demo Robokassa method pointing at the sandbox, active only while the sandbox
     is enabled; returns it (None when the module is not loaded)."""
-    info = get_registry().info(KEY)
+    info = module_info(KEY)
     if info is None:
         return None
     base_url = str(app.config.get("BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -63,13 +60,13 @@ def create_demo_method(app: Flask) -> PaymentMethod | None:
                                description="Pay in the local Robokassa sandbox: no real money moves.",
                                description_ru="Оплата в локальной песочнице Робокассы: настоящие деньги не списываются.",
                                settings={})
-        db.session.add(method)
+        session().add(method)
     # Its passwords are public (they are in this file): active only while the sandbox stands in for
     # Robokassa, never as a method anyone could "pay" with forged notifications.
     method.active = sandbox_enabled(app)
     method.allow_refund = True
     store_settings(method, info, demo_settings(base_url))
-    db.session.commit()
+    session().commit()
     if not sandbox_enabled(app):
         click.echo("Note: the Robokassa sandbox is off, so the demo payment method is left disabled; run "
                    "`flask demo` with BILLCORE_PMROBOKASSA_SANDBOX=true to enable it.")

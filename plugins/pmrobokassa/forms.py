@@ -19,7 +19,7 @@ from wtforms import BooleanField, PasswordField, RadioField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
-from billcore.models import PaymentMethod
+from billcore.gateway import PaymentMethod
 
 from . import gateway, protocol
 from .common import CURRENCY, config

@@ -15,11 +15,8 @@ from urllib.parse import urlsplit
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
-from billcore.db import db
-from billcore.models import Payment, Refund
-from billcore.paymodule import (ChargeResult, ChargeState, GatewaySetup, GatewayState, GatewayStatus, RefundResult,
-                               RefundState, RefundStatus, SetupItem)
-from billcore.payments import service
+from billcore.gateway import (ChargeResult, ChargeState, GatewaySetup, GatewayState, GatewayStatus, Payment, Refund,
+                              RefundResult, RefundState, RefundStatus, SetupItem, session, set_gateway_data)
 
 from . import gateway, protocol
 from .common import CURRENCY, LOG_MODULE, algorithm, log_line
@@ -154,13 +151,13 @@ def _op_key(payment: Payment, settings: Mapping[str, Any]) -> str | None:
         return str(op_key)
     state = gateway.op_state(settings, payment.id)  # GatewayUnavailable propagates: the refund is not sent
     if state.result_code == protocol.RESULT_OK and state.op_key:
-        service.set_gateway_data(payment.id, op_key=state.op_key)
+        set_gateway_data(payment.id, op_key=state.op_key)
         return state.op_key
     return None
 
 
 def _is_full_refund(payment: Payment, refund: Refund) -> bool:
-    others = db.session.execute(
+    others = session().execute(
         select(func.count()).select_from(Refund).where(
             Refund.payment_id == payment.id, Refund.id != refund.id, Refund.status != RefundStatus.FAILED)
     ).scalar_one()

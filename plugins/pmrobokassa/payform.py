@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_babel import gettext as _
 
-from billcore.models import Payment
+from billcore.gateway import Payment
 
 from . import protocol
 from .common import algorithm

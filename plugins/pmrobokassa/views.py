@@ -22,13 +22,9 @@ from werkzeug.routing import BuildError
 
 from flask_wtf import FlaskForm
 
-from billcore.args import MAX_ID
-from billcore.auth import client_required
-from billcore.db import db
-from billcore.limits import allow, cap_body, known_fields
-from billcore.models import Payment, PaymentMethod, Status
-from billcore.payments import service
-from billcore.paymethods import CallbackContext, callback_context, full_settings
+from billcore.gateway import (MAX_ID, CallbackContext, IllegalTransition, Payment, PaymentMethod, PaymentNotFound,
+                              Status, allow, callback_context, cap_body, client_required, full_settings,
+                              known_fields, record_event, rollback, session, set_in_pay, set_paid)
 
 from . import protocol
 from .common import (CURRENCY, KEY, LOG_FAIL, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, algorithm, config,
@@ -132,9 +128,9 @@ def _record(payment_id: int | None, *, kind: str, source: str, outcome: str, dat
     """Record an event; False when that failed (database down or locked: the log line is all that
     remains, and the caller decides whether to answer 503)."""
     try:
-        service.record_event(payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer)
+        record_event(payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer)
     except SQLAlchemyError:
-        db.session.rollback()
+        rollback()
         current_app.logger.exception("could not record a %s event", source)
         return False
     return True
@@ -185,7 +181,7 @@ class ContinueForm(FlaskForm):
 def _own_payment(elid: str) -> Payment:
     """The current client's payment ``elid``; 404 for anyone else's, unknown or malformed ids."""
     payment_id = int(elid) if INV_ID_RE.fullmatch(elid) and int(elid) <= MAX_ID else None
-    row = db.session.get(Payment, payment_id) if payment_id is not None else None
+    row = session().get(Payment, payment_id) if payment_id is not None else None
     if row is None or row.account_id != current_user.account_id:
         log_line(LOG_PAYMENT, elid[:20] or None, "refused: no such payment of this client", user=current_user.id)
         abort(404)
@@ -213,7 +209,7 @@ def payment():
     """
     elid = request.form.get("elid", "")[:40]
     row = _own_payment(elid)
-    method = db.session.get(PaymentMethod, row.paymethod_id)
+    method = session().get(PaymentMethod, row.paymethod_id)
     if method is None or method.module != KEY:
         log_line(LOG_PAYMENT, row.id, "refused: not a Robokassa payment")
         abort(404)
@@ -230,7 +226,7 @@ def payment():
         return _error_page(503, _("This payment method is not configured yet. Please choose another one."))
     fields = payment_fields(row, settings, email=current_user.email, culture=_culture())
     action = endpoints(settings).payment_url
-    outcome = service.set_in_pay(row.id, source="rkpayment", actor=current_user.email,
+    outcome = set_in_pay(row.id, source="rkpayment", actor=current_user.email,
                                  data={"url": action, **{k: v for k, v in fields if k != "Receipt"}})
     log_line(LOG_PAYMENT, row.id, "redirected to the gateway" + (" again" if outcome.already else ""),
              out_sum=dict(fields)["OutSum"], url=action, test=bool(settings.get("test_mode")))
@@ -257,12 +253,12 @@ def result():
         return _text(exc.message, exc.status)
     except SQLAlchemyError as exc:
         # The database failed: nothing was committed; a non-OK 5xx makes Robokassa repeat later.
-        db.session.rollback()
+        rollback()
         log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"database failure, answered 503: "
                  f"{type(exc).__name__}", logging.ERROR, **_facts(params))
         return _text("temporary failure, please retry", 503)
     except Exception as exc:  # a bug must still answer non-OK (Robokassa retries) and leave a trace
-        db.session.rollback()
+        rollback()
         current_app.logger.exception("rkresult failed")
         log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"internal error, answered 500: "
                  f"{type(exc).__name__}", logging.ERROR, **_facts(params))
@@ -303,13 +299,13 @@ def _result(params: dict[str, str]) -> Response:
         ("IncCurrLabel", "inc_curr_label"), ("PaymentMethod", "payment_method"), ("Fee", "fee"),
         ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
     try:
-        outcome = service.set_paid(
+        outcome = set_paid(
             payment_id, amount=amount, currency=CURRENCY, source="rkresult", data=params,
             gateway_data=gateway_facts, verify=verify,
             answer=lambda o: ok if o.result != "fraud" else f"ERROR: {o.message}")
-    except service.PaymentNotFound:
+    except PaymentNotFound:
         raise Rejected(404, f"unknown payment {payment_id}") from None
-    except service.IllegalTransition as exc:
+    except IllegalTransition as exc:
         # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
         message = f"payment {payment_id} is {exc.current}: not credited"
         log_line(LOG_RESULT, payment_id, f"refused (409): {message}", logging.WARNING, **_facts(params))
@@ -355,7 +351,7 @@ def success():
                                          "made, will be credited when Robokassa notifies us.",
                                          reason=exc.message))
     except SQLAlchemyError:
-        db.session.rollback()
+        rollback()
         log_line(LOG_SUCCESS, None, "database failure", logging.ERROR, **_facts(params))
         return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
     if not _record(payment_id, kind="return", source="rksuccess",
@@ -378,7 +374,7 @@ def fail():
     try:
         found = callback_context(payment_id) if payment_id is not None else None
     except SQLAlchemyError:
-        db.session.rollback()
+        rollback()
         return _unavailable(LOG_FAIL, None, params)
     known = found if found is not None and found.module == KEY else None
     if known is None:

@@ -7,8 +7,8 @@ charges and its own log files. ``flask --app billcore module new pmNAME`` copies
 name; then replace the fake gateway with calls to the real one.
 
 Every hook of :mod:`billcore.hookspecs` is implemented below, each with a note on when billcore calls it
-and what belongs there. Per-module hooks get ``module`` (the key) first; billcore calls them on this module
-only, but returning None for another key keeps the module correct under any plugin manager.
+and what belongs there. billcore calls the per-module hooks on this module only, so they leave out the
+``module`` argument and need no check of the key. Everything from billcore comes from :mod:`billcore.gateway`.
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ from flask import Blueprint, Flask
 from flask.cli import AppGroup
 from flask_babel import gettext as _
 
-from billcore import hookimpl
-from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURE_TEST_MODE,
-                                ChargeResult, ChargeState, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo,
-                                RefundResult, RefundState, SetupItem, StartAction)
+from billcore.gateway import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURE_TEST_MODE, ChargeResult,
+                              ChargeState, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo, RefundResult,
+                              RefundState, SetupItem, StartAction, hookimpl, session)
 
 from . import gateway
 from .forms import IntegrationForm, validate_settings
@@ -32,7 +31,7 @@ from .forms import IntegrationForm, validate_settings
 if TYPE_CHECKING:  # pragma: no cover
     from flask_wtf import FlaskForm
 
-    from billcore.models import Payment, PaymentMethod, Refund
+    from billcore.gateway import Payment, PaymentMethod, Refund
 
 KEY = "pmtemplate"
 VERSION = "0.1.0"
@@ -49,7 +48,8 @@ def billcore_module_info() -> ModuleInfo:
     features you implement (billcore only offers those), the currencies the gateway takes (empty = any)
     and the integration-form fields that are secrets (stored encrypted, never shown again).
     ``development_only=True`` keeps the template out of production unless ``PAYMENT_MODULES`` names it:
-    drop it in a real module.
+    drop it in a real module. ``api_version`` is the ``billcore.gateway.API_VERSION`` the module was
+    written for: a billcore whose API is incompatible refuses to load it, with the reason.
     """
     return ModuleInfo(
         key=KEY,
@@ -62,6 +62,7 @@ def billcore_module_info() -> ModuleInfo:
         secret_fields=("secret",),
         registration_url=None,
         development_only=True,
+        api_version="2.0",  # the billcore.gateway API this module is written for: keep it
     )
 
 
@@ -101,40 +102,34 @@ def billcore_register_commands(cli: click.Group) -> None:
 # --- the integration settings (wizard step 2) ------------------------------------------------------
 
 @hookimpl
-def billcore_integration_form(module: str, paymethod: PaymentMethod | None) -> type[FlaskForm] | None:
+def billcore_integration_form(paymethod: PaymentMethod | None) -> type[FlaskForm] | None:
     """The integration form class (BILLmanager's ``pmtune``).
 
     When: the wizard's step 2 and the edit page (shown and submitted), and ``paymethod add --set``.
     What: a FlaskForm class whose field names are the settings keys. ``paymethod`` is None while adding;
     build the class at call time if a field needs data from the gateway (say, a list of shops).
     """
-    if module != KEY:
-        return None
     return IntegrationForm
 
 
 @hookimpl
-def billcore_validate_integration(module: str, settings: dict[str, Any], currency: str | None) -> dict[str, list[str]] | None:
+def billcore_validate_integration(settings: dict[str, Any], currency: str | None) -> dict[str, list[str]] | None:
     """Check the settings beyond the form (BILLmanager's ``pmvalidate``).
 
     When: after the form validated, with the settings as they would be stored (secrets included).
     What: ``{field: [errors]}``; empty means valid. A real module may also ask the gateway whether the
     credentials work (with a short timeout). Never put a secret into a message or a log.
     """
-    if module != KEY:
-        return None
     return validate_settings(settings, currency)
 
 
 @hookimpl
-def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
+def billcore_gateway_setup(paymethod: PaymentMethod, settings: dict[str, Any], base_url: str) -> GatewaySetup | None:
     """What the admin copies into the gateway's own cabinet, and warnings about this installation.
 
     When: the wizard's last page and the payment method's page. What: absolute callback URLs built from
     ``base_url``, the HTTP method and signature recipe, and warnings (plain http, unusual port...).
     """
-    if module != KEY:
-        return None
     base = (base_url or "").rstrip("/")
     items = (
         SetupItem(_("Notification URL"), f"{base}/mancgi/tplresult"),
@@ -162,29 +157,24 @@ def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict
 # --- paying ----------------------------------------------------------------------------------------
 
 @hookimpl
-def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMethod) -> StartAction | None:
+def billcore_start_payment(payment: Payment, paymethod: PaymentMethod) -> StartAction | None:
     """Where the client's browser goes to pay (BILLmanager's ``redirect``).
 
     When: right after the checkout created the payment (``new``), and when the client pays a ``new`` or
     ``inpay`` payment again. What: usually your redirect script, which marks the payment ``inpay`` and
     sends the browser to the gateway; for gateways that take a POST form, ``method="POST"`` and ``fields``.
     """
-    if module != KEY:
-        return None
     return StartAction(url=f"/mancgi/tplpayment?elid={payment.id}")
 
 
 @hookimpl
-def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMethod,
-                           settings: dict[str, Any]) -> GatewayStatus | None:
+def billcore_check_payment(payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any]) -> GatewayStatus | None:
     """Ask the gateway about one payment (BILLmanager's ``checkpay``).
 
     When: ``flask --app billcore payments check`` (cron) for ``inpay`` payments, and the admin's "check
     status now". What: what the gateway says, as a GatewayStatus; never change the payment here: the core
     applies the answer through the payment service, checking amount and currency.
     """
-    if module != KEY:
-        return None
     op = gateway.find_operation(str(settings.get("merchant_id") or ""), payment.id)
     if op is None:
         return GatewayStatus(GatewayState.PENDING, info="the gateway has no operation for this payment")
@@ -199,7 +189,7 @@ def billcore_check_payment(module: str, payment: Payment, paymethod: PaymentMeth
 # --- refunds ---------------------------------------------------------------------------------------
 
 @hookimpl
-def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+def billcore_refund(payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
                     refund: Refund) -> RefundResult | None:
     """Ask the gateway to return ``refund.amount``.
 
@@ -207,23 +197,19 @@ def billcore_refund(module: str, payment: Payment, paymethod: PaymentMethod, set
     gateway's answer: ``finished``, ``pending`` (keep its id: the refund-status hook follows it) or
     ``failed`` with the reason. Raise for a temporary failure (network): the core retries later.
     """
-    if module != KEY:
-        return None
     result = gateway.refund(str(settings.get("merchant_id") or ""), payment.id, Decimal(refund.amount))
     return RefundResult(result["state"], external_id=result["refund_id"], info=result["info"],
                         data={"op_id": result["op_id"]})
 
 
 @hookimpl
-def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+def billcore_refund_status(payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
                            refund: Refund) -> RefundResult | None:
     """Follow a refund the gateway accepted as ``pending``.
 
     When: ``payments check`` and the admin's payment page, for refunds still ``requested``. What: the
     gateway's current state of the refund (found by ``refund.external_id``).
     """
-    if module != KEY:
-        return None
     found = gateway.find_refund(refund.external_id or "")
     if found is None:
         return RefundResult(RefundState.PENDING, external_id=refund.external_id, info="unknown at the gateway")
@@ -233,7 +219,7 @@ def billcore_refund_status(module: str, payment: Payment, paymethod: PaymentMeth
 # --- recurring charges -----------------------------------------------------------------------------
 
 @hookimpl
-def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, paymethod: PaymentMethod,
+def billcore_recurring_charge(payment: Payment, parent: Payment, paymethod: PaymentMethod,
                               settings: dict[str, Any]) -> ChargeResult | None:
     """Charge ``payment`` against the stored ``parent`` payment (a saved card, a subscription).
 
@@ -241,8 +227,6 @@ def billcore_recurring_charge(module: str, payment: Payment, parent: Payment, pa
     comes by notification or status check) or ``failed``. Charging the same child twice must not charge
     twice: use the payment id as the gateway's idempotency key.
     """
-    if module != KEY:
-        return None
     op = gateway.charge(str(settings.get("merchant_id") or ""), parent.id, payment.id,
                         str(payment.total), payment.currency)
     state = ChargeState.PAID if op["state"] == gateway.PAID else ChargeState.FAILED
@@ -262,11 +246,9 @@ def billcore_payment_changed(payment_id: int, old_status: str, new_status: str, 
     """
     from sqlalchemy import select
 
-    from billcore.db import db
-    from billcore.logs import file_logger
-    from billcore.models import Payment, PaymentMethod
+    from billcore.gateway import Payment, PaymentMethod, file_logger
 
-    module = db.session.execute(select(PaymentMethod.module).join(Payment, Payment.paymethod_id == PaymentMethod.id)
+    module = session().execute(select(PaymentMethod.module).join(Payment, Payment.paymethod_id == PaymentMethod.id)
                                 .where(Payment.id == payment_id)).scalar_one_or_none()
     if module == KEY:
         file_logger(KEY).info("payment %s: %s -> %s (%s)", payment_id, old_status, new_status, event_kind)

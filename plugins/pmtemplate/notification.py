@@ -20,12 +20,8 @@ from decimal import Decimal, InvalidOperation
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from billcore.args import row_id
-from billcore.db import db
-from billcore.limits import allow, known_fields
-from billcore.logs import file_logger
-from billcore.payments import service
-from billcore.paymethods import callback_context
+from billcore.gateway import (IllegalTransition, Outcome, Status, allow, callback_context, file_logger,
+                              known_fields, record_event, rollback, row_id, set_cancelled, set_paid)
 
 from .signing import verify
 
@@ -37,7 +33,7 @@ SUCCESS_ANSWER = "OK"  # what the gateway expects when we accepted a notificatio
 FRAUD_ANSWER = "amount mismatch"
 
 
-def _answer(outcome: service.Outcome) -> str:
+def _answer(outcome: Outcome) -> str:
     """The reply recorded with the payment event (the service calls this with its outcome)."""
     return FRAUD_ANSWER if outcome.result == "fraud" else SUCCESS_ANSWER
 
@@ -49,7 +45,7 @@ def handle_notification(params: Mapping[str, str]) -> tuple[str, int]:
     try:
         return _handle(data, log)
     except SQLAlchemyError as exc:  # retryable: the gateway must try again later
-        db.session.rollback()
+        rollback()
         log.error("payment %s: database error %s; answered 503", data.get("payment_id"), type(exc).__name__)
         return "temporary error, retry later", 503
 
@@ -61,7 +57,7 @@ def _reject(payment_id: int | None, reason: str, data: dict[str, str], answer: s
     config = current_app.config
     if allow(config["CALLBACK_REFUSED_RECORDS"], "refused", SOURCE, str(payment_id or "-")) \
             and allow(config["CALLBACK_REFUSED_RECORDS_TOTAL"], "refused", SOURCE):
-        service.record_event(payment_id, kind="notification", source=SOURCE, outcome=f"rejected: {reason}",
+        record_event(payment_id, kind="notification", source=SOURCE, outcome=f"rejected: {reason}",
                              data=known_fields(data, FIELDS, max_length=int(config["CALLBACK_FIELD_MAX"])),
                              answer=answer)
     log.warning("payment %s: rejected (%s)", payment_id if payment_id is not None else data.get("payment_id"),
@@ -92,12 +88,12 @@ def _handle(data: dict[str, str], log) -> tuple[str, int]:
         except InvalidOperation:
             return _reject(payment.payment_id, "bad amount", data, "bad amount", log)
         try:
-            outcome = service.set_paid(payment.payment_id, amount=amount, currency=data.get("currency", ""),
+            outcome = set_paid(payment.payment_id, amount=amount, currency=data.get("currency", ""),
                                        source=SOURCE, data=data, external_id=data.get("op_id") or None,
                                        answer=_answer)
-        except service.IllegalTransition as exc:
+        except IllegalTransition as exc:
             # Only a payment flagged as fraud (or by an admin) refuses to be paid: answer as the first time.
-            answer = FRAUD_ANSWER if exc.current == service.FRAUD else f"payment is {exc.current}"
+            answer = FRAUD_ANSWER if exc.current == Status.FRAUD.value else f"payment is {exc.current}"
             return _reject(payment.payment_id, str(exc), data, answer, log)
         log.info("payment %s: paid notification, %s %s, op %s -> %s (%s)", payment.payment_id, amount,
                  data.get("currency"), data.get("op_id"), outcome.status, outcome.result)
@@ -106,12 +102,12 @@ def _handle(data: dict[str, str], log) -> tuple[str, int]:
         return SUCCESS_ANSWER, 200
     if state == "failed":
         try:
-            outcome = service.set_cancelled(payment.payment_id, source=SOURCE,
+            outcome = set_cancelled(payment.payment_id, source=SOURCE,
                                             reason="the gateway reported a failure", data=data,
                                             answer=SUCCESS_ANSWER)
             result = f"{outcome.status} ({outcome.result})"
-        except service.IllegalTransition as exc:  # a late failure never undoes a paid payment
-            service.record_event(payment.payment_id, kind="notification", source=SOURCE,
+        except IllegalTransition as exc:  # a late failure never undoes a paid payment
+            record_event(payment.payment_id, kind="notification", source=SOURCE,
                                  outcome=f"ignored: {exc}", data=data, answer=SUCCESS_ANSWER)
             result = f"ignored ({exc.current})"
         log.info("payment %s: failure notification -> %s", payment.payment_id, result)

@@ -21,23 +21,16 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
-from billcore.args import row_id
-from billcore.auth import client_required
-from billcore.db import db
-from billcore.limits import cap_body, known_fields
-from billcore.logs import file_logger
-from billcore.models import Payment, PaymentMethod
-from billcore.money import format_amount
-from billcore.payments import service
-from billcore.paymethods import full_settings
-from billcore.plugins import development_mode
+from billcore.gateway import (IllegalTransition, Payment, PaymentMethod, Status, cap_body, client_required,
+                              development_mode, file_logger, format_amount, full_settings, known_fields,
+                              record_event, rollback, row_id, session, set_in_pay)
 
 from . import gateway
 from .forms import as_bool
 from .notification import KEY, handle_notification
 from .signing import signed, verify
 
-PAYABLE = (service.NEW, service.INPAY)
+PAYABLE = (Status.NEW.value, Status.INPAY.value)
 
 
 def base_url() -> str:
@@ -61,7 +54,7 @@ def payment_page(payment_id: int, outcome: str | None = None) -> str:
 
 def _own_payment(payment_id: int | None) -> Payment | None:
     """The payment when it exists and belongs to this module."""
-    payment = db.session.get(Payment, payment_id) if payment_id else None
+    payment = session().get(Payment, payment_id) if payment_id else None
     if payment is None or payment.paymethod.module != KEY:
         return None
     return payment
@@ -91,9 +84,9 @@ def tplpayment():
         flash(_("This payment method is not configured yet. Please choose another one."), "error")
         return redirect(payment_page(payment.id))
     try:
-        service.set_in_pay(payment.id, source="pmtemplate tplpayment", actor=current_user.email,
+        set_in_pay(payment.id, source="pmtemplate tplpayment", actor=current_user.email,
                            data={"user_id": current_user.id})
-    except service.IllegalTransition as exc:  # paid or cancelled meanwhile
+    except IllegalTransition as exc:  # paid or cancelled meanwhile
         log.info("payment %s: %s", payment.id, exc)
         return redirect(payment_page(payment.id))
     base = base_url()
@@ -126,7 +119,7 @@ def _merchant_secret(params) -> str | None:
     """The secret of the merchant that signed ``params`` (the fake gateway's merchant registry is the
     set of this module's payment methods), or None when no merchant's secret verifies them."""
     merchant = params.get("merchant_id")
-    methods = db.session.execute(select(PaymentMethod).where(PaymentMethod.module == KEY)).scalars()
+    methods = session().execute(select(PaymentMethod).where(PaymentMethod.module == KEY)).scalars()
     for method in methods:
         settings = full_settings(method)
         secret = str(settings.get("secret") or "")
@@ -162,7 +155,7 @@ def deliver_notification(params: dict[str, str], url: str) -> tuple[str, int] | 
         threading.Thread(target=post, daemon=True).start()
         return None
     # End the request's read transaction first: the service writes through its own session.
-    db.session.rollback()
+    rollback()
     body, status = handle_notification(params)
     log.info("fake gateway: notification for payment %s answered %s %s", params["payment_id"], status, body)
     return body, status
@@ -223,7 +216,7 @@ def _return_page(kind: str, message: str, category: str):
     if payment is None:
         log.warning("unknown payment %s", request.args.get("elid"))
         return redirect(url_for("main.index"))
-    service.record_event(payment.id, kind="return", source=f"pmtemplate tpl{kind}",
+    record_event(payment.id, kind="return", source=f"pmtemplate tpl{kind}",
                          outcome=f"client returned ({kind}); payment is {payment.status}",
                          data=known_fields(request.args, ("elid",),
                                            max_length=int(current_app.config["CALLBACK_FIELD_MAX"])))

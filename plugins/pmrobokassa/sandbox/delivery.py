@@ -230,7 +230,7 @@ def _submit(settings: DeliverySettings, op: Operation, what: str, target, *args,
     values = (what, op.inv_id, settings.queue_size, settings.workers)
     log.warning(message, *values)
     if has_app_context():
-        from billcore.logs import file_logger
+        from billcore.gateway import file_logger
 
         file_logger("pmrobokassa").warning(message, *values)
     return False

@@ -14,6 +14,7 @@ from billcore.db import db
 from billcore.models import Account, PaymentMethod
 from billcore.payments import service
 from pmrobokassa import protocol
+from pmrobokassa import views as rk_views
 from billcore.testing.fixtures import CLIENT, OTHER_CLIENT, add_paymethod, login
 
 from .helpers import LOGIN, P1, P2, P3, SETTINGS, events, ledger_count, reload, result_params, success_params
@@ -240,7 +241,7 @@ def test_result_unexpected_error_is_not_ok(app, payment, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(service, "set_paid", broken)
+    monkeypatch.setattr(rk_views, "set_paid", broken)  # the name the view calls
     response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
     assert response.status_code == 500 and not response.get_data(as_text=True).startswith("OK")
     assert reload(payment.id).status == "new"
@@ -295,7 +296,7 @@ def test_result_database_failure_answers_503(app, client_user, payment, monkeypa
     def broken(*args, **kwargs):
         raise OperationalError("UPDATE payments", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(service, "set_paid", broken)
+    monkeypatch.setattr(rk_views, "set_paid", broken)  # the name the view calls
     response = app.test_client().post("/mancgi/rkresult", data=result_params(payment.id))
     assert response.status_code == 503 and not response.get_data(as_text=True).startswith("OK")
     monkeypatch.undo()

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from billcore.db import db
 from billcore.models import PaymentEvent
 from billcore.payments import service
+from pmtemplate import notification as tpl_notification
 
 from .helpers import SECRET, balance, fresh, make_payment, notification, split
 
@@ -97,7 +98,7 @@ def test_database_error_answers_503(app, client_user, monkeypatch):
     def broken(*args, **kwargs):
         raise OperationalError("UPDATE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(service, "set_paid", broken)
+    monkeypatch.setattr(tpl_notification, "set_paid", broken)  # the name the view calls
     resp = app.test_client().post("/mancgi/tplresult", data=notification(payment.id))
     assert resp.status_code == 503 and b"OK" not in resp.data
     assert fresh(payment.id).status == "new"
