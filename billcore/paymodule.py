@@ -75,11 +75,21 @@ class GatewaySetup:
 
 @dataclass(frozen=True)
 class StartAction:
-    """Where the client's browser goes to pay: ``url`` by GET, or an auto-submitted POST of ``fields``."""
+    """Where the client's browser goes to pay: ``url`` by GET, or an auto-submitted POST of ``fields``.
+
+    A POST to this site (a relative ``url`` such as ``/mancgi/rkpayment``) gets the client's own CSRF
+    token added by the core when the page is rendered: a module never puts one in ``fields`` (the hook
+    may run outside the client's browser session, e.g. for a top-up started through the JSON API).
+    """
 
     url: str
     method: str = "GET"
     fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def posts_to_this_site(self) -> bool:
+        """True for a POST whose target is this installation (it needs the client's CSRF token)."""
+        return self.method.upper() == "POST" and self.url.startswith("/") and not self.url.startswith("//")
 
 
 @dataclass(frozen=True)

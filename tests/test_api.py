@@ -137,6 +137,23 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     assert_problem(call(live, tokens["read"], "GET", "/accounts/999"), 404)
 
 
+def test_a_top_up_whose_module_posts_to_this_site_sends_the_customer_to_the_payment_page(app, live, tokens):
+    """Robokassa's start is a POST to /mancgi/rkpayment that needs the customer's own CSRF token: the API
+    (which has no browser session, and must set no cookie) answers with the payment's page instead."""
+    from pmrobokassa.tests.helpers import SETTINGS
+
+    account = _account()
+    method = add_paymethod("pmrobokassa", dict(SETTINGS), name="Robokassa")
+    created = call(live, tokens["write"], "POST", "/payments",
+                   json={"account_id": account.id, "paymethod_id": method.id, "amount": "100.00"})
+    assert created.status_code == 201, created.text
+    assert "Set-Cookie" not in created.headers
+    body = created.json()
+    payment_id = body["payment"]["id"]
+    assert (body["start_method"], body["start_fields"]) == ("GET", {})
+    assert body["start_url"] == f"https://billing.example.com/payments/{payment_id}"
+
+
 def test_top_up_refund_and_filters(app, live, tokens):
     account = _account()
     method = add_paymethod("pmfakepay", name="Card", commission_amount=Decimal("5.00"))

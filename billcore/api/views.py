@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import urljoin
 
-from flask import current_app, g, request
+from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 from sqlalchemy import select
@@ -197,6 +197,12 @@ def payments_create(data):
                       code="module-unavailable", payment_id=payment.id)
     base = current_app.config.get("BASE_URL") or request.host_url
     db.session.expire_all()
+    if action.posts_to_this_site:
+        # the customer's browser needs its own session's CSRF token for that POST: send it to the
+        # payment's page, whose Pay button makes it (this request has no browser session)
+        return {"payment": db.session.get(Payment, payment.id),
+                "start_url": urljoin(base + "/", url_for("checkout.payment", payment_id=payment.id)),
+                "start_method": "GET", "start_fields": {}}
     return {"payment": db.session.get(Payment, payment.id), "start_url": urljoin(base + "/", action.url),
             "start_method": action.method.upper(), "start_fields": dict(action.fields)}
 

@@ -98,12 +98,9 @@ def billcore_gateway_setup(paymethod, settings: dict[str, Any], base_url: str) -
 
 @hookimpl
 def billcore_start_payment(payment, paymethod) -> StartAction | None:
-    """The browser POSTs ``elid`` (with the session's CSRF token) to ``/mancgi/rkpayment``, which posts the
-    signed form to Robokassa. A POST, so no other site can start a payment by linking there."""
-    from flask_wtf.csrf import generate_csrf
-
-    return StartAction(url=url_for("pmrobokassa.payment"), method="POST",
-                       fields=(("elid", str(payment.id)), ("csrf_token", generate_csrf())))
+    """The browser POSTs ``elid`` to ``/mancgi/rkpayment`` (the core adds the client's CSRF token), which
+    posts the signed form to Robokassa. A POST, so no other site can start a payment by linking there."""
+    return StartAction(url=url_for("pmrobokassa.payment"), method="POST", fields=(("elid", str(payment.id)),))
 
 
 @hookimpl

@@ -204,3 +204,22 @@ def test_a_signed_repeat_with_another_amount_is_answered_ok_and_flagged(app, adm
     # a plain repeat is no cause for attention
     c.post("/mancgi/rkresult", data=result_params(payment.id))
     assert len([e for e in events(payment.id, "rkresult") if e.kind == service.ATTENTION]) == 1
+
+
+def test_the_checkout_sends_the_clients_own_csrf_token_to_the_redirect_script(app, client_user, payment):
+    """The start hook makes no token; the checkout's redirect page adds the session's, and it works."""
+    import re
+
+    app.config["WTF_CSRF_ENABLED"] = True
+    c = app.test_client()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
+    assert c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token}).status_code == 302
+    page = c.get(f"/payments/{payment.id}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+    to_script = c.post(f"/payments/{payment.id}/pay", data={"csrf_token": token}).get_data(as_text=True)
+    form = to_script[to_script.index('action="/mancgi/rkpayment"'):]
+    form = form[:form.index("</form>")]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+    assert set(fields) == {"elid", "csrf_token"} and fields["elid"] == str(payment.id)
+    assert c.post("/mancgi/rkpayment", data=fields).status_code == 200  # the signed form to Robokassa
+    assert reload(payment.id).status == "inpay"
