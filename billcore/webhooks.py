@@ -155,11 +155,28 @@ def address_refusal(url: str) -> str | None:
         return f"cannot resolve {host}: {exc}"
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
+        if not is_public_address(address):
             return f"{host} resolves to {address}, which is not a public address"
     return None
+
+
+# IPv6 prefixes that carry an IPv4 address the host may reach through a translator or a tunnel: NAT64
+# (64:ff9b::/96 and the local-use 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo (2001::/32). Python's
+# is_global calls some of them global, though they can lead to 127.0.0.1 or a private network.
+_EMBEDDING_IPV4 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+                                                          "2001::/32"))
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for a global unicast address a webhook may be sent to; an IPv6 address that embeds an IPv4
+    one (mapped, NAT64, 6to4, Teredo) is judged by the IPv4 address only when it is plainly mapped, and
+    refused otherwise."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            address = address.ipv4_mapped
+        elif any(address in network for network in _EMBEDDING_IPV4):
+            return False
+    return address.is_global and not address.is_multicast
 
 
 # --- the job --------------------------------------------------------------------------------------------

@@ -158,9 +158,12 @@ def test_private_addresses_are_refused_unless_allowed(app):
         delivery = db.session.query(Delivery).one()
         assert delivery.state == "pending" and "not a public address" in delivery.last_answer
     for url in ("http://10.0.0.1/x", "http://169.254.169.254/latest", "http://[::1]/x", "http://localhost/x",
-                "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0/"):
+                "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0/",
+                # IPv6 that carries 127.0.0.1 through a translator or tunnel: NAT64, 6to4, Teredo
+                "http://[64:ff9b::7f00:1]/x", "http://[2002:7f00:1::]/x", "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x"):
         assert webhooks.address_refusal(url) is not None, url
     assert webhooks.address_refusal("http://93.184.215.14/") is None
+    assert webhooks.address_refusal("http://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/") is None  # public IPv6
     with pytest.raises(webhooks.WebhookError):
         webhooks.create_endpoint("ftp://example.com/", ["payment.paid"])
     with pytest.raises(webhooks.WebhookError):
