@@ -24,8 +24,6 @@ DEFAULT_ALLOWED_IPS = ("185.59.216.65", "185.59.217.65")
 CONFIG_DEFAULTS: dict[str, Any] = {
     "PMROBOKASSA_CHECK_IP": False,
     "PMROBOKASSA_ALLOWED_IPS": list(DEFAULT_ALLOWED_IPS),
-    # Number of trusted reverse proxies in front of billcore (werkzeug ProxyFix ``x_for``); 0 = none.
-    "PMROBOKASSA_TRUSTED_PROXY": 0,
     "PMROBOKASSA_HTTP_TIMEOUT": 10,  # seconds, web-service calls (OpStateExt, Refund API, Recurring)
     "PMROBOKASSA_HTTP_POOL": 2,  # keep-alive connections per host and thread (gateway.http_session)
     "PMROBOKASSA_CURRENCIES_TIMEOUT": 3,  # seconds, GetCurrencies while the settings form is shown

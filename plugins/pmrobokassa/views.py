@@ -23,7 +23,7 @@ from werkzeug.routing import BuildError
 from flask_wtf import FlaskForm
 
 from billcore.gateway import (MAX_ID, CallbackContext, IllegalTransition, Payment, PaymentMethod, PaymentNotFound,
-                              Status, allow, callback_context, cap_body, client_required, full_settings,
+                              Status, allow, callback_context, cap_body, client_address, client_required, full_settings,
                               known_fields, record_event, rollback, session, set_in_pay, set_paid)
 
 from . import protocol
@@ -58,18 +58,6 @@ def _params() -> dict[str, str]:
     """The callback's fields: the POST body, else the query string (first value of each name)."""
     source = request.form if request.method == "POST" and request.form else request.args
     return {name: source.get(name, "") for name in source.keys()}
-
-
-def client_address() -> str:
-    """The caller's address; with ``PMROBOKASSA_TRUSTED_PROXY = n`` the n-th address from the right of
-    ``X-Forwarded-For`` (werkzeug ProxyFix ``x_for`` semantics), else the socket's peer."""
-    trusted = int(config("PMROBOKASSA_TRUSTED_PROXY") or 0)
-    if trusted > 0:
-        forwarded = [part.strip() for part in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")
-                     if part.strip()]
-        if len(forwarded) >= trusted:
-            return forwarded[-trusted]
-    return request.remote_addr or ""
 
 
 def _address_allowed(address: str) -> bool:

@@ -327,7 +327,7 @@ def test_result_ip_allow_list(app, payment):
     forged = c.post("/mancgi/rkresult", data=result_params(payment.id),
                     headers={"X-Forwarded-For": "185.59.216.65"})
     assert forged.status_code == 403
-    app.config["PMROBOKASSA_TRUSTED_PROXY"] = 1
+    app.config["TRUSTED_PROXIES"] = 1
     spoofed = c.post("/mancgi/rkresult", data=result_params(payment.id),
                      headers={"X-Forwarded-For": "185.59.216.65, 10.0.0.9"})
     assert spoofed.status_code == 403  # the proxy saw 10.0.0.9; the first entry is the caller's claim
