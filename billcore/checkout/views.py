@@ -196,7 +196,7 @@ def new_payment():
                     recurring.mark_parent(created.id)
                 except recurring.RecurringError as exc:  # the method changed meanwhile: pay without it
                     flash(str(exc), "warning")
-            return _start(db.session.get(Payment, created.id))
+            return send_to_module(db.session.get(Payment, created.id))
         else:
             if form.confirm.data == "1":  # the method's commission changed after the client saw it
                 flash(_("The commission has changed. Please check the new total."), "warning")
@@ -243,7 +243,7 @@ def _total_changed(method: PaymentMethod, value: Decimal) -> bool:
     return request.form.get("total", "") != format_amount(value + fee, method.currency)
 
 
-def _start(item: Payment):
+def send_to_module(item: Payment):
     """Send the browser to the payment's module: a redirect (GET) or an auto-submitted POST form."""
     method = db.session.get(PaymentMethod, item.paymethod_id)
     try:
@@ -277,7 +277,7 @@ def pay_again(payment_id: int):
         flash(_("This payment method is no longer available. Please cancel the payment and start a new one."),
               "error")
         return redirect(url_for(".payment", payment_id=item.id))
-    return _start(item)
+    return send_to_module(item)
 
 
 @bp.route("/payments/<int:payment_id>/cancel", methods=["POST"])

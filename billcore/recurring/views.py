@@ -15,9 +15,9 @@ from wtforms.validators import InputRequired, Length, Optional
 from .. import recurring
 from ..auth import client_required
 from ..checkout.access import own_payment
+from ..checkout.views import send_to_module
 from ..db import db
-from ..models import Payment, PaymentMethod, RecurringCharge, RecurringProfile
-from ..plugins import get_registry
+from ..models import Payment, RecurringCharge, RecurringProfile
 
 bp = Blueprint("recurring", __name__)
 
@@ -110,19 +110,7 @@ def prepare(payment_id: int):
     except recurring.RecurringError as exc:
         flash(str(exc), "error")
         return redirect(url_for("checkout.payment", payment_id=payment.id))
-    payment = db.session.get(Payment, payment.id)
-    method = db.session.get(PaymentMethod, payment.paymethod_id)
-    try:
-        action = get_registry().call(method.module, "billcore_start_payment", payment=payment, paymethod=method)
-    except Exception:  # a broken module must not show the client a stack trace
-        current_app.logger.exception("module %s failed to start payment %s", method.module, payment.id)
-        action = None
-    if action is None:
-        flash(_("The payment system is not available at the moment. Please try again later."), "error")
-        return redirect(url_for("checkout.payment", payment_id=payment.id))
-    if action.method.upper() == "POST":
-        return render_template("client/redirect.html", action=action, payment=payment)
-    return redirect(action.url)
+    return send_to_module(db.session.get(Payment, payment.id))
 
 
 @bp.route("/payments/<int:payment_id>/recurring", methods=["GET", "POST"])
