@@ -49,12 +49,13 @@ def pay_parent(live, shopper, amount="100.00") -> int:
     return payment.id
 
 
-def test_auto_payment_through_the_sandbox(live, shopper):
-    session, account_id, method_id = shopper
-    live.app.config["PMROBOKASSA_SANDBOX_RECURRING"] = ""
+def opt_in(live, shopper) -> RecurringProfile:
+    """Turn recurring on for the shopper's method, pay a parent and set up a threshold auto-payment of
+    50.00 (below 1000, at most 100 a month) on its page; returns the profile."""
     from billcore.db import db
     from billcore.models import PaymentMethod
 
+    session, _, method_id = shopper
     db.session.get(PaymentMethod, method_id).recurring = True
     db.session.commit()
     parent_id = pay_parent(live, shopper)
@@ -62,7 +63,15 @@ def test_auto_payment_through_the_sandbox(live, shopper):
         "rule": "threshold", "amount": "50.00", "threshold": "1000", "monthly_max": "100"})
     assert form.status_code == 302, form.text
     fresh()
-    profile = db.session.query(RecurringProfile).one()
+    return db.session.query(RecurringProfile).one()
+
+
+def test_auto_payment_through_the_sandbox(live, shopper):
+    session, account_id, method_id = shopper
+    live.app.config["PMROBOKASSA_SANDBOX_RECURRING"] = ""
+    from billcore.db import db
+
+    profile = opt_in(live, shopper)
     now = utcnow()
 
     # the sandbox notifies a moment after answering, as Robokassa does; without the delay the notification
@@ -96,16 +105,9 @@ def test_an_unclear_answer_is_settled_by_the_gateway_never_charged_again(live, s
     cancelled, no run charges the period again, and OpStateExt settles it paid, credited once."""
     session, account_id, method_id = shopper
     from billcore.db import db
-    from billcore.models import Payment, PaymentEvent, PaymentMethod
+    from billcore.models import Payment, PaymentEvent
 
-    db.session.get(PaymentMethod, method_id).recurring = True
-    db.session.commit()
-    parent_id = pay_parent(live, shopper)
-    form = session.post(f"{live.url}/payments/{parent_id}/recurring", allow_redirects=False, data={
-        "rule": "threshold", "amount": "50.00", "threshold": "1000", "monthly_max": "100"})
-    assert form.status_code == 302, form.text
-    fresh()
-    profile = db.session.query(RecurringProfile).one()
+    profile = opt_in(live, shopper)
     now = utcnow()
     # the charge goes through at the gateway, its notification is lost, and the answer is not OK<InvoiceID>
     live.app.config.update(PMROBOKASSA_SANDBOX_RECURRING="odd-answer", PMROBOKASSA_SANDBOX_FAULT="none")

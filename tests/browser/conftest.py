@@ -129,3 +129,20 @@ def log_in(page, server: LiveServer, email: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit], input[type=submit]")
     page.wait_for_load_state()
+
+
+def add_test_card(server: LiveServer, settings: dict, **fields) -> int:
+    """A "Test card" method of the fake gateway (pmtemplate) on ``server``: commission 1.00 + 3 %, amounts
+    10.00-5000.00, named in both languages; ``fields`` override. Returns its id."""
+    from decimal import Decimal
+
+    from billcore.db import db
+    from billcore.testing.fixtures import add_paymethod
+
+    values = {"name": "Test card", "name_ru": "Тестовая карта", "description": "Pay with the fake gateway",
+              "commission_amount": Decimal("1.00"), "commission_percent": Decimal("3"),
+              "min_amount": Decimal("10.00"), "max_amount": Decimal("5000.00"), **fields}
+    with server.app_context():
+        method_id = add_paymethod("pmtemplate", dict(settings), **values).id
+        db.session.remove()
+    return method_id

@@ -11,8 +11,8 @@ from billcore.accounts import find_user
 from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
-from tests.browser.conftest import log_in
-from tests.conftest import ADMIN, CLIENT, add_paymethod
+from tests.browser.conftest import add_test_card, log_in
+from tests.conftest import ADMIN, CLIENT
 
 pytestmark = pytest.mark.browser
 
@@ -20,13 +20,7 @@ TPL_SETTINGS = {"merchant_id": "shop-1", "secret": "browser-tpl-secret", "gatewa
 
 
 def _method(server, **fields) -> int:
-    with server.app_context():
-        method = add_paymethod("pmtemplate", dict(TPL_SETTINGS), name="Test card", description="Pay with the fake gateway",
-                               commission_amount=Decimal("1.00"), commission_percent=Decimal("3"),
-                               min_amount=Decimal("10.00"), max_amount=Decimal("5000.00"), **fields)
-        method_id = method.id
-        db.session.remove()
-    return method_id
+    return add_test_card(server, TPL_SETTINGS, **fields)
 
 
 def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, artifacts):

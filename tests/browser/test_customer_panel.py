@@ -14,9 +14,9 @@ from billcore.accounts import find_user
 from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
-from tests.browser.conftest import log_in
+from tests.browser.conftest import add_test_card, log_in
 from tests.browser.ui import WIDTHS, check_page, new_page, set_language
-from tests.conftest import CLIENT, add_paymethod
+from tests.conftest import CLIENT
 
 pytestmark = pytest.mark.browser
 
@@ -35,13 +35,7 @@ VIEWS = [(w, lang) for w in WIDTHS for lang in ("en", "ru")]
 
 
 def _method(server, **fields) -> int:
-    with server.app_context():
-        method = add_paymethod("pmtemplate", dict(TPL_SETTINGS), name="Test card", name_ru="Тестовая карта",
-                               commission_amount=Decimal("1.00"), commission_percent=Decimal("3"),
-                               min_amount=Decimal("10.00"), max_amount=Decimal("5000.00"), **fields)
-        method_id = method.id
-        db.session.remove()
-    return method_id
+    return add_test_card(server, TPL_SETTINGS, **fields)
 
 
 def _payments(server) -> list[tuple[int, str]]:
