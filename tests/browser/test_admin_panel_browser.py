@@ -8,6 +8,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from playwright.sync_api import expect
 
 from billcore.accounts import find_user
 from billcore.db import db
@@ -73,23 +74,24 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
         assert page.locator("[data-testid=table-status] tbody tr").count() == 30
         check_page(page, artifacts, "0-overview")
         page.click("[data-testid=attention-fraud]")
-        assert re.search(r"status=fraud", page.url)
-        assert page.locator("[data-testid=admin-payments] tbody tr").count() == 1
+        page.wait_for_url(re.compile(r"status=fraud"))
+        expect(page.locator("[data-testid=admin-payments] tbody tr")).to_have_count(1)
 
         # the list: an e-mail in the account filter finds the client's payments; totals for the whole set
         page.goto(f"{live_server.url}/admin/payments")
         page.fill("#f-account", CLIENT[0].split("@")[0])
         page.click("[data-testid=filters] button[type=submit]")
-        assert page.locator("[data-testid=admin-payments] tbody tr").count() == 5
+        page.wait_for_url(re.compile(r"account_id="))
+        expect(page.locator("[data-testid=admin-payments] tbody tr")).to_have_count(5)
         assert page.input_value("#f-account") == CLIENT[0].split("@")[0]
-        assert page.is_visible("[data-testid=totals]")
+        expect(page.locator("[data-testid=totals]")).to_be_visible()
         check_page(page, artifacts, "1-payments")
         with page.expect_download() as download:
             page.click("[data-testid=export-csv]")
         assert download.value.suggested_filename.startswith("payments-")
         page.fill("#f-amin", "abc")
         page.click("[data-testid=filters] button[type=submit]")
-        assert page.is_visible("[data-testid=filter-error]")
+        expect(page.locator("[data-testid=filter-error]")).to_be_visible()
         assert page.locator("[data-testid=admin-payments]").count() == 0  # never everything
         check_page(page, artifacts, "2-payments-refused-filter")
 

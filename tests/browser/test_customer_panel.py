@@ -8,6 +8,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from billcore.accounts import find_user
@@ -79,7 +80,7 @@ def test_customer_adds_funds(live_server, browser, artifacts, width, lang):
         assert page.locator("nav.nav a[aria-current=page]").get_attribute("href") == "/payments/new"
         # an empty amount: the server's error, gone as soon as the field is edited
         page.click("[data-testid=continue]")
-        assert page.is_visible("[data-testid=amount-error]")
+        expect(page.locator("[data-testid=amount-error]")).to_be_visible()
         check_page(page, artifacts, "1-add-funds-error")
         page.fill("#amount", "5")
         assert page.locator("[data-testid=amount-error]").count() == 0
