@@ -31,6 +31,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import random
 import re
 import string
@@ -168,7 +169,9 @@ class Attackers:
 
 
 def _attack_process(port: int, callback_port: int, targets: list[int], flood: int, forged: int, guessers: int,
-                    stop, out) -> None:
+                    nice: int, stop, out) -> None:
+    if nice:  # the attackers' own CPU is not the server's in real life: on a shared box, let it yield
+        os.nice(nice)
     attackers = Attackers(port, callback_port, targets, flood, forged, guessers)
     for thread in attackers.threads:
         thread.start()
@@ -186,7 +189,8 @@ class Attack:
         self.stop = multiprocessing.Event()
         self.out = multiprocessing.Queue()
         self.process = multiprocessing.Process(target=_attack_process, daemon=True, args=(
-            port, callback_port, targets, args.flood, args.forged, args.guessers, self.stop, self.out))
+            port, callback_port, targets, args.flood, args.forged, args.guessers, args.attacker_nice, self.stop,
+            self.out))
         self.counts: dict[str, dict[str, int]] = {}
 
     def __enter__(self) -> Attack:
@@ -272,7 +276,8 @@ def run(kind: str, args, workdir: Path) -> dict:
                "BILLCORE_BASE_URL": "https://billing.example.com", "BILLCORE_TRUSTED_PROXIES": "1",
                "BILLCORE_RATELIMIT_STORAGE_URI": args.redis, "BILLCORE_RATELIMIT_KEY_PREFIX": uuid.uuid4().hex}
         print(f"{kind}:", flush=True)
-        pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}")
+        pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}",
+                       nice=args.pages_nice if args.callback_workers else 0)
         callbacks = pages
         if args.callback_workers:  # the gateways' callbacks served by workers of their own
             callbacks = Server("billcore:create_app()", env,
@@ -313,6 +318,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--callback-workers", type=int, default=0,
                         help="serve /mancgi/ callbacks by a second gunicorn with this many workers (0: one server)")
+    parser.add_argument("--pages-nice", type=int, default=0,
+                        help="with --callback-workers: run the pages' gunicorn at this nice level, so that the "
+                             "callbacks' workers get the CPU first")
+    parser.add_argument("--attacker-nice", type=int, default=0,
+                        help="run the attacking process at this nice level (its CPU stands for another "
+                             "machine's; 0: it competes with the server as an equal)")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--rate", type=float, default=20, help="genuine notifications per second")

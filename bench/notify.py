@@ -406,13 +406,17 @@ def free_port() -> int:
 class Server:
     """A gunicorn serving ``app_spec`` on 127.0.0.1 with the given settings, stopped on exit."""
 
-    def __init__(self, app_spec: str, env: dict[str, str], args, workdir: Path, name: str):
+    def __init__(self, app_spec: str, env: dict[str, str], args, workdir: Path, name: str, nice: int = 0):
         self.port = free_port()
         self.log = workdir / f"gunicorn-{name}.log"
+        # ``nice``: a lower CPU priority for this server's processes (e.g. the pages' workers beside the
+        # callbacks' own, as ``Nice=`` in a systemd unit would set it)
         command = [str(VENV_BIN / "gunicorn"), "--workers", str(args.workers), "--worker-class",
                    args.worker_class, "--threads", str(args.threads), "--bind", f"127.0.0.1:{self.port}",
                    "--backlog", "2048", "--timeout", "120", "--log-level", "warning", "--chdir", str(ROOT),
                    app_spec]
+        if nice:
+            command = ["nice", "-n", str(nice), *command]
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, env=full_env, stdout=self.log.open("wb"),
                                         stderr=subprocess.STDOUT)
