@@ -18,9 +18,15 @@ What is here:
   ``set_gateway_data``) and their :class:`Outcome` and errors: the service is the only code that changes a
   payment's status or a balance;
 * money helpers (``parse_amount``, ``format_amount``, ``quantize`` ...);
-* callback helpers: the payment's :class:`CallbackContext`, bounded reading of a gateway's fields
-  (:func:`known_fields`, :func:`cap_body`), the refusal rate limit (:func:`allow`), the caller's address
-  behind the trusted proxies (:func:`client_address`), ids (:func:`row_id`), the module's log file;
+* the payment door's gateway side: :func:`gateway_callback` makes a notification view (the core parses the
+  payment id, loads the payment with its settings as a :class:`CallbackRequest`, checks the address
+  allow-list, records refusals bounded, answers 503 on a database failure and exempts the view from CSRF;
+  the module verifies and answers an :class:`Answer` or raises :class:`Refuse`); :func:`gateway_return`
+  makes the payer's return view; :func:`return_url`, :func:`public_url`; lower-level helpers
+  (:func:`known_fields`, :func:`cap_body`, :func:`allow`, :func:`client_address`, :func:`row_id`) and the
+  module's log file (:func:`file_logger`);
+* the customer side of the door is the core's: a module's ``billcore_start_payment`` only returns the
+  gateway's request (:class:`StartAction`, given the :class:`Customer`), or raises :class:`StartRefused`;
 * the testing entry points, re-exported lazily from :mod:`billcore.testing` (``ConformanceSuite``,
   ``ConformanceAdapter``, ``Notification``, ``make_app``, ``add_paymethod`` ...).
 
@@ -33,7 +39,8 @@ from typing import Any
 from flask import Flask, current_app
 
 from .args import MAX_ID, row_id
-from .auth import client_required
+from .callbacks import (Answer, CallbackRequest, Refuse, address_in, gateway_callback, gateway_return,
+                        return_url)
 from .db import db as _db
 from .hookspecs import hookimpl
 from .limits import DROPPED, TRUNCATED, allow, cap_body, client_address, known_fields
@@ -42,8 +49,8 @@ from .models import Payment, PaymentMethod, Refund, Status
 from .money import MAX_AMOUNT, MoneyError, check_currency, format_amount, minor_unit, parse_amount, quantize
 from .paymethods import CallbackContext, callback_context, full_settings, store_settings
 from .paymodule import (FEATURE_CHECKPAY, FEATURE_RECEIPTS, FEATURE_RECURRING, FEATURE_REFUND,
-                        FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, FEATURES, ChargeResult, GatewaySetup,
-                        GatewayStatus, ModuleInfo, RefundResult, SetupItem, StartAction)
+                        FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, FEATURES, ChargeResult, Customer, GatewaySetup,
+                        GatewayStatus, ModuleInfo, RefundResult, SetupItem, StartAction, StartRefused)
 from .payments.service import (IllegalTransition, Outcome, PaymentError, PaymentNotFound, RefundError, fail_refund,
                                finish_refund, record_event, set_cancelled, set_fraud, set_gateway_data, set_in_pay,
                                set_paid, set_refund_external_id)
@@ -51,7 +58,7 @@ from .plugins import development_mode
 from .states import (ChargeState, ChargeStatus, GatewayState, InvalidState, ProfileStatus, RefundState,
                      RefundStatus)
 
-API_VERSION = "2.0"
+API_VERSION = "3.0"
 """The version of this module's API, ``MAJOR.MINOR``. A module declares the version it was written for in
 ``ModuleInfo.api_version``; it loads when the majors are equal and its minor is not newer than ours."""
 
@@ -122,6 +129,15 @@ def current_flask_app() -> Flask:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
+def public_url(path: str = "") -> str:
+    """The absolute URL of ``path`` on this installation, as the gateway must be given it: ``BASE_URL``
+    when set (behind a proxy the request's own host may not be the public one), else this request's."""
+    from flask import request
+
+    base = str(current_app.config.get("BASE_URL") or request.url_root).rstrip("/")
+    return base + path
+
+
 def __getattr__(name: str) -> Any:
     """The testing entry points, imported from :mod:`billcore.testing` when first asked for."""
     if name in _TESTING:
@@ -135,7 +151,8 @@ __all__ = [
     # version
     "API_VERSION", "ApiVersionError", "check_api_version",
     # plugin marker and value types
-    "hookimpl", "ModuleInfo", "SetupItem", "GatewaySetup", "StartAction", "GatewayStatus", "RefundResult",
+    "hookimpl", "ModuleInfo", "SetupItem", "GatewaySetup", "StartAction", "StartRefused", "Customer", "GatewayStatus",
+    "RefundResult",
     "ChargeResult", "GatewayState", "RefundState", "ChargeState", "InvalidState", "RefundStatus", "ChargeStatus",
     "ProfileStatus", "FEATURES", "FEATURE_CHECKPAY", "FEATURE_REFUND", "FEATURE_RECURRING", "FEATURE_SUBSCRIPTIONS",
     "FEATURE_TEST_MODE", "FEATURE_RECEIPTS",
@@ -147,9 +164,10 @@ __all__ = [
     "set_gateway_data",
     # money
     "MAX_AMOUNT", "MoneyError", "check_currency", "minor_unit", "quantize", "parse_amount", "format_amount",
-    # callbacks and pages
-    "CallbackContext", "callback_context", "full_settings", "known_fields", "cap_body", "allow", "client_address",
-    "DROPPED", "TRUNCATED", "MAX_ID", "row_id", "client_required", "development_mode", "current_flask_app",
+    # the gateway's callbacks and the payer's return
+    "gateway_callback", "gateway_return", "CallbackRequest", "Answer", "Refuse", "return_url", "public_url",
+    "address_in", "CallbackContext", "callback_context", "full_settings", "known_fields", "cap_body", "allow",
+    "client_address", "DROPPED", "TRUNCATED", "MAX_ID", "row_id", "development_mode", "current_flask_app",
     "file_logger", "quote",
     # testing entry points (from billcore.testing)
     *_TESTING,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from flask_wtf import FlaskForm
 
     from .models import Payment, PaymentMethod, Refund
-    from .paymodule import ChargeResult, GatewaySetup, GatewayStatus, ModuleInfo, RefundResult, StartAction
+    from .paymodule import (ChargeResult, Customer, GatewaySetup, GatewayStatus, ModuleInfo, RefundResult,
+                            StartAction)
 
 PROJECT = "billcore"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -43,8 +44,10 @@ def billcore_module_info() -> ModuleInfo:
 def billcore_blueprints(app: Flask) -> list[Blueprint] | None:
     """Return the module's Flask blueprints (its ``/mancgi/...`` routes, its templates and static files).
 
-    Called once when the app is created. Gateway callback views must be exempted from CSRF by the module
-    (``app.extensions['csrf'].exempt(view)``); nothing else is exempt. Returns a list of blueprints or None.
+    Called once when the app is created. Make the gateway's callback views with
+    :func:`billcore.gateway.gateway_callback` and :func:`~billcore.gateway.gateway_return`: billcore
+    exempts exactly those from CSRF (they are signed or change nothing); every other view keeps it.
+    Returns a list of blueprints or None.
     """
 
 
@@ -84,13 +87,17 @@ def billcore_gateway_setup(module: str, paymethod: PaymentMethod, settings: dict
 
 
 @hookspec(firstresult=True)
-def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMethod) -> StartAction | None:
-    """Say where the client's browser goes once a payment is created (BILLmanager's ``redirect``).
+def billcore_start_payment(module: str, payment: Payment, paymethod: PaymentMethod, settings: dict[str, Any],
+                           customer: Customer) -> StartAction | None:
+    """Say what the gateway's request for ``payment`` is (BILLmanager's ``redirect``): a URL to send the
+    customer's browser to, or a form to POST there (:class:`StartAction`).
 
-    Called by the checkout after the payment is created (status ``new``) and when the client pays a
-    ``new``/``inpay`` payment again. Usually the module's own redirect script
-    (``/mancgi/<script>?elid=<id>``), which marks the payment ``inpay`` and sends the browser on.
-    Returns a :class:`StartAction`.
+    Called by the core's payment door when the customer confirms a payment or pays an open one again,
+    after the core checked that the payment is the customer's, still open and its method active; the core
+    then marks the payment ``inpay`` and sends the browser on. ``settings`` are the method's settings with
+    secrets decrypted (sign with them, never put one in the request); ``customer`` is the payer (e-mail,
+    language). Must not change state. Raise :class:`StartRefused` with a message for the customer when the
+    payment cannot be sent now (the method is not configured): nothing changes then.
     """
 
 

@@ -38,7 +38,10 @@ class ModuleInfo:
     currencies a payment method of this module may use (empty = any). ``logo`` is a URL path or an
     absolute URL. ``development_only`` modules are loaded only in debug/testing or when the allow-list
     names them. ``api_version`` is the :data:`billcore.gateway.API_VERSION` the module was written for
-    (``None``: none declared); an incompatible module is refused at load.
+    (``None``: none declared); an incompatible module is refused at load. ``success_answer`` is the literal
+    body the gateway must hear when billcore accepted a notification (and for every repeat of it), with
+    ``{payment_id}`` standing for the payment's id (Robokassa: ``"OK{payment_id}"``); the conformance
+    suite checks the module's real HTTP answers against it.
     """
 
     key: str
@@ -53,6 +56,13 @@ class ModuleInfo:
     registration_url: str | None = None
     development_only: bool = False
     api_version: str | None = None
+    success_answer: str | None = None
+
+    def expected_answer(self, payment_id: int) -> str | None:
+        """:attr:`success_answer` for one payment (None when the module declares none)."""
+        if self.success_answer is None:
+            return None
+        return self.success_answer.replace("{payment_id}", str(payment_id))
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,12 @@ class GatewaySetup:
 
 @dataclass(frozen=True)
 class StartAction:
-    """Where the client's browser goes to pay: ``url`` by GET, or an auto-submitted POST of ``fields``.
+    """The gateway's request that starts a payment: the browser goes to ``url`` by GET, or POSTs ``fields``
+    to it from an auto-submitting form.
 
-    A POST to this site (a relative ``url`` such as ``/mancgi/rkpayment``) gets the client's own CSRF
-    token added by the core when the page is rendered: a module never puts one in ``fields`` (the hook
-    may run outside the client's browser session, e.g. for a top-up started through the JSON API).
+    A module's ``billcore_start_payment`` returns it; the core has already checked the payment (its owner,
+    method and status) and marks it ``inpay`` before it sends the browser on. A POST to this site (a
+    relative ``url``) gets the customer's CSRF token added when the page is rendered.
     """
 
     url: str
@@ -90,6 +101,22 @@ class StartAction:
     def posts_to_this_site(self) -> bool:
         """True for a POST whose target is this installation (it needs the client's CSRF token)."""
         return self.method.upper() == "POST" and self.url.startswith("/") and not self.url.startswith("//")
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Who is paying, as a start hook may tell the gateway: the user's id, e-mail and language
+    (``"en"`` or ``"ru"``, the language the payment pages should use)."""
+
+    user_id: int
+    email: str
+    language: str = "en"
+
+
+class StartRefused(Exception):
+    """Raised by ``billcore_start_payment`` when this payment cannot go to the gateway now (for example, the
+    payment method lacks a setting). The message is shown to the customer: keep it short and free of
+    secrets. Nothing has changed: the payment stays as it was."""
 
 
 @dataclass(frozen=True)

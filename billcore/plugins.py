@@ -169,6 +169,8 @@ def init_app(app: Flask) -> ModuleRegistry:
     earlier module already serves: whatever it had registered is removed again and it leaves the plugin
     manager, so it never receives a hook call.
     """
+    from .callbacks import exempt_callbacks  # here: it imports the payment service, which imports this module
+
     registry = make_registry(app)
     app.extensions["billcore.modules"] = registry
     for key in list(registry.modules):
@@ -189,6 +191,8 @@ def init_app(app: Flask) -> ModuleRegistry:
         try:
             for bp in blueprints:
                 app.register_blueprint(bp)
+            # the views made with gateway_callback/gateway_return, and no other, are exempt from CSRF
+            exempt_callbacks(app, [bp.name for bp in blueprints])
         except Exception as exc:
             # They registered on the scratch app, so this is not the module's input but the app's state;
             # Werkzeug cannot take URL rules out of a map, so a half-registered module must stop the app.

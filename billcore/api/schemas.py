@@ -222,7 +222,8 @@ class TopUpSchema(Base):
 class TopUpResultSchema(Base):
     payment = fields.Nested(PaymentSchema)
     start_url = fields.String(metadata={"description": "Open this URL in the customer's browser to pay"})
-    start_method = fields.String(metadata={"description": "GET (a link) or POST (submit start_fields)"})
+    start_method = fields.String(metadata={"description": "Always GET: the customer's payment page, whose Pay "
+                                                          "button starts the payment"})
     start_fields = fields.Dict(keys=fields.String(), values=fields.String())
 
 

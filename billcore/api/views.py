@@ -18,7 +18,6 @@ from ..paymethods.service import set_active
 from ..payments import refunds, service
 from ..payments.adjustments import AdjustmentError, adjust_balance
 from ..payments.messages import error_text
-from ..plugins import get_registry
 from . import idempotency
 from .problems import Problem, from_http_exception, from_problem
 from .schemas import (AccountPageSchema, AccountSchema, AdjustmentResultSchema, AdjustmentSchema, ListQuery,
@@ -185,26 +184,12 @@ def payments_create(data):
     except service.PaymentCreateError as exc:
         raise refused(exc, 409, "payment-refused") from None
     db.session.expire_all()
-    payment = db.session.get(Payment, created.id)
-    method = db.session.get(PaymentMethod, payment.paymethod_id)
-    try:
-        action = get_registry().call(method.module, "billcore_start_payment", payment=payment, paymethod=method)
-    except Exception:  # a broken module: the payment exists, it can be started again later
-        current_app.logger.exception("module %s failed to start payment %s", method.module, payment.id)
-        action = None
-    if action is None:
-        raise Problem(502, f"Payment {payment.id} was created, but its payment module could not start it.",
-                      code="module-unavailable", payment_id=payment.id)
     base = current_app.config.get("BASE_URL") or request.host_url
-    db.session.expire_all()
-    if action.posts_to_this_site:
-        # the customer's browser needs its own session's CSRF token for that POST: send it to the
-        # payment's page, whose Pay button makes it (this request has no browser session)
-        return {"payment": db.session.get(Payment, payment.id),
-                "start_url": urljoin(base + "/", url_for("checkout.payment", payment_id=payment.id)),
-                "start_method": "GET", "start_fields": {}}
-    return {"payment": db.session.get(Payment, payment.id), "start_url": urljoin(base + "/", action.url),
-            "start_method": action.method.upper(), "start_fields": dict(action.fields)}
+    # The customer starts paying from the payment's page: its Pay button goes through the core's payment
+    # door (the customer's own session and CSRF token, the checks, ``inpay``), never this request.
+    return {"payment": db.session.get(Payment, created.id),
+            "start_url": urljoin(base + "/", url_for("checkout.payment", payment_id=created.id)),
+            "start_method": "GET", "start_fields": {}}
 
 
 def _payment_or_refusal(act):

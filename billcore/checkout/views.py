@@ -25,6 +25,7 @@ from ..payments import service
 from ..plugins import get_registry
 from .access import cancel_refusal, own_payment, pay_refusal
 from .forms import ActionForm, AddFundsForm
+from .start import start_payment
 from ..args import row_id
 
 bp = Blueprint("checkout", __name__)
@@ -196,7 +197,7 @@ def new_payment():
                     recurring.mark_parent(created.id)
                 except recurring.RecurringError as exc:  # the method changed meanwhile: pay without it
                     flash(str(exc), "warning")
-            return send_to_module(db.session.get(Payment, created.id))
+            return start_payment(db.session.get(Payment, created.id))
         else:
             if form.confirm.data == "1":  # the method's commission changed after the client saw it
                 flash(_("The commission has changed. Please check the new total."), "warning")
@@ -243,22 +244,6 @@ def _total_changed(method: PaymentMethod, value: Decimal) -> bool:
     return request.form.get("total", "") != format_amount(value + fee, method.currency)
 
 
-def send_to_module(item: Payment):
-    """Send the browser to the payment's module: a redirect (GET) or an auto-submitted POST form."""
-    method = db.session.get(PaymentMethod, item.paymethod_id)
-    try:
-        action = get_registry().call(method.module, "billcore_start_payment", payment=item, paymethod=method)
-    except Exception:  # a broken module must not show the client a stack trace
-        current_app.logger.exception("module %s failed to start payment %s", method.module, item.id)
-        action = None
-    if action is None:
-        flash(_("The payment system is not available at the moment. Please try again later."), "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    if action.method.upper() == "POST":
-        return render_template("client/redirect.html", action=action, payment=item)
-    return redirect(action.url)
-
-
 @bp.route("/payments/<int:payment_id>/pay", methods=["POST"])
 @client_required
 def pay_again(payment_id: int):
@@ -266,18 +251,7 @@ def pay_again(payment_id: int):
     item = own_payment(payment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
-    if item.status not in OPEN_STATUSES:
-        flash(_("This payment can no longer be paid."), "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    refusal = pay_refusal(item)  # the same predicate hides the button on the pages
-    if refusal:
-        flash(refusal, "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    if not item.paymethod.active:
-        flash(_("This payment method is no longer available. Please cancel the payment and start a new one."),
-              "error")
-        return redirect(url_for(".payment", payment_id=item.id))
-    return send_to_module(item)
+    return start_payment(item)
 
 
 @bp.route("/payments/<int:payment_id>/cancel", methods=["POST"])

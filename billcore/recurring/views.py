@@ -15,7 +15,7 @@ from wtforms.validators import InputRequired, Length, Optional
 from .. import recurring
 from ..auth import client_required
 from ..checkout.access import own_payment
-from ..checkout.views import send_to_module
+from ..checkout.start import start_payment
 from ..db import db
 from ..models import Payment, RecurringCharge, RecurringProfile
 
@@ -110,7 +110,7 @@ def prepare(payment_id: int):
     except recurring.RecurringError as exc:
         flash(str(exc), "error")
         return redirect(url_for("checkout.payment", payment_id=payment.id))
-    return send_to_module(db.session.get(Payment, payment.id))
+    return start_payment(db.session.get(Payment, payment.id))
 
 
 @bp.route("/payments/<int:payment_id>/recurring", methods=["GET", "POST"])

@@ -38,7 +38,8 @@ def billcore_module_info() -> ModuleInfo:
         currencies=("RUB",),
         secret_fields=SECRET_FIELDS,
         registration_url=REGISTRATION_URL,
-        api_version="2.0",  # the billcore.gateway API this module is written for
+        api_version="3.0",  # the billcore.gateway API this module is written for
+        success_answer="OK{payment_id}",  # what Robokassa must hear for an accepted ResultURL call
     )
 
 

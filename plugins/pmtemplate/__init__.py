@@ -22,7 +22,7 @@ from flask.cli import AppGroup
 from flask_babel import gettext as _
 
 from billcore.gateway import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURE_TEST_MODE, ChargeResult,
-                              ChargeState, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo, RefundResult,
+                              ChargeState, Customer, GatewaySetup, GatewayState, GatewayStatus, ModuleInfo, RefundResult,
                               RefundState, SetupItem, StartAction, hookimpl, session)
 
 from . import gateway
@@ -62,7 +62,8 @@ def billcore_module_info() -> ModuleInfo:
         secret_fields=("secret",),
         registration_url=None,
         development_only=True,
-        api_version="2.0",  # the billcore.gateway API this module is written for: keep it
+        api_version="3.0",  # the billcore.gateway API this module is written for: keep it
+        success_answer="OK",  # the notification answer the gateway expects (the suite checks it)
     )
 
 
@@ -157,14 +158,17 @@ def billcore_gateway_setup(paymethod: PaymentMethod, settings: dict[str, Any], b
 # --- paying ----------------------------------------------------------------------------------------
 
 @hookimpl
-def billcore_start_payment(payment: Payment, paymethod: PaymentMethod) -> StartAction | None:
-    """Where the client's browser goes to pay (BILLmanager's ``redirect``).
+def billcore_start_payment(payment: Payment, settings: dict[str, Any], customer: Customer) -> StartAction | None:
+    """The gateway's request that starts ``payment`` (BILLmanager's ``redirect``).
 
-    When: right after the checkout created the payment (``new``), and when the client pays a ``new`` or
-    ``inpay`` payment again. What: usually your redirect script, which marks the payment ``inpay`` and
-    sends the browser to the gateway; for gateways that take a POST form, ``method="POST"`` and ``fields``.
+    When: the customer confirmed a payment or pays an open one again; billcore has checked the payment is
+    theirs, open and its method active, and marks it ``inpay`` after this answers. What: the gateway's
+    payment page (here a signed GET; for gateways that take a POST form, ``method="POST"`` and
+    ``fields``). Raise ``StartRefused`` with a message for the customer when the method cannot be used.
     """
-    return StartAction(url=f"/mancgi/tplpayment?elid={payment.id}")
+    from .views import start_action
+
+    return start_action(payment, settings, customer)
 
 
 @hookimpl

@@ -1,95 +1,46 @@
-"""The module's routes: the redirect script, the fake gateway's page, the notification and return pages.
+"""The module's routes: the fake gateway's page, the notification and the return pages.
 
 BILLmanager calls its gateway scripts ``/mancgi/<name>``; billcore keeps the habit so admins recognise
-them. Paths carry no prefix: the gateway is given absolute URLs (see ``billcore_gateway_setup``).
+them. Paths carry no prefix: the gateway is given absolute URLs (see ``billcore_gateway_setup``). The
+customer's way to the gateway is the core's (its payment door calls ``billcore_start_payment``, see
+:func:`start_action`), so the module serves only what the gateway and the returning browser call:
 
-* ``/mancgi/tplpayment?elid=<id>``  the client's browser starts here (``billcore_start_payment``)
 * ``/fakegw/pay``                   the fake gateway's payment page (stands in for the real gateway;
                                     development and testing only, see :func:`fake_gateway_enabled`)
-* ``/mancgi/tplresult``             the gateway's signed server-to-server notification (CSRF exempt)
+* ``/mancgi/tplresult``             the gateway's signed server-to-server notification
+                                    (:func:`.notification.handle_notification`)
 * ``/mancgi/tplsuccess?elid=<id>``  the browser's return after paying (unsigned: changes nothing)
 * ``/mancgi/tplfail?elid=<id>``     the browser's return after a failure (unsigned: changes nothing)
 """
 from __future__ import annotations
 
 import threading
+from typing import Any
 from urllib.parse import urlencode
 
-from flask import (Blueprint, Flask, Response, abort, current_app, flash, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
 from sqlalchemy import select
 
-from billcore.gateway import (IllegalTransition, Payment, PaymentMethod, Status, cap_body, client_required,
-                              development_mode, file_logger, format_amount, full_settings, known_fields,
-                              record_event, rollback, row_id, session, set_in_pay)
+from billcore.gateway import (Customer, Payment, PaymentMethod, StartAction, StartRefused, development_mode,
+                              file_logger, format_amount, full_settings, gateway_return, public_url, return_url,
+                              rollback, row_id, session)
 
 from . import gateway
 from .forms import as_bool
 from .notification import KEY, handle_notification
 from .signing import signed, verify
 
-PAYABLE = (Status.NEW.value, Status.INPAY.value)
+RETURN_FIELDS = ("elid",)  # what the gateway puts on the return URLs
 
 
-def base_url() -> str:
-    """The public absolute URL of this installation (``BASE_URL``, else the URL of this request)."""
-    return current_app.config.get("BASE_URL") or request.url_root.rstrip("/")
-
-
-def payment_page(payment_id: int, outcome: str | None = None) -> str:
-    """Where the client's browser goes back to: the checkout's return page for ``outcome`` (``success``,
-    ``fail``, ``pending``: it shows the real status and polls while the payment is open), else the
-    client's payment page, else the dashboard (whichever the installed checkout provides)."""
-    views = current_app.view_functions
-    if outcome and "checkout.payment_return" in views:
-        return url_for("checkout.payment_return", payment_id=payment_id, outcome=outcome)
-    rules = current_app.url_map._rules_by_endpoint.get("checkout.payment")  # noqa: SLF001
-    if rules:
-        argument = next(iter(rules[0].arguments), "payment_id")
-        return url_for("checkout.payment", **{argument: payment_id})
-    return url_for("checkout.dashboard")
-
-
-def _own_payment(payment_id: int | None) -> Payment | None:
-    """The payment when it exists and belongs to this module."""
-    payment = session().get(Payment, payment_id) if payment_id else None
-    if payment is None or payment.paymethod.module != KEY:
-        return None
-    return payment
-
-
-@client_required
-def tplpayment():
-    """The redirect script: mark the client's payment ``inpay`` and send the browser to the gateway."""
-    log = file_logger("tplpayment")
-    payment_id = request.args.get("elid", type=row_id)
-    payment = _own_payment(payment_id)
-    # Someone else's payment looks exactly like a missing one: do not confirm it exists.
-    if payment is None or payment.account_id != current_user.account_id or not payment.paymethod.active:
-        log.warning("payment %s: refused to user %s (not found, not theirs or method off)",
-                    payment_id, current_user.id)
-        abort(404)
-    if payment.status not in PAYABLE:
-        log.info("payment %s: not payable (%s)", payment.id, payment.status)
-        flash(_("This payment can no longer be paid."), "error")
-        return redirect(payment_page(payment.id))
-    method = payment.paymethod
-    settings = full_settings(method)
+def start_action(payment: Payment, settings: dict[str, Any], customer: Customer) -> StartAction:
+    """The gateway's payment page for ``payment``: a signed GET (the fake gateway's when no URL is set)."""
     gateway_url = str(settings.get("gateway_url") or "").rstrip("/")
     if not gateway_url and f"{KEY}.fakegw_pay" not in current_app.view_functions:
         # No gateway URL and no fake gateway (a production install): there is nowhere to send the client.
-        log.error("payment %s: method %s has no gateway URL and the fake gateway is off", payment.id, method.id)
-        flash(_("This payment method is not configured yet. Please choose another one."), "error")
-        return redirect(payment_page(payment.id))
-    try:
-        set_in_pay(payment.id, source="pmtemplate tplpayment", actor=current_user.email,
-                           data={"user_id": current_user.id})
-    except IllegalTransition as exc:  # paid or cancelled meanwhile
-        log.info("payment %s: %s", payment.id, exc)
-        return redirect(payment_page(payment.id))
-    base = base_url()
+        file_logger("tplpayment").error("payment %s: no gateway URL and the fake gateway is off", payment.id)
+        raise StartRefused(_("This payment method is not configured yet. Please choose another one."))
     params = {
         "merchant_id": settings.get("merchant_id", ""),
         "payment_id": str(payment.id),
@@ -97,15 +48,16 @@ def tplpayment():
         "currency": payment.currency,
         "description": payment.description or _("Payment %(id)s", id=payment.id),
         "test": "1" if as_bool(settings.get("test_mode")) else "0",
-        "result_url": f"{base}/mancgi/tplresult",
-        "success_url": f"{base}/mancgi/tplsuccess?elid={payment.id}",
-        "fail_url": f"{base}/mancgi/tplfail?elid={payment.id}",
-        "return_url": base + payment_page(payment.id, "pending"),
+        "result_url": public_url("/mancgi/tplresult"),
+        "success_url": public_url(f"/mancgi/tplsuccess?elid={payment.id}"),
+        "fail_url": public_url(f"/mancgi/tplfail?elid={payment.id}"),
+        "return_url": public_url(return_url(payment.id, "pending")),
     }
     # Blank gateway URL: the fake gateway inside this billcore (a relative URL keeps the same host).
     target = (gateway_url + "/fakegw/pay") if gateway_url else url_for(f"{KEY}.fakegw_pay")
-    log.info("payment %s: sent to the gateway (%s %s)", payment.id, params["amount"], payment.currency)
-    return redirect(target + "?" + urlencode(signed(params, str(settings.get("secret") or ""))))
+    file_logger("tplpayment").info("payment %s: sent to the gateway (%s %s) for user %s", payment.id,
+                                   params["amount"], payment.currency, customer.user_id)
+    return StartAction(url=target + "?" + urlencode(signed(params, str(settings.get("secret") or ""))))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,9 +106,13 @@ def deliver_notification(params: dict[str, str], url: str) -> tuple[str, int] | 
 
         threading.Thread(target=post, daemon=True).start()
         return None
-    # End the request's read transaction first: the service writes through its own session.
+    # End the request's read transaction first: the service writes through its own session. The
+    # notification goes through the real view (the core's checks included), as it would over HTTP.
     rollback()
-    body, status = handle_notification(params)
+    with current_app.test_request_context("/mancgi/tplresult", method="POST", data=params,
+                                          environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        response = handle_notification()
+    body, status = response.get_data(as_text=True), response.status_code
     log.info("fake gateway: notification for payment %s answered %s %s", params["payment_id"], status, body)
     return body, status
 
@@ -198,44 +154,13 @@ def fakegw_pay():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Back in billcore: the notification and the browser's return pages.
+# Back in billcore: the browser's return pages (the notification is .notification.handle_notification).
 # ---------------------------------------------------------------------------------------------------
 
-
-@cap_body("CALLBACK_MAX_CONTENT_LENGTH")  # outside input is bounded before it is parsed
-def tplresult():
-    """The gateway's signed notification; plain-text answer (``OK`` when accepted or repeated)."""
-    body, status = handle_notification(request.form)
-    return Response(body, status, mimetype="text/plain")
-
-
-def _return_page(kind: str, message: str, category: str):
-    """A browser's return from the gateway: unsigned, so it is recorded and changes nothing."""
-    log = file_logger(f"tpl{kind}")
-    payment = _own_payment(request.args.get("elid", type=row_id))
-    if payment is None:
-        log.warning("unknown payment %s", request.args.get("elid"))
-        return redirect(url_for("main.index"))
-    record_event(payment.id, kind="return", source=f"pmtemplate tpl{kind}",
-                         outcome=f"client returned ({kind}); payment is {payment.status}",
-                         data=known_fields(request.args, ("elid",),
-                                           max_length=int(current_app.config["CALLBACK_FIELD_MAX"])))
-    log.info("payment %s: client returned (%s), status %s", payment.id, kind, payment.status)
-    target = payment_page(payment.id, kind)
-    if "checkout.payment_return" not in current_app.view_functions:
-        flash(message, category)  # the checkout's return page says it itself
-    return redirect(target)
-
-
-def tplsuccess():
-    """Where the gateway sends the browser after paying."""
-    return _return_page("success", _("Thank you! The payment will be credited as soon as the gateway "
-                                     "confirms it."), "info")
-
-
-def tplfail():
-    """Where the gateway sends the browser when the payment failed or was abandoned."""
-    return _return_page("fail", _("The payment was not completed."), "error")
+tplsuccess = gateway_return(KEY, source="pmtemplate tplsuccess", id_field="elid", outcome="success",
+                            fields=RETURN_FIELDS, log_file="tplsuccess")
+tplfail = gateway_return(KEY, source="pmtemplate tplfail", id_field="elid", outcome="fail", fields=RETURN_FIELDS,
+                         log_file="tplfail")
 
 
 def fake_gateway_enabled(app: Flask) -> bool:
@@ -246,18 +171,16 @@ def fake_gateway_enabled(app: Flask) -> bool:
 
 
 def register(app: Flask) -> list[Blueprint]:
-    """The module's blueprint (made per app), with the gateway-facing views exempt from CSRF (they are
-    signed). The fake gateway's page is only added by :func:`fake_gateway_enabled`."""
+    """The module's blueprint (made per app). billcore exempts the notification and the return views from
+    CSRF (they are made by ``gateway_callback``/``gateway_return``). The fake gateway's page is only added
+    by :func:`fake_gateway_enabled`."""
     bp = Blueprint(KEY, __name__, template_folder="templates")
-    bp.add_url_rule("/mancgi/tplpayment", view_func=tplpayment)
-    bp.add_url_rule("/mancgi/tplresult", view_func=tplresult, methods=["POST"])
+    bp.add_url_rule("/mancgi/tplresult", view_func=handle_notification, methods=["POST"])
     bp.add_url_rule("/mancgi/tplsuccess", view_func=tplsuccess)
     bp.add_url_rule("/mancgi/tplfail", view_func=tplfail)
-    csrf = app.extensions.get("csrf")
-    if csrf is not None:
-        csrf.exempt(tplresult)
     if fake_gateway_enabled(app):
         bp.add_url_rule("/fakegw/pay", view_func=fakegw_pay, methods=["GET", "POST"])
+        csrf = app.extensions.get("csrf")
         if csrf is not None:
             csrf.exempt(fakegw_pay)  # the fake gateway is "another site": its form is protected by the signature
     return [bp]
