@@ -1,5 +1,8 @@
 """The conformance suite must fail a module that breaks the contract: mutation tests of the suite itself.
 
+They live here, in billcore's own tests, rather than beside pmtemplate's: a module generated from
+pmtemplate rewrites its notification handler, which these tests edit line by line.
+
 Each test plants one mistake in pmtemplate, a working module, and asserts that the specific suite test
 fails with its specific message, so it fails if the suite ever loses that check. A mistake is planted as
 
@@ -35,7 +38,7 @@ from billcore.models import Payment, PaymentMethod
 from billcore.paymethods import full_settings
 from billcore.testing.conformance import SUITE_CONFIG, ConformanceSuite
 
-from .adapter import KEY, TemplateAdapter
+from pmtemplate.tests.adapter import KEY, TemplateAdapter
 
 ENDPOINT = f"{KEY}.handle_notification"
 MERCHANT_CHECK = ('    if data.get("merchant_id") != settings.get("merchant_id"):\n'
