@@ -5,7 +5,9 @@ the billcore source tree. ``BILLCORE_TEST_DATABASE_URL`` (a PostgreSQL URL) adds
 """
 from __future__ import annotations
 
+import html
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -94,9 +96,28 @@ def database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
         admin_engine.dispose()
 
 
+_CSRF_INPUT = re.compile(r'<input\b[^>]*\bname="csrf_token"[^>]*>')
+_VALUE = re.compile(r'\bvalue="([^"]*)"')
+
+
+def csrf_token(client, path: str) -> str:
+    """The CSRF token of the form on the page at ``path``, as the browser of ``client`` gets it (the
+    token belongs to that client's session)."""
+    page = client.get(path)
+    found = _CSRF_INPUT.search(page.get_data(as_text=True))
+    value = _VALUE.search(found.group()) if found else None
+    if value is None:
+        raise AssertionError(f"no CSRF token on {path} (answered {page.status_code})")
+    return html.unescape(value.group(1))
+
+
 def login(client, email: str, password: str):
-    """Log a test client in through the login form; returns the response (302 on success)."""
-    return client.post("/login", data={"email": email, "password": password}, follow_redirects=False)
+    """Log a test client in through the login form; returns the response (302 on success). With CSRF on
+    (``WTF_CSRF_ENABLED``), the token of the login page is posted too, as a browser does."""
+    data = {"email": email, "password": password}
+    if client.application.config.get("WTF_CSRF_ENABLED", True):
+        data["csrf_token"] = csrf_token(client, "/login")
+    return client.post("/login", data=data, follow_redirects=False)
 
 
 def add_paymethod(module: str, settings: dict[str, Any] | None = None, **fields: Any) -> PaymentMethod:
