@@ -45,11 +45,12 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
-from ..accounts import create_client
+from ..accounts import create_client, find_user
 from ..db import db
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod
-from ..paymodule import FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURES, GatewaySetup, ModuleInfo, \
-    StartAction
+from ..paymethods import full_settings
+from ..paymodule import (FEATURE_CHECKPAY, FEATURE_RECURRING, FEATURE_REFUND, FEATURES, Customer, GatewaySetup,
+                         ModuleInfo, StartAction)
 from ..payments import service
 from .fixtures import add_paymethod, login
 
@@ -118,14 +119,11 @@ class ConformanceAdapter:
 
     def prepare_payment(self, client: FlaskClient, payment: Payment, paymethod: PaymentMethod) -> None:
         """Bring a ``new`` payment to where the gateway would notify about it, as the owner's browser
-        (``client`` is logged in as the payment's owner). Default: follow the start hook's URL once when
-        it is local, which usually runs the module's redirect script and marks the payment ``inpay``."""
-        from flask import current_app
-
-        action = current_app.extensions["billcore.modules"].call(self.module, "billcore_start_payment",
-                                                                 payment=payment, paymethod=paymethod)
-        if isinstance(action, StartAction) and action.method.upper() == "GET" and action.url.startswith("/"):
-            client.get(action.url)
+        (``client`` is logged in as the payment's owner). Default: press Pay on the payment's page, i.e.
+        go through the core's payment door (``POST /payments/<id>/pay``), which asks the start hook for the
+        gateway's request and marks the payment ``inpay``."""
+        resp = client.post(f"/payments/{payment.id}/pay", data=_csrf(client, payment.id))
+        assert resp.status_code in (200, 302), f"the payment door answered {resp.status_code}"
 
     def genuine_notification(self, payment: Payment, settings: dict[str, Any]) -> Notification:
         """*Required.* The gateway's notification that ``payment`` was paid in full (``payment.total`` in
@@ -142,14 +140,31 @@ class ConformanceAdapter:
         raise NotImplementedError
 
     def success_answer(self, payment: Payment) -> str:
-        """*Required.* The text the gateway expects in the body when billcore accepted a notification
-        (pmtemplate: ``"OK"``; Robokassa: ``"OK<InvId>"``)."""
-        raise NotImplementedError
+        """The text the gateway expects in the body when billcore accepted a notification. Default: the
+        module's ``ModuleInfo.success_answer`` for this payment (pmtemplate: ``"OK"``; Robokassa:
+        ``"OK<InvId>"``)."""
+        from ..plugins import get_registry
+
+        info = get_registry().info(self.module)
+        answer = info.expected_answer(payment.id) if info is not None else None
+        assert answer is not None, f"module {self.module!r} declares no ModuleInfo.success_answer"
+        return answer
 
     def is_success(self, response: TestResponse, payment: Payment) -> bool:
         """True when ``response`` is the success answer. Default: status 200 and the body equal to
         :meth:`success_answer` (surrounding whitespace ignored)."""
         return response.status_code == 200 and response.get_data(as_text=True).strip() == self.success_answer(payment)
+
+
+def _csrf(client: FlaskClient, payment_id: int) -> dict[str, str]:
+    """The Pay button's form data: with CSRF on, the token from the payment's page, as a browser has it."""
+    from flask import current_app
+
+    if not current_app.config.get("WTF_CSRF_ENABLED", True):
+        return {}
+    page = client.get(f"/payments/{payment_id}").get_data(as_text=True)
+    found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    return {"csrf_token": found.group(1)} if found else {}
 
 
 def send(client: FlaskClient, notification: Notification) -> TestResponse:
@@ -215,6 +230,13 @@ class ConformanceSuite:
         """The payment's events, oldest first."""
         db.session.commit()  # end the read snapshot: others committed meanwhile
         return db.session.query(PaymentEvent).filter_by(payment_id=payment_id).order_by(PaymentEvent.id).all()
+
+    def start_action(self, app: Flask, payment: Payment, method: PaymentMethod) -> Any:
+        """The start hook's answer for ``payment``, called as the core's payment door calls it."""
+        user = find_user(CONFORMANCE_USER[0])
+        return self.registry(app).call(self.adapter.module, "billcore_start_payment", payment=payment,
+                                       paymethod=method, settings=full_settings(method),
+                                       customer=Customer(user_id=user.id, email=user.email))
 
     def validate(self, app: Flask, settings: dict[str, Any]) -> dict[str, Any]:
         """The errors of ``settings`` posted through the integration form and then the validation hook."""
@@ -291,8 +313,7 @@ class ConformanceSuite:
     def test_start_payment(self, app):
         """The start hook sends the browser somewhere, with no secret in the URL or the form fields."""
         client, payment, method, _ = self.setup_payment(app)
-        action = self.registry(app).call(self.adapter.module, "billcore_start_payment", payment=payment,
-                                         paymethod=method)
+        action = self.start_action(app, payment, method)
         assert isinstance(action, StartAction) and action.url
         assert action.method.upper() in ("GET", "POST")
         text = action.url + " ".join(f"{k}={v}" for k, v in action.fields)
@@ -340,8 +361,7 @@ class ConformanceSuite:
                      self.adapter.genuine_notification, self.adapter.genuine_notification):
             resp = send(app.test_client(), make(payment, settings))
             bodies.append(resp.get_data(as_text=True) + str(dict(resp.headers)))
-        action = self.registry(app).call(self.adapter.module, "billcore_start_payment", payment=payment,
-                                         paymethod=method)
+        action = self.start_action(app, payment, method)
         if isinstance(action, StartAction) and action.url.startswith("/"):  # the owner's browser starts paying
             resp = client.open(action.url, method=action.method, data=dict(action.fields) or None)
             bodies.append(resp.get_data(as_text=True) + str(dict(resp.headers)))
