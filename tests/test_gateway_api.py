@@ -62,7 +62,7 @@ def test_in_tree_modules_import_only_billcore_gateway(package):
 def test_a_scaffolded_module_imports_only_billcore_gateway(tmp_path):
     target = generate("pmboundary", tmp_path)
     assert billcore_imports(target / "pmboundary") == []
-    assert 'api_version="2.0"' in (target / "pmboundary" / "__init__.py").read_text()
+    assert f'api_version="{gateway.API_VERSION}"' in (target / "pmboundary" / "__init__.py").read_text()
 
 
 @pytest.mark.parametrize("required", [None, "2", "2.0", gateway.API_VERSION])
