@@ -246,4 +246,5 @@ def main() -> None:
 
     cli = FlaskGroup(name="billcore", create_app=lambda: create_app(),
                      help="billcore's commands (the same as `flask --app billcore ...`).")
+    cli.params = [param for param in cli.params if param.name != "app"]  # the app is billcore's, always
     cli.main(prog_name="billcore")
