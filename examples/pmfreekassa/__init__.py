@@ -21,8 +21,8 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from billcore.gateway import (Answer, CallbackRequest, Customer, GatewaySetup, IllegalTransition, ModuleInfo,
-                              MoneyError, Payment, Refuse, SetupItem, StartAction, Status,
-                              format_amount, gateway_callback, gateway_return, hookimpl, parse_amount, set_paid)
+                              MoneyError, Payment, Refuse, SetupItem, StartAction, format_amount, gateway_callback,
+                              gateway_return, hookimpl, parse_amount, set_paid)
 
 from . import protocol
 
@@ -136,8 +136,8 @@ def notification(call: CallbackRequest) -> Answer:
         outcome = set_paid(payment.payment_id, amount=amount, currency=payment.currency, source="fkresult",
                            data=params, external_id=params.get("intid") or None,
                            answer=lambda outcome: MISMATCH if outcome.result == "fraud" else protocol.ANSWER)
-    except IllegalTransition as exc:  # flagged before (a repeat hears the same) or refunded since
-        raise Refuse(str(exc), answer=MISMATCH if exc.current == Status.FRAUD else f"payment is {exc.current}") from None
+    except IllegalTransition as exc:  # flagged as fraud before: a repeat hears the same answer
+        raise Refuse(str(exc), answer=MISMATCH) from None
     return Answer(MISMATCH, 400) if outcome.result == "fraud" else Answer(protocol.ANSWER)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from flask import Blueprint
 
-from billcore.gateway import (Answer, CallbackRequest, IllegalTransition, MoneyError, Refuse, Status, gateway_callback,
+from billcore.gateway import (Answer, CallbackRequest, IllegalTransition, MoneyError, Refuse, gateway_callback,
                               gateway_return, parse_amount, record_event, set_cancelled, set_paid)
 
 KEY = "pmskeleton"
@@ -49,8 +49,8 @@ def notification(call: CallbackRequest) -> Answer:
             outcome = set_paid(payment_id, amount=amount, currency=params.get("currency", ""), source=SOURCE,
                                data=params, external_id=params.get("operation_id") or None,
                                answer=lambda outcome: MISMATCH if outcome.result == "fraud" else OK)
-        except IllegalTransition as exc:  # flagged before (a repeat hears the same answer) or refunded
-            raise Refuse(str(exc), answer=MISMATCH if exc.current == Status.FRAUD else f"payment is {exc.current}") from None
+        except IllegalTransition as exc:  # flagged as fraud before: a repeat hears the same answer
+            raise Refuse(str(exc), answer=MISMATCH) from None
         return Answer(MISMATCH, 400) if outcome.result == "fraud" else Answer(OK)  # fraud: flagged, not credited
     if status == "failed":
         try:

@@ -11,7 +11,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-MERCHANT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MERCHANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SECRET_MIN_LENGTH = 8
 
 
@@ -28,7 +28,7 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, list[str]]:
     """Errors by field; also run for ``paymethod add --set`` values that never saw the form. Never put a
     secret's value into a message."""
     errors: dict[str, list[str]] = {}
-    if not MERCHANT_ID_RE.match(str(settings.get("merchant_id") or "")):
+    if not MERCHANT_ID_RE.fullmatch(str(settings.get("merchant_id") or "")):
         errors["merchant_id"] = [_("Use only letters, digits, '.', '_' and '-' (at most 64).")]
     if len(str(settings.get("secret") or "")) < SECRET_MIN_LENGTH:
         errors["secret"] = [_("The shared secret must be at least %(n)d characters long.", n=SECRET_MIN_LENGTH)]
