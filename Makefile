@@ -39,9 +39,9 @@ $(AXE): tests/browser/package.json
 axe: $(AXE)
 
 run: install
-	$(BIN)/flask --app billcore init
-	$(BIN)/flask --app billcore demo
-	$(BIN)/flask --app billcore run --host $(HOST) --port $(PORT)
+	$(BIN)/billcore init
+	$(BIN)/billcore demo
+	$(BIN)/billcore run --host $(HOST) --port $(PORT)
 
 # Browser tests drive Debian's chromium through Playwright (Playwright cannot download browsers here).
 # Without the recommended packages (fonts, extensions, desktop integration) the install takes a minute,

@@ -22,10 +22,10 @@ setup(
     },
     package_data={
         "billcore": ["static/**/*", "translations/*/LC_MESSAGES/*.po", "migrations/env.py",
-                     "migrations/script.py.mako"],
+                     "migrations/script.py.mako", "skeleton/*.tmpl", "skeleton/**/*.py"],
         "billcore.templates": ["**/*.html"],
         "pmrobokassa": ["templates/**/*", "static/**/*"],
-        "pmtemplate": ["templates/**/*", "static/**/*", "scaffold/**/*"],
+        "pmtemplate": ["templates/**/*", "static/**/*"],
     },
     install_requires=[
         "Flask>=3.0,<4",
@@ -68,6 +68,8 @@ setup(
         ],
     },
     entry_points={
+        # `billcore COMMAND`: every `flask --app billcore COMMAND`, from any folder (see billcore.cli.main)
+        "console_scripts": ["billcore = billcore.cli:main"],
         "billcore.paymethods": [
             "pmrobokassa = pmrobokassa",
             "pmtemplate = pmtemplate",

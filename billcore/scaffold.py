@@ -1,17 +1,19 @@
-"""``flask --app billcore module new NAME``: a new payment-module distribution made from ``pmtemplate``.
+"""``billcore module new NAME``: a new payment-module distribution, the smallest that keeps the contract.
 
-The scaffold copies the installed ``pmtemplate`` package (so it works from a wheel as well as from a
-source checkout), renames it throughout (import name, module key, routes, templates folder, log files,
-CLI group, tests) and adds packaging: a ``pyproject.toml`` with the ``billcore.paymethods`` entry point and
-the templates as package data. The result installs with ``pip install -e <dir>`` and its tests (the
-module's own and billcore's conformance suite) pass as generated.
+The module is written from billcore's skeleton (``billcore/skeleton``, package data of billcore, so it
+works from a wheel as well as from a source checkout): a redirect gateway on the payment door in three
+short files, with ``TODO(gateway)`` where the real gateway's recipe goes, and its packaging
+(``pyproject.toml`` with the ``billcore.paymethods`` entry point and a ``test`` extra, a README) and tests
+(a conformance adapter and billcore's conformance suite). The skeleton's name ``pmskeleton`` is replaced
+throughout. It installs with ``pip install -e <dir>`` and its tests pass as generated. ``pmtemplate`` stays
+the full, commented reference (fake gateway, status checks, refunds, recurring charges).
 """
 from __future__ import annotations
 
 import importlib.util
 import keyword
 import re
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-TEMPLATE = "pmtemplate"
-TEMPLATE_SHORT = "tpl"
-NAME_RE = re.compile(r"^pm[a-z][a-z0-9_]*$")
-SKIP_DIRS = {"__pycache__", ".pytest_cache"}
-SKIP_SUFFIXES = {".pyc", ".pyo", ".sqlite", ".sqlite3", ".db", ".log"}
-TEXT_SUFFIXES = {".py", ".html", ".txt", ".md", ".toml", ".cfg", ".ini", ".json", ".js", ".css", ".po"}
+SKELETON = "pmskeleton"
+SKELETON_DIR = Path(__file__).resolve().parent / "skeleton"
+NAME_RE = re.compile(r"pm[a-z][a-z0-9_]*")
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+SKIP_SUFFIXES = {".pyc", ".pyo"}
+TEMPLATE_SUFFIX = ".tmpl"  # the skeleton's non-Python files: pyproject.toml.tmpl -> pyproject.toml
 
 
 class ScaffoldError(Exception):
@@ -33,7 +35,7 @@ class ScaffoldError(Exception):
 
 @dataclass(frozen=True)
 class Names:
-    """Every spelling of the new module's name that replaces one of pmtemplate's."""
+    """Every spelling of the new module's name that replaces one of the skeleton's."""
 
     name: str  # import name and module key: pmfoo
     short: str  # prefix of its scripts and logs: foo -> /mancgi/fooresult, fooresult.log
@@ -55,24 +57,24 @@ def validate_name(name: str, known: set[str] = frozenset()) -> Names:
     It must be lowercase, start with ``pm``, be a Python identifier (letters, digits, ``_``), and not be
     a loaded module (``known``) or an importable package.
     """
-    if not NAME_RE.match(name or "") or not name.isidentifier() or keyword.iskeyword(name):
+    if not NAME_RE.fullmatch(name or "") or not name.isidentifier() or keyword.iskeyword(name):
         raise ScaffoldError(f"invalid module name {name!r}: use lowercase letters, digits and '_', starting "
                             "with 'pm' and a letter (for example 'pmstripe')")
-    if name in known or name == TEMPLATE:
+    if name in known:
         raise ScaffoldError(f"a payment module {name!r} already exists")
     if importlib.util.find_spec(name) is not None:
         raise ScaffoldError(f"a Python package {name!r} is already installed: choose another name")
     return Names.of(name)
 
 
-# The routes pmtemplate serves (views.register); a generated module serves them renamed. A test keeps this
-# list equal to what pmtemplate registers.
-TEMPLATE_ROUTES = ("/mancgi/tplpayment", "/mancgi/tplresult", "/mancgi/tplsuccess", "/mancgi/tplfail", "/fakegw/pay")
+# The routes the skeleton serves (callbacks.blueprint); a generated module serves them renamed. A test keeps
+# this list equal to what a generated module registers.
+SKELETON_ROUTES = ("/mancgi/skeletonresult", "/mancgi/skeletonsuccess", "/mancgi/skeletonfail")
 
 
 def planned_routes(names: Names) -> list[str]:
-    """The URL rules the generated module will serve (its fake gateway's page in development only)."""
-    return [rename_text(route, names) for route in TEMPLATE_ROUTES]
+    """The URL rules the generated module will serve."""
+    return [rename_text(route, names) for route in SKELETON_ROUTES]
 
 
 def check_collisions(names: Names, app: Flask) -> None:
@@ -87,93 +89,32 @@ def check_collisions(names: Names, app: Flask) -> None:
                             f"{', '.join(taken)}; choose another name")
 
 
-def template_dir() -> Path:
-    """The folder of the installed ``pmtemplate`` package (source tree or site-packages)."""
-    spec = importlib.util.find_spec(TEMPLATE)
-    if spec is None or not spec.submodule_search_locations:
-        from .plugins import IN_TREE_DIR
-
-        candidate = IN_TREE_DIR / TEMPLATE
-        if (candidate / "__init__.py").is_file():
-            return candidate
-        raise ScaffoldError("the pmtemplate package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+def skeleton_dir() -> Path:
+    """The skeleton's folder inside the installed billcore package (source tree or site-packages)."""
+    if not (SKELETON_DIR / SKELETON / "__init__.py").is_file():
+        raise ScaffoldError(f"billcore's module skeleton is missing from {SKELETON_DIR}: reinstall billcore")
+    return SKELETON_DIR
 
 
-_SCRIPT_RE = re.compile(rf"(?<![A-Za-z0-9_]){TEMPLATE_SHORT}(?=payment|result|success|fail|\{{kind\}})")
+# "skeleton" as the prefix of a script's path or log name: /mancgi/skeletonresult, skeletonsuccess.log
+_SCRIPT_RE = re.compile(r"(?<![A-Za-z0-9_])skeleton(?=result|success|fail)")
 
 
 def rename_text(text: str, names: Names) -> str:
-    """pmtemplate's source with every name replaced by the new module's."""
-    text = text.replace(TEMPLATE.upper(), names.name.upper())  # PMTEMPLATE_NOTIFY_HTTP
-    text = text.replace(TEMPLATE, names.name)  # key, package, blueprint, templates folder, pmtemplate.log
-    text = _SCRIPT_RE.sub(names.short, text)  # /mancgi/tplresult -> /mancgi/fooresult, tplresult.log
-    text = text.replace("/fakegw/", f"/fakegw/{names.short}/")  # its own fake gateway beside pmtemplate's
-    text = text.replace("The template payment module: a complete, working example to copy for every new gateway.",
-                        f"The {names.title} payment module for billcore (generated from pmtemplate).")
-    text = text.replace("The template module's fake gateway.", f"The {names.name} module's fake gateway.")
-    text = text.replace("Template gateway", names.title)
-    text = text.replace("TemplateAdapter", f"{names.camel}Adapter")
-    return text
+    """The skeleton's text with every spelling of its name replaced by the new module's."""
+    text = text.replace(SKELETON, names.name)  # key, package, blueprint, distribution, entry point
+    text = _SCRIPT_RE.sub(names.short, text)  # /mancgi/skeletonresult -> /mancgi/fooresult
+    text = text.replace("Skeleton gateway", names.title)
+    return text.replace("SkeletonAdapter", f"{names.camel}Adapter")
 
 
-def _files(source: Path):
+def skeleton_files(source: Path) -> Iterator[tuple[Path, Path]]:
+    """``(path, relative path)`` of every file the skeleton ships (caches left out)."""
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if any(part in SKIP_DIRS for part in rel.parts) or path.suffix in SKIP_SUFFIXES or not path.is_file():
             continue
         yield path, rel
-
-
-PYPROJECT = """\
-[build-system]
-requires = ["setuptools>=64"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "billcore-{name}"
-version = "0.1.0"
-description = "{title}: a payment module for billcore"
-requires-python = ">=3.10"
-dependencies = ["billcore"]
-
-[project.optional-dependencies]
-# what the module's tests and billcore's conformance suite need: pip install -e '.[test]'
-test = ["pytest>=8,<10"]
-
-# billcore finds payment modules through this entry-point group; the name is the module key.
-[project.entry-points."billcore.paymethods"]
-{name} = "{name}"
-
-[tool.setuptools]
-packages = ["{name}", "{name}.tests"]
-
-[tool.setuptools.package-data]
-{name} = ["templates/*/*.html", "templates/**/*.html", "static/*"]
-
-[tool.pytest.ini_options]
-testpaths = ["{name}/tests"]
-"""
-
-README = """\
-# {name}: {title} for billcore
-
-Generated by `flask --app billcore module new {name}` from billcore's `pmtemplate`. It works as generated,
-against a fake gateway built into the module (`/fakegw/{short}/pay`).
-
-    pip install -e '.[test]'               # billcore finds it through the billcore.paymethods entry point
-    flask --app billcore --debug plugins   # development-only modules load in debug mode
-    pytest                                 # the module's tests and billcore's conformance suite
-
-Next steps (see billcore's docs/plugins.md):
-
-1. Replace `gateway.py` and the fake-gateway views in `views.py` with calls to the real gateway, and
-   `signing.py` with its signature recipe.
-2. Adjust `forms.py` (the integration settings) and `billcore_module_info` in `__init__.py`.
-3. Rewrite `tests/adapter.py` so the conformance suite signs notifications like the real gateway.
-4. Remove `development_only=True` once no fake gateway is left: until then the module is only loaded in
-   debug/testing or when `PAYMENT_MODULES` names it.
-"""
 
 
 def generate(name: str, parent: Path, known: set[str] = frozenset(), app: Flask | None = None) -> Path:
@@ -188,19 +129,11 @@ def generate(name: str, parent: Path, known: set[str] = frozenset(), app: Flask 
     target = Path(parent).resolve() / name
     if target.exists() and any(target.iterdir()):
         raise ScaffoldError(f"{target} exists and is not empty")
-    source = template_dir()
-    package = target / name
-    for path, rel in _files(source):
-        out = package / Path(*[rename_text(part, names) for part in rel.parts])
+    for path, rel in skeleton_files(skeleton_dir()):
+        out = target / Path(*[rename_text(part, names) for part in rel.parts])
+        out = out.with_name(out.name.removesuffix(TEMPLATE_SUFFIX))
         out.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in TEXT_SUFFIXES:
-            out.write_text(rename_text(path.read_text(encoding="utf-8"), names), encoding="utf-8")
-        else:
-            shutil.copyfile(path, out)
-    (package / "tests" / "__init__.py").touch()
-    values = {"name": names.name, "title": names.title, "short": names.short}
-    (target / "pyproject.toml").write_text(PYPROJECT.format(**values), encoding="utf-8")
-    (target / "README.md").write_text(README.format(**values), encoding="utf-8")
+        out.write_text(rename_text(path.read_text(encoding="utf-8"), names), encoding="utf-8")
     return target
 
 
@@ -212,15 +145,16 @@ module_cli = AppGroup("module", help="Payment-module development tools.")
 @click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="The folder in which the module's folder NAME is created.")
 def new_module(name: str, parent: Path) -> None:
-    """Create a new payment module NAME (e.g. pmstripe) from the template, ready to install and test."""
+    """Create a new payment module NAME (e.g. pmstripe): a redirect gateway, ready to install and test."""
     registry = current_app.extensions["billcore.modules"]
     try:
-        target = generate(name, parent, known=set(registry.modules) | set(registry.errors),
+        target = generate(name, parent, known=set(registry.modules) | set(registry.errors) | set(registry.skipped),
                           app=current_app._get_current_object())  # type: ignore[attr-defined]
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Created {target}")
     click.echo("Next:")
-    click.echo(f"  pip install -e {target}")
-    click.echo("  flask --app billcore --debug plugins")
+    click.echo(f"  pip install -e '{target}[test]'")
+    click.echo("  billcore --debug plugins")
     click.echo(f"  cd {target} && pytest")
+    click.echo(f"  grep -rn 'TODO(gateway)' {target / name}")

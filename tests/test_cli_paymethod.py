@@ -184,8 +184,26 @@ def test_add_pmtemplate(run):
     assert m.settings["merchant_id"] == "shop-1" and m.settings["test_mode"] is False
     assert full_settings(m)["secret"] == "tmpl-secret-123"
     result = run(["paymethod", "add", "pmtemplate", "--name", "Tmpl", "--currency", "RUB",
-                  "--set", "merchant_id=shop-1"])
+                  "--set", "merchant_id=shop-1", "--set", "test_mode=0"])
     assert result.exit_code != 0 and "secret" in result.output
+
+
+def test_a_checkbox_ticked_by_default_must_be_given(run):
+    """pmtemplate's test mode is ticked in the wizard: a script that does not say is refused, never silently
+    on (or off); a box not ticked by default and not given is off, as a browser posts it."""
+    form_cls = get_registry().call("pmtemplate", "billcore_integration_form", paymethod=None)
+    assert form_cls.test_mode.kwargs["default"] is True  # the premise: ticked in the wizard
+    add = ["paymethod", "add", "pmtemplate", "--name", "Tmpl", "--currency", "RUB", "--set", "merchant_id=shop-1",
+           "--secret", "secret"]
+    result = run(add, input="tmpl-secret-123\n")
+    assert result.exit_code != 0
+    assert "--set test_mode: ticked by default in the wizard: give --set test_mode=yes or --set test_mode=no" \
+        in result.output
+    assert methods() == []
+    assert run(add + ["--set", "test_mode=yes"], input="tmpl-secret-123\n").exit_code == 0
+    assert methods()[0].settings["test_mode"] is True
+    assert run(GOOD).exit_code == 0  # pmfake's test mode: not ticked by default, not given, off
+    assert methods()[1].settings["test_mode"] is False
 
 
 def test_a_secret_on_the_command_line_is_refused_and_nothing_is_stored(run):

@@ -1,5 +1,5 @@
 """billcore.gateway is the one public module for payment modules: every name it exports resolves, the
-in-tree modules and a freshly scaffolded one import nothing else from billcore, and a module needing an
+in-tree modules, the worked example and a freshly scaffolded one import nothing else from billcore, and a module needing an
 incompatible API version is refused at load with the reason."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from billcore import create_app, gateway
 from billcore.plugins import IN_TREE_DIR
 from billcore.scaffold import generate
 
-IN_TREE = [IN_TREE_DIR / "pmrobokassa", IN_TREE_DIR / "pmtemplate"]
+IN_TREE = [IN_TREE_DIR / "pmrobokassa", IN_TREE_DIR / "pmtemplate",
+           IN_TREE_DIR.parent / "examples" / "pmfreekassa"]  # the worked example of docs/plugins.md
 
 
 def test_every_exported_name_resolves():
@@ -62,7 +63,7 @@ def test_in_tree_modules_import_only_billcore_gateway(package):
 def test_a_scaffolded_module_imports_only_billcore_gateway(tmp_path):
     target = generate("pmboundary", tmp_path)
     assert billcore_imports(target / "pmboundary") == []
-    assert 'api_version="2.0"' in (target / "pmboundary" / "__init__.py").read_text()
+    assert f'api_version="{gateway.API_VERSION}"' in (target / "pmboundary" / "__init__.py").read_text()
 
 
 @pytest.mark.parametrize("required", [None, "2", "2.0", gateway.API_VERSION])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,22 @@ def test_the_gateway_reference_in_the_guide_is_generated_from_the_code():
     assert text[start:end] + "\n" == reference()
     for name in gateway.__all__:
         assert f"### `{name}" in text, name
+
+
+EXCERPT_RE = re.compile(r"<!-- (skeleton|example): (\S+) -->\n```python\n(.*?)```\n", re.DOTALL)
+
+
+def test_the_tutorials_code_is_the_generated_modules_and_the_examples(tmp_path):
+    """Every excerpt the guide marks ``<!-- skeleton: FILE -->`` is, verbatim, in FILE of the module
+    ``module new pmstripe`` writes, and every ``<!-- example: FILE -->`` in examples/pmfreekassa/FILE: the
+    walk-throughs cannot drift from the code."""
+    from billcore.scaffold import generate
+
+    text = GUIDE.read_text(encoding="utf-8")
+    excerpts = EXCERPT_RE.findall(text)
+    assert len(excerpts) >= 12 and text.count("<!-- skeleton:") + text.count("<!-- example:") == len(excerpts)
+    package = generate("pmstripe", tmp_path) / "pmstripe"
+    roots = {"skeleton": package, "example": GUIDE.parent.parent / "examples" / "pmfreekassa"}
+    for kind, name, code in excerpts:
+        source = (roots[kind] / name).read_text(encoding="utf-8")
+        assert code in source, f"docs/plugins.md shows {kind} {name} other than it is:\n{code}"

@@ -30,6 +30,11 @@ def test_wheel_installs_and_runs(tmp_path, billcore_wheel):
     rows = {row["key"]: row for row in json.loads(out.stdout)}
     assert rows["pmrobokassa"]["error"] is None and rows["pmtemplate"]["error"] is None
     assert rows["pmrobokassa"]["source"].startswith("entry point")
+    # the console script runs the same commands, from the wheel's billcore wherever it is started
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "billcore").mkdir(parents=True)  # a folder named like the package (see billcore.cli.main)
+    out = _run([str(venv / "bin" / "billcore"), "plugins", "--json"], cwd=elsewhere, env=env)
+    assert {row["key"]: row["error"] for row in json.loads(out.stdout)}["pmtemplate"] is None
 
     script = (
         "from billcore import create_app\n"

@@ -1,4 +1,5 @@
-"""``flask --app billcore ...`` commands: init, users, accounts, payments, plugins, demo."""
+"""billcore's commands (init, users, accounts, payments, plugins, demo ...), run as ``billcore COMMAND``
+or ``flask --app billcore COMMAND``."""
 from __future__ import annotations
 
 import json
@@ -227,3 +228,23 @@ def init_app(app: Flask) -> None:
         app.cli.add_command(command)
     registry = app.extensions["billcore.modules"]
     registry.broadcast("billcore_register_commands", cli=app.cli)
+
+
+def main() -> None:
+    """The ``billcore`` console script: every ``flask --app billcore`` command, run from any folder.
+
+    ``flask --app billcore`` puts the current folder first on ``sys.path`` before it imports ``billcore``,
+    so in a folder that holds a ``billcore/`` directory (a source checkout, a module's workspace) it imports
+    that directory instead of the installed billcore; an editable install finds billcore only after the
+    folders on ``sys.path``, so even an empty ``billcore/`` directory wins. This script's ``sys.path``
+    starts with its own ``bin`` folder and the app is made by :func:`billcore.create_app` directly, so
+    the installed billcore is the one that runs, wherever it is started.
+    """
+    from flask.cli import FlaskGroup
+
+    from .. import create_app
+
+    cli = FlaskGroup(name="billcore", create_app=lambda: create_app(),
+                     help="billcore's commands (the same as `flask --app billcore ...`).")
+    cli.params = [param for param in cli.params if param.name != "app"]  # the app is billcore's, always
+    cli.main(prog_name="billcore")

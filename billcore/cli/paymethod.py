@@ -115,9 +115,11 @@ def _integration_formdata(key: str, pairs: tuple[str, ...], secrets: tuple[str, 
         data.add(name, value)
     given = {pair.partition("=")[0].strip() for pair in pairs}
     for name, field in fields.items():
-        # A box not mentioned keeps its default, as the wizard shows it pre-ticked or not.
+        # A box not mentioned is off, as in a browser's post. One the wizard shows ticked (test mode, say)
+        # would then be switched off without a word, or, kept ticked, left on without one: the script says.
         if field.type == "BooleanField" and name not in given and field.data:
-            data[name] = "y"
+            errors.setdefault(name, []).append(
+                f"ticked by default in the wizard: give --set {name}=yes or --set {name}=no")
     if errors:
         _fail(errors, "--set ")
     return data
@@ -141,7 +143,8 @@ def _integration_formdata(key: str, pairs: tuple[str, ...], secrets: tuple[str, 
 @click.option("--comment", default="", help="Admin comment.")
 @click.option("--inactive", is_flag=True, help="Create the method disabled.")
 @click.option("--set", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="An integration setting by its form field name; repeat for each. Not for secrets.")
+              help="An integration setting by its form field name; repeat for each. Not for secrets. A checkbox "
+                   "not given is off; one ticked by default in the wizard must be given.")
 @click.option("--secret", "secrets", multiple=True, metavar="KEY",
               help=f"A secret setting (a password or key) by its form field name, read from ${SECRET_ENV_PREFIX}KEY "
                    "(upper case), else one line of piped standard input per --secret in order, else a prompt.")
