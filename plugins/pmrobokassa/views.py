@@ -88,6 +88,8 @@ def _allowed_addresses(settings: Mapping[str, Any]) -> list[str] | None:
     for every method), else None: the signature is the real control either way."""
     if not config("PMROBOKASSA_CHECK_IP"):
         return None
+    # The core reads an empty list as "no check"; with the check on, an empty list must accept nobody
+    # (as it always has here), so it becomes a network no caller can come from.
     return [str(entry) for entry in config("PMROBOKASSA_ALLOWED_IPS") or ()] or ["0.0.0.0/32"]
 
 
