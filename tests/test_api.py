@@ -138,8 +138,9 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
 
 
 def test_a_top_up_whose_module_posts_to_this_site_sends_the_customer_to_the_payment_page(app, live, tokens):
-    """Robokassa's start is a POST to /mancgi/rkpayment that needs the customer's own CSRF token: the API
-    (which has no browser session, and must set no cookie) answers with the payment's page instead."""
+    """A payment is started by the customer's own browser through the payment door (a POST with the
+    session's CSRF token): the API (which has no browser session, and must set no cookie) answers with the
+    payment's page, whose Pay button does that."""
     from pmrobokassa.tests.helpers import SETTINGS
 
     account = _account()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, url_for
+from flask import Flask
 from flask_babel import lazy_gettext as _l
 
 from billcore.gateway import (FEATURE_CHECKPAY, FEATURE_RECEIPTS, FEATURE_RECURRING, FEATURE_REFUND,
-                              FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, ChargeResult, GatewaySetup, GatewayStatus,
-                              ModuleInfo, RefundResult, StartAction, hookimpl)
+                              FEATURE_SUBSCRIPTIONS, FEATURE_TEST_MODE, ChargeResult, Customer, GatewaySetup,
+                              GatewayStatus, ModuleInfo, RefundResult, StartAction, hookimpl)
 
 from .common import CONFIG_DEFAULTS, KEY
 from .forms import REGISTRATION_URL
@@ -45,15 +45,12 @@ def billcore_module_info() -> ModuleInfo:
 
 @hookimpl
 def billcore_blueprints(app: Flask):
-    """The module's routes; the three gateway callbacks are exempt from CSRF (they come from Robokassa)."""
-    from .views import CALLBACK_VIEWS, bp
+    """The module's routes: the three gateway callbacks, made with the core's ``gateway_callback`` and
+    ``gateway_return`` (billcore exempts exactly those from CSRF), and the sandbox when it is on."""
+    from .views import bp
 
     for name, value in CONFIG_DEFAULTS.items():
         app.config.setdefault(name, value)
-    csrf = app.extensions.get("csrf")
-    if csrf is not None:
-        for view in CALLBACK_VIEWS:
-            csrf.exempt(view)
     from .sandbox import sandbox_blueprints  # the gateway emulator; [] unless PMROBOKASSA_SANDBOX
 
     return [bp, *sandbox_blueprints(app)]
@@ -98,10 +95,12 @@ def billcore_gateway_setup(paymethod, settings: dict[str, Any], base_url: str) -
 
 
 @hookimpl
-def billcore_start_payment(payment, paymethod) -> StartAction | None:
-    """The browser POSTs ``elid`` to ``/mancgi/rkpayment`` (the core adds the client's CSRF token), which
-    posts the signed form to Robokassa. A POST, so no other site can start a payment by linking there."""
-    return StartAction(url=url_for("pmrobokassa.payment"), method="POST", fields=(("elid", str(payment.id)),))
+def billcore_start_payment(payment, settings: dict[str, Any], customer: Customer) -> StartAction | None:
+    """The signed form the core posts to Robokassa's payment page (after its checks; it then marks the
+    payment ``inpay``); ``StartRefused`` when the method lacks its identifier or Password #1."""
+    from .views import start_action
+
+    return start_action(payment, settings, customer)
 
 
 @hookimpl

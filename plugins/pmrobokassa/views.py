@@ -1,30 +1,29 @@
-"""Robokassa's routes: the redirect script and the three gateway callbacks (BILLmanager's mancgi).
+"""Robokassa's routes: the three gateway callbacks (BILLmanager's mancgi), made with the core's payment door.
 
-``/mancgi/rkpayment`` sends the payer to the gateway; ``/mancgi/rkresult`` is the server-to-server
-notification that credits a payment (Password #2); ``/mancgi/rksuccess`` (Password #1) and
-``/mancgi/rkfail`` (unsigned) only bring the payer back. Every change goes through the payment service;
-every request is recorded as a payment event and one line in its log file.
+``/mancgi/rkresult`` is the server-to-server notification that credits a payment (Password #2);
+``/mancgi/rksuccess`` (Password #1) and ``/mancgi/rkfail`` (unsigned) only bring the payer back. The core
+(:func:`billcore.gateway.gateway_callback`, :func:`~billcore.gateway.gateway_return`) reads the bounded
+request, parses ``InvId``, loads the payment with its method's settings, applies the address allow-list,
+records refusals bounded, answers 503 when the database fails and exempts these views (and only these)
+from CSRF; this module does what is Robokassa's own: the fields, the signatures, ``IsTest`` and the
+``OK<InvId>`` answer. Every change goes through the payment service; every request is one line in its
+log file (``rkresult.log``, ``rksuccess.log``, ``rkfail.log``).
+
+The payer reaches Robokassa through the core too: the checkout's door calls ``billcore_start_payment``
+(:func:`start_action`), which only builds the signed form the core posts to Robokassa's payment page.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import (Blueprint, Response, abort, current_app, redirect, render_template, request, url_for)
-from flask_babel import get_locale
+from flask import Blueprint
 from flask_babel import gettext as _
-from flask_login import current_user
-from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.routing import BuildError
 
-from flask_wtf import FlaskForm
-
-from billcore.gateway import (MAX_ID, CallbackContext, IllegalTransition, Payment, PaymentMethod, PaymentNotFound,
-                              Status, allow, callback_context, cap_body, client_address, client_required, full_settings,
-                              known_fields, record_event, rollback, session, set_in_pay, set_paid)
+from billcore.gateway import (Answer, CallbackContext, CallbackRequest, Customer, IllegalTransition, Payment,
+                              PaymentNotFound, Refuse, StartAction, StartRefused, client_address, gateway_callback,
+                              gateway_return, set_paid)
 
 from . import protocol
 from .common import (CURRENCY, KEY, LOG_FAIL, LOG_PAYMENT, LOG_RESULT, LOG_SUCCESS, algorithm, config,
@@ -34,76 +33,12 @@ from .payform import payment_fields
 bp = Blueprint("pmrobokassa", __name__, template_folder="templates", static_folder="static",
                static_url_path="/pmrobokassa/static")
 
-INV_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 CALLBACK_METHODS = ["GET", "POST"]
 # What Robokassa sends to ResultURL, SuccessURL and FailURL; a refused callback records only these
 # (each cut to CALLBACK_FIELD_MAX characters) and the shop's own Shp_ parameters.
 PROTOCOL_FIELDS = ("InvId", "OutSum", "SignatureValue", "Culture", "IsTest", "IncCurrLabel", "PaymentMethod",
                    "IncSum", "Fee", "EMail", "OpKey", "CurrLabel")
-
-
-class Rejected(Exception):
-    """A callback refused before anything changed: HTTP status, text, and the payment when known."""
-
-    def __init__(self, status: int, message: str, payment_id: int | None = None):
-        super().__init__(message)
-        self.status, self.message, self.payment_id = status, message, payment_id
-
-
-def _text(body: str, status: int = 200) -> Response:
-    return Response(body, status=status, mimetype="text/plain")
-
-
-def _params() -> dict[str, str]:
-    """The callback's fields: the POST body, else the query string (first value of each name)."""
-    source = request.form if request.method == "POST" and request.form else request.args
-    return {name: source.get(name, "") for name in source.keys()}
-
-
-def _address_allowed(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in config("PMROBOKASSA_ALLOWED_IPS") or ():
-        try:
-            if ip in ipaddress.ip_network(str(entry), strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def _inv_id(params: Mapping[str, str], payment_hint: int | None = None) -> int:
-    raw = params.get("InvId")
-    if raw is None or raw == "":
-        raise Rejected(400, "missing field InvId", payment_hint)
-    if not INV_ID_RE.fullmatch(raw):
-        raise Rejected(400, "malformed field InvId", payment_hint)
-    if int(raw) > MAX_ID:  # a valid Robokassa InvId, but beyond any payment id billcore can have
-        raise Rejected(404, f"unknown payment {raw}", payment_hint)
-    return int(raw)
-
-
-def _require(params: Mapping[str, str], *names: str, payment_id: int | None = None) -> None:
-    for name in names:
-        if not params.get(name):
-            raise Rejected(400, f"missing field {name}", payment_id)
-
-
-def _load(payment_id: int) -> CallbackContext:
-    """The payment and its method's settings (one query); refuses unknown payments and payments of
-    other modules."""
-    found = callback_context(payment_id)
-    if found is None:
-        raise Rejected(404, f"unknown payment {payment_id}")
-    _check_module(found)
-    return found
-
-
-def _check_module(found: CallbackContext) -> None:
-    if found.module != KEY:
-        raise Rejected(400, f"payment {found.payment_id} is not a Robokassa payment", found.payment_id)
+SHP_PREFIXES = ("Shp_", "shp_")
 
 
 def _facts(params: Mapping[str, str]) -> dict[str, Any]:
@@ -111,114 +46,36 @@ def _facts(params: Mapping[str, str]) -> dict[str, Any]:
     return {k: params.get(k) for k in ("InvId", "OutSum", "IncCurrLabel", "PaymentMethod", "IsTest")}
 
 
-def _record(payment_id: int | None, *, kind: str, source: str, outcome: str, data: Mapping[str, Any],
-            answer: str | None = None) -> bool:
-    """Record an event; False when that failed (database down or locked: the log line is all that
-    remains, and the caller decides whether to answer 503)."""
-    try:
-        record_event(payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer)
-    except SQLAlchemyError:
-        rollback()
-        current_app.logger.exception("could not record a %s event", source)
-        return False
-    return True
+def _log_to(stem: str) -> Callable[[int | None, str, int, Mapping[str, str]], None]:
+    """The core's log callback for one script: the module's ``payment=<id> outcome=<text> key=value``
+    line in ``<stem>.log``, with the caller's address and the identifying fields."""
 
+    def write(payment_id: int | None, message: str, level: int, params: Mapping[str, str]) -> None:
+        log_line(stem, payment_id, message, level, address=client_address(), **_facts(params))
 
-def _record_refused(stem: str, payment_id: int | None, *, kind: str, outcome: str, params: Mapping[str, str],
-                    answer: str | None = None) -> bool:
-    """Record a refused callback, bounded: only the protocol's fields, each cut short, with a count of
-    what was dropped; and at most ``CALLBACK_REFUSED_RECORDS`` per script and payment (or unknown payment)
-    and ``CALLBACK_REFUSED_RECORDS_TOTAL`` per script in a window, so a flood of refused requests grows
-    the database by a bounded amount per minute whatever ids it names. Beyond the limits the log line
-    says it was not recorded. False when the database could not take the record."""
-    limits = current_app.config
-    if not (allow(limits["CALLBACK_REFUSED_RECORDS"], "refused", stem, str(payment_id or "-"))
-            and allow(limits["CALLBACK_REFUSED_RECORDS_TOTAL"], "refused", stem)):
-        log_line(stem, payment_id, "refused callback not recorded: too many in a short time", logging.WARNING)
-        return True
-    data = known_fields(params, PROTOCOL_FIELDS, prefixes=("Shp_", "shp_"),
-                        max_length=int(current_app.config["CALLBACK_FIELD_MAX"]))
-    return _record(payment_id, kind=kind, source=stem, outcome=outcome[:255], data=data, answer=answer)
-
-
-def _return_url(payment_id: int, outcome: str) -> str:
-    try:
-        return url_for("checkout.payment_return", payment_id=payment_id, outcome=outcome)
-    except BuildError:  # the checkout's return page is not there (yet): the client's dashboard
-        return url_for("checkout.dashboard")
-
-
-def _error_page(status: int, message: str) -> tuple[str, int]:
-    return render_template("error.html", code=status, error=message), status
+    return write
 
 
 # --------------------------------------------------------------------------------------------------
-# /mancgi/rkpayment: the redirect script
+# The start: the signed form the core posts to Robokassa's payment page
 # --------------------------------------------------------------------------------------------------
 
 
-def _culture() -> str:
-    language = getattr(current_user, "language", None) or str(get_locale() or "en")
-    return "ru" if language.lower().startswith("ru") else "en"
-
-
-class ContinueForm(FlaskForm):
-    """The "continue to the payment system" button: a POST with a CSRF token."""
-
-
-def _own_payment(elid: str) -> Payment:
-    """The current client's payment ``elid``; 404 for anyone else's, unknown or malformed ids."""
-    payment_id = int(elid) if INV_ID_RE.fullmatch(elid) and int(elid) <= MAX_ID else None
-    row = session().get(Payment, payment_id) if payment_id is not None else None
-    if row is None or row.account_id != current_user.account_id:
-        log_line(LOG_PAYMENT, elid[:20] or None, "refused: no such payment of this client", user=current_user.id)
-        abort(404)
-    return row
-
-
-@bp.route("/mancgi/rkpayment", methods=["GET"])
-@client_required
-def payment_page():
-    """A link to the redirect script (from an e-mail, a bookmark): only a button that continues by POST.
-
-    A GET changes nothing, so another site cannot start a payment by linking here.
-    """
-    row = _own_payment(request.args.get("elid", "")[:40])
-    return render_template("pmrobokassa/continue.html", payment=row, form=ContinueForm())
-
-
-@bp.route("/mancgi/rkpayment", methods=["POST"])
-@client_required
-def payment():
-    """Mark the client's payment ``inpay`` and send the browser to Robokassa with a signed POST form.
-
-    Reached by a POST with the session's CSRF token (the checkout's form, or the button of
-    :func:`payment_page`); the global CSRF protection refuses any other.
-    """
-    elid = request.form.get("elid", "")[:40]
-    row = _own_payment(elid)
-    method = session().get(PaymentMethod, row.paymethod_id)
-    if method is None or method.module != KEY:
-        log_line(LOG_PAYMENT, row.id, "refused: not a Robokassa payment")
-        abort(404)
-    if not method.active:
-        log_line(LOG_PAYMENT, row.id, "refused: payment method disabled")
-        return _error_page(409, _("This payment method is disabled. Please choose another one."))
-    if row.status not in (Status.NEW.value, Status.INPAY.value):
-        log_line(LOG_PAYMENT, row.id, f"refused: payment is {row.status}")
-        return _error_page(409, _("This payment cannot be paid any more (its status is %(status)s).",
-                                  status=row.status))
-    settings = full_settings(method)
+def start_action(payment: Payment, settings: Mapping[str, Any], customer: Customer) -> StartAction:
+    """The POST to Robokassa's payment page for ``payment`` (docs/robokassa.md §1): the fields of
+    :func:`.payform.payment_fields`, signed with Password #1. The core has checked the payment and marks
+    it ``inpay`` once this answers; :class:`StartRefused` when the method lacks its identifier or
+    Password #1 (nothing changes then)."""
     if not settings.get("identifier") or not settings.get("password1"):
-        log_line(LOG_PAYMENT, row.id, "refused: payment method not configured", logging.ERROR)
-        return _error_page(503, _("This payment method is not configured yet. Please choose another one."))
-    fields = payment_fields(row, settings, email=current_user.email, culture=_culture())
-    action = endpoints(settings).payment_url
-    outcome = set_in_pay(row.id, source="rkpayment", actor=current_user.email,
-                                 data={"url": action, **{k: v for k, v in fields if k != "Receipt"}})
-    log_line(LOG_PAYMENT, row.id, "redirected to the gateway" + (" again" if outcome.already else ""),
-             out_sum=dict(fields)["OutSum"], url=action, test=bool(settings.get("test_mode")))
-    return render_template("pmrobokassa/redirect.html", action=action, fields=fields, payment=row)
+        log_line(LOG_PAYMENT, payment.id, "refused: payment method not configured", logging.ERROR,
+                 user=customer.user_id)
+        raise StartRefused(_("This payment method is not configured yet. Please choose another one."))
+    fields = payment_fields(payment, settings, email=customer.email, culture=customer.language)
+    url = endpoints(settings).payment_url
+    again = payment.status == "inpay"  # the customer pays an open payment again
+    log_line(LOG_PAYMENT, payment.id, "sent to the gateway" + (" again" if again else ""), user=customer.user_id,
+             out_sum=dict(fields)["OutSum"], url=url, test=bool(settings.get("test_mode")))
+    return StartAction(url=url, method="POST", fields=tuple(fields))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,61 +83,55 @@ def payment():
 # --------------------------------------------------------------------------------------------------
 
 
-@bp.route("/mancgi/rkresult", methods=CALLBACK_METHODS)
-@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
-def result():
-    """Robokassa's ResultURL: verify with Password #2, credit once, answer ``OK<InvId>``."""
-    params = _params()
+def _allowed_addresses(settings: Mapping[str, Any]) -> list[str] | None:
+    """Robokassa's notification addresses when ``PMROBOKASSA_CHECK_IP`` is on (install-wide, the same
+    for every method), else None: the signature is the real control either way."""
+    if not config("PMROBOKASSA_CHECK_IP"):
+        return None
+    # The core reads an empty list as "no check"; with the check on, an empty list must accept nobody
+    # (as it always has here), so it becomes a network no caller can come from.
+    return [str(entry) for entry in config("PMROBOKASSA_ALLOWED_IPS") or ()] or ["0.0.0.0/32"]
+
+
+def _require(params: Mapping[str, str], *names: str) -> None:
+    for name in names:
+        if not params.get(name):
+            raise Refuse(f"missing field {name}")
+
+
+def _check(params: Mapping[str, str], found: CallbackContext) -> None:
+    """The notification is Robokassa's for this payment: a Robokassa method, the signature with its
+    Password #2, and no test payment for a method in live mode. Memory only (it also runs under the
+    payment's lock); :class:`Refuse` otherwise."""
+    if found.module != KEY:
+        raise Refuse(f"payment {found.payment_id} is not a Robokassa payment", status=404, answer="unknown payment")
+    settings = found.settings
     try:
-        return _result(params)
-    except Rejected as exc:
-        log_line(LOG_RESULT, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
-                 address=client_address(), **_facts(params))
-        _record_refused(LOG_RESULT, exc.payment_id, kind="notification", outcome=f"rejected: {exc.message}",
-                        params=params, answer=exc.message)
-        return _text(exc.message, exc.status)
-    except SQLAlchemyError as exc:
-        # The database failed: nothing was committed; a non-OK 5xx makes Robokassa repeat later.
-        rollback()
-        log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"database failure, answered 503: "
-                 f"{type(exc).__name__}", logging.ERROR, **_facts(params))
-        return _text("temporary failure, please retry", 503)
-    except Exception as exc:  # a bug must still answer non-OK (Robokassa retries) and leave a trace
-        rollback()
-        current_app.logger.exception("rkresult failed")
-        log_line(LOG_RESULT, params.get("InvId", "")[:20] or None, f"internal error, answered 500: "
-                 f"{type(exc).__name__}", logging.ERROR, **_facts(params))
-        return _text("internal error, please retry", 500)
+        valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
+                                              password2=str(settings.get("password2") or ""))
+    except protocol.UnsupportedAlgorithm:
+        raise Refuse("the payment method's hash algorithm is misconfigured", status=500) from None
+    if not valid:
+        raise Refuse("bad signature")
+    if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
+        # A test payment moves no money: it must never credit a method that is in live mode, even
+        # when the shop's test and live passwords happen to be the same.
+        raise Refuse("test payment for a payment method in live mode")
 
 
-def _result(params: dict[str, str]) -> Response:
-    address = client_address()
-    if config("PMROBOKASSA_CHECK_IP") and not _address_allowed(address):
-        raise Rejected(403, f"address {address} is not one of Robokassa's")
-    payment_id = _inv_id(params)
-    _require(params, "OutSum", "SignatureValue", payment_id=payment_id)
+@gateway_callback(KEY, source=LOG_RESULT, id_field="InvId", fields=PROTOCOL_FIELDS, prefixes=SHP_PREFIXES,
+                  allowed_addresses=_allowed_addresses, log=_log_to(LOG_RESULT))
+def result(call: CallbackRequest) -> Answer:
+    """Robokassa's ResultURL: verify with Password #2, credit once, answer ``OK<InvId>``."""
+    params, payment_id = dict(call.params), call.payment.payment_id
+    _require(params, "OutSum", "SignatureValue")
     try:
         amount = protocol.parse_amount(params["OutSum"], "OutSum")
     except protocol.MalformedField:
-        raise Rejected(400, "malformed field OutSum", payment_id) from None
-
-    def verify(found: CallbackContext) -> None:
-        # Run by the service under the payment's lock: the payment is read once, in the transaction
-        # that credits it. Raising Rejected rolls it back with nothing written.
-        _check_module(found)
-        settings = found.settings
-        try:
-            valid = protocol.verify_result_params(params, algorithm=algorithm(settings),
-                                                  password2=str(settings.get("password2") or ""))
-        except protocol.UnsupportedAlgorithm:
-            raise Rejected(500, "the payment method's hash algorithm is misconfigured", payment_id) from None
-        if not valid:
-            raise Rejected(400, "bad signature", payment_id)
-        if params.get("IsTest", "").strip().lower() in ("1", "true") and not settings.get("test_mode"):
-            # A test payment moves no money: it must never credit a method that is in live mode, even
-            # when the shop's test and live passwords happen to be the same.
-            raise Rejected(400, "test payment for a payment method in live mode", payment_id)
-
+        raise Refuse("malformed field OutSum") from None
+    # Checked first on the core's read, so a forgery is refused without taking the payment's lock; and
+    # again under the lock, on the settings of the transaction that credits (they may have changed).
+    _check(params, call.payment)
     ok = protocol.result_answer(payment_id)
     # kept with the credit, in its transaction, for polling and refunds later
     gateway_facts = {name: params[key] for key, name in (
@@ -288,101 +139,43 @@ def _result(params: dict[str, str]) -> Response:
         ("IncSum", "inc_sum"), ("OpKey", "op_key"), ("IsTest", "is_test")) if params.get(key)}
     try:
         outcome = set_paid(
-            payment_id, amount=amount, currency=CURRENCY, source="rkresult", data=params,
-            gateway_data=gateway_facts, verify=verify,
+            payment_id, amount=amount, currency=CURRENCY, source=LOG_RESULT, data=params,
+            gateway_data=gateway_facts, verify=lambda found: _check(params, found),
             answer=lambda o: ok if o.result != "fraud" else f"ERROR: {o.message}")
     except PaymentNotFound:
-        raise Rejected(404, f"unknown payment {payment_id}") from None
+        raise Refuse(f"unknown payment {payment_id}", status=404, answer="unknown payment") from None
     except IllegalTransition as exc:
         # e.g. a payment already flagged as fraud: an admin decides, Robokassa gets no OK.
-        message = f"payment {payment_id} is {exc.current}: not credited"
-        log_line(LOG_RESULT, payment_id, f"refused (409): {message}", logging.WARNING, **_facts(params))
-        _record_refused(LOG_RESULT, payment_id, kind="notification", outcome=f"refused: {message}",
-                        params=params, answer=message)
-        return _text(message, 409)
-    if outcome.result == "fraud":
+        raise Refuse(f"payment {payment_id} is {exc.current}: not credited", status=409) from None
+    if outcome.result == "fraud":  # committed by the service (the payment is flagged): not a refusal
         log_line(LOG_RESULT, payment_id, f"fraud: {outcome.message}", logging.ERROR, **_facts(params))
-        return _text(f"ERROR: {outcome.message}", 400)
+        return Answer(f"ERROR: {outcome.message}", 400)
     log_line(LOG_RESULT, payment_id, "credited" if outcome.changed else "repeat, already credited",
              answer=ok, **_facts(params))
-    return _text(ok)
+    return Answer(ok)
 
 
 # --------------------------------------------------------------------------------------------------
-# /mancgi/rksuccess and /mancgi/rkfail: the payer comes back
+# /mancgi/rksuccess and /mancgi/rkfail: the payer comes back (never credits: docs/robokassa.md §4)
 # --------------------------------------------------------------------------------------------------
 
 
-@bp.route("/mancgi/rksuccess", methods=CALLBACK_METHODS)
-@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
-def success():
-    """The payer's return after paying: check Password #1's signature, then show the payment page.
-
-    Never credits: only the notification does (docs/robokassa.md §4.1).
-    """
-    params = _params()
+def _success_signed(params: Mapping[str, str], settings: Mapping[str, Any]) -> bool:
+    """The SuccessURL return is signed with the method's Password #1 (a missing field: not signed)."""
     try:
-        payment_id = _inv_id(params)
-        _require(params, "OutSum", "SignatureValue", payment_id=payment_id)
-        found = _load(payment_id)
-        status, settings = found.status, found.settings
-        if not protocol.verify_success_params(params, algorithm=algorithm(settings),
-                                              password1=str(settings.get("password1") or "")):
-            raise Rejected(400, "bad signature", payment_id)
-    except Rejected as exc:
-        log_line(LOG_SUCCESS, exc.payment_id, f"rejected ({exc.status}): {exc.message}", logging.WARNING,
-                 **_facts(params))
-        if not _record_refused(LOG_SUCCESS, exc.payment_id, kind="return", outcome=f"rejected: {exc.message}",
-                               params=params):
-            return _unavailable(LOG_SUCCESS, exc.payment_id, params)
-        return _error_page(exc.status, _("This return link is not valid (%(reason)s). Your payment, if "
-                                         "made, will be credited when Robokassa notifies us.",
-                                         reason=exc.message))
-    except SQLAlchemyError:
-        rollback()
-        log_line(LOG_SUCCESS, None, "database failure", logging.ERROR, **_facts(params))
-        return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
-    if not _record(payment_id, kind="return", source="rksuccess",
-                   outcome=f"success return; payment is {status}", data=params):
-        return _unavailable(LOG_SUCCESS, payment_id, params)
-    log_line(LOG_SUCCESS, payment_id, f"success return, payment is {status}", **_facts(params))
-    return redirect(_return_url(payment_id, "success"))
+        return protocol.verify_success_params(params, algorithm=algorithm(settings),
+                                              password1=str(settings.get("password1") or ""))
+    except protocol.UnsupportedAlgorithm:  # corrupt settings: the payer sees "not valid", the log why
+        log_line(LOG_SUCCESS, params.get("InvId", "")[:20] or None, "the payment method's hash algorithm is "
+                 "misconfigured", logging.ERROR)
+        return False
 
 
-@bp.route("/mancgi/rkfail", methods=CALLBACK_METHODS)
-@cap_body("CALLBACK_MAX_CONTENT_LENGTH")
-def fail():
-    """The payer's return after a refused or abandoned payment. Unsigned, so it changes nothing, and it
-    answers the same whatever the id: the browser goes on to the checkout's return page (which shows a
-    payment to its owner only), so an anonymous caller cannot learn which payments exist or whose they are.
-    The return is recorded (bounded, like every unsigned input), or the answer is 503."""
-    params = _params()
-    raw = params.get("InvId", "")
-    payment_id = int(raw) if INV_ID_RE.fullmatch(raw) and int(raw) <= MAX_ID else None
-    try:
-        found = callback_context(payment_id) if payment_id is not None else None
-    except SQLAlchemyError:
-        rollback()
-        return _unavailable(LOG_FAIL, None, params)
-    known = found if found is not None and found.module == KEY else None
-    if known is None:
-        log_line(LOG_FAIL, raw[:20] or None, "fail return for no Robokassa payment", logging.WARNING, **_facts(params))
-        recorded = _record_refused(LOG_FAIL, None, kind="return", params=params,
-                                   outcome="fail return (unsigned) for no Robokassa payment")
-    else:
-        log_line(LOG_FAIL, payment_id, f"fail return, nothing changed, payment is {known.status}", **_facts(params))
-        recorded = _record_refused(LOG_FAIL, payment_id, kind="return", params=params,
-                                   outcome=f"fail return (unsigned, nothing changed); payment is {known.status}")
-    if not recorded:
-        return _unavailable(LOG_FAIL, payment_id, params)
-    return redirect(_return_url(payment_id, "fail") if payment_id is not None else url_for("checkout.dashboard"))
+success = gateway_return(KEY, source=LOG_SUCCESS, id_field="InvId", outcome="success", fields=PROTOCOL_FIELDS,
+                         prefixes=SHP_PREFIXES, verify=_success_signed, log=_log_to(LOG_SUCCESS))
+fail = gateway_return(KEY, source=LOG_FAIL, id_field="InvId", outcome="fail", fields=PROTOCOL_FIELDS,
+                      prefixes=SHP_PREFIXES, log=_log_to(LOG_FAIL))
 
-
-def _unavailable(stem: str, payment_id: int | None, params: Mapping[str, str]) -> tuple[str, int]:
-    """The database could not record a return: 503, so the browser (or the payer) tries again."""
-    log_line(stem, payment_id, "database failure, return not recorded, answered 503", logging.ERROR,
-             **_facts(params))
-    return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
-
-
-CALLBACK_VIEWS = (result, success, fail)
+bp.add_url_rule("/mancgi/rkresult", endpoint="result", view_func=result, methods=CALLBACK_METHODS)
+bp.add_url_rule("/mancgi/rksuccess", endpoint="success", view_func=success, methods=CALLBACK_METHODS)
+bp.add_url_rule("/mancgi/rkfail", endpoint="fail", view_func=fail, methods=CALLBACK_METHODS)

@@ -1,7 +1,7 @@
 """The pages the hardening added, in a real browser (CSRF on), at 1366 px and 390 px, in English and
-Russian: the checkout reaching Robokassa's redirect script by POST, the "continue to the payment system"
-button a link shows, the login page refusing a guesser (429), a payment needing the admin's attention,
-and the admin deactivating a client (whose open session ends)."""
+Russian: the checkout reaching Robokassa's payment page by POST through the core's payment door, a link to
+a payment's page showing only its Pay button, the login page refusing a guesser (429), a payment needing
+the admin's attention, and the admin deactivating a client (whose open session ends)."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -49,7 +49,7 @@ def _status(server, payment_id: int) -> str:
     return status
 
 
-def test_checkout_reaches_the_redirect_script_by_post(live_server, browser, artifacts):
+def test_checkout_reaches_robokassa_by_post(live_server, browser, artifacts):
     method_id = _robokassa(live_server)
     context = _context(browser, "wide", "en")
     page = context.new_page()
@@ -68,7 +68,10 @@ def test_checkout_reaches_the_redirect_script_by_post(live_server, browser, arti
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("language", LOCALES)
-def test_a_link_to_the_redirect_script_shows_a_button(live_server, browser, artifacts, size, language):
+def test_a_link_to_a_payment_shows_its_pay_button(live_server, browser, artifacts, size, language):
+    """A link (from an e-mail, a bookmark) reaches the payment's page, which changes nothing: only its Pay
+    button (a POST with the session's CSRF token) sends the payment to Robokassa. The redirect script
+    that links used to reach is gone."""
     method_id = _robokassa(live_server)
     with live_server.app_context():
         payment = service.create_payment(find_user(CLIENT[0]).account_id, method_id, Decimal("250.00"))
@@ -77,12 +80,13 @@ def test_a_link_to_the_redirect_script_shows_a_button(live_server, browser, arti
     context = _context(browser, size, language)
     page = context.new_page()
     log_in(page, live_server, *CLIENT)
-    page.goto(f"{live_server.url}/mancgi/rkpayment?elid={payment_id}")
-    title = {"en": "Continue to the payment system", "ru": "Перейти в платёжную систему"}[language]
-    assert page.inner_text("h1") == title
-    page.screenshot(path=artifacts / f"continue-{size}-{language}.png", full_page=True)
+    assert page.goto(f"{live_server.url}/mancgi/rkpayment?elid={payment_id}").status == 404
+    page.goto(f"{live_server.url}/payments/{payment_id}")
+    button = page.locator("[data-testid=pay-again]")
+    assert button.inner_text() == {"en": "Pay", "ru": "Оплатить"}[language]
+    page.screenshot(path=artifacts / f"pay-button-{size}-{language}.png", full_page=True)
     assert _status(live_server, payment_id) == "new"  # the link changed nothing
-    page.click("button[type=submit] >> text=" + title)
+    button.click()
     page.wait_for_url("**/gateway/Merchant/Index.aspx")
     assert _status(live_server, payment_id) == "inpay"
     context.close()

@@ -1,8 +1,10 @@
 """What an attacker sends to the Robokassa routes, and a busy night's locked database, on SQLite and
 PostgreSQL: body caps, bounded records of refused callbacks, returns recorded or 503, the unsigned return
-answering alike for every id, the redirect script by POST only, odd repeats flagged for an admin."""
+answering alike for every id, the start by POST with the CSRF token only (and that token never sent to
+Robokassa), odd repeats flagged for an admin."""
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -71,11 +73,17 @@ def test_a_flood_of_refused_callbacks_is_recorded_up_to_the_limit(app, payment):
         assert c.post("/mancgi/rkresult", data={"InvId": "abc", "x": "A" * 1000}).status_code == 400
     assert len(events(payment.id, "rkresult")) == 5
     assert len(events(None, "rkresult")) == 5
-    # many payments named at once: the total per script is bounded too
+    # unknown ids are recorded without a payment, under one key: naming many of them records no more
+    for inv_id in range(payment.id + 1000, payment.id + 1040):
+        assert c.post("/mancgi/rkresult", data={"InvId": str(inv_id)}).status_code == 404
+    assert len(events(None, "rkresult")) == 5
+    # many real payments named at once: the total per script is bounded too
     app.config["CALLBACK_REFUSED_RECORDS_TOTAL"] = "12/minute"
-    for inv_id in range(payment.id + 1, payment.id + 40):
-        c.post("/mancgi/rkresult", data={"InvId": str(inv_id)})
-    assert len(events(None, "rkresult")) == 5 + 12  # (each id its own payment key: the total stops them)
+    others = [service.create_payment(payment.account_id, payment.paymethod_id, Decimal("1.00")).id
+              for _ in range(20)]
+    for other in others:
+        assert c.post("/mancgi/rkresult", data=result_params(other, "1.00", password="wrong")).status_code == 400
+    assert sum(len(events(other, "rkresult")) for other in others) == 12  # (each its own key: the total stops them)
     # a genuine notification is still credited and recorded
     assert c.post("/mancgi/rkresult", data=result_params(payment.id)).get_data(as_text=True) == f"OK{payment.id}"
     assert ledger_count(payment.id) == 1
@@ -163,28 +171,55 @@ def test_the_fail_return_answers_alike_whatever_the_id(app, client_user, payment
     assert set(answers) == {(302, "/payments/N/return/fail")}
 
 
-# ------------------------------------------------------------------------------- the redirect script
+# ------------------------------------------------------------------------------- the start, through the core
 
 
-def test_a_link_to_the_redirect_script_only_shows_a_button(app, client_client, payment):
-    page = client_client.get(f"/mancgi/rkpayment?elid={payment.id}")
-    assert page.status_code == 200 and 'method="post"' in page.get_data(as_text=True)
+TOKEN_RE = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
+FIELD_RE = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def _logged_in_with_csrf(app):
+    """A client's browser with CSRF protection on, logged in; the token of its session."""
+    app.config["WTF_CSRF_ENABLED"] = True
+    c = app.test_client()
+    token = TOKEN_RE.search(c.get("/login").get_data(as_text=True)).group(1)
+    assert c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token}).status_code == 302
+    return c
+
+
+def test_a_link_starts_no_payment(app, client_client, payment):
+    """The old redirect script is gone; a link can only reach the payment's page, whose Pay button is a
+    POST: no GET sends a payment to Robokassa or marks it inpay."""
+    assert client_client.get(f"/mancgi/rkpayment?elid={payment.id}").status_code == 404
+    assert client_client.get(f"/payments/{payment.id}/pay").status_code == 405
+    page = client_client.get(f"/payments/{payment.id}").get_data(as_text=True)
+    assert f'<form method="post" action="/payments/{payment.id}/pay"' in page and "MerchantLogin" not in page
     assert reload(payment.id).status == "new"  # a GET changes nothing
 
 
-def test_the_redirect_script_refuses_a_post_without_the_csrf_token(app, client_user, payment):
-    app.config["WTF_CSRF_ENABLED"] = True
-    c = app.test_client()
-    page = c.get("/login")
-    import re
-
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    assert c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token}).status_code == 302
-    assert c.post("/mancgi/rkpayment", data={"elid": str(payment.id)}).status_code == 400
+def test_the_start_refuses_a_post_without_the_csrf_token(app, client_user, payment):
+    c = _logged_in_with_csrf(app)
+    refused = c.post(f"/payments/{payment.id}/pay")
+    assert refused.status_code == 400 and "MerchantLogin" not in refused.get_data(as_text=True)
     assert reload(payment.id).status == "new"
-    button = c.get(f"/mancgi/rkpayment?elid={payment.id}").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', button).group(1)
-    assert c.post("/mancgi/rkpayment", data={"elid": str(payment.id), "csrf_token": token}).status_code == 200
+    page = c.get(f"/payments/{payment.id}").get_data(as_text=True)
+    to_robokassa = c.post(f"/payments/{payment.id}/pay", data={"csrf_token": TOKEN_RE.search(page).group(1)})
+    assert to_robokassa.status_code == 200 and "MerchantLogin" in to_robokassa.get_data(as_text=True)
+    assert reload(payment.id).status == "inpay"
+
+
+def test_the_clients_csrf_token_never_goes_to_robokassa(app, client_user, payment):
+    """The form the core posts to Robokassa carries the signed payment fields and nothing of the
+    session: another site must never see the client's token."""
+    c = _logged_in_with_csrf(app)
+    token = TOKEN_RE.search(c.get(f"/payments/{payment.id}").get_data(as_text=True)).group(1)
+    html = c.post(f"/payments/{payment.id}/pay", data={"csrf_token": token}).get_data(as_text=True)
+    form = html[html.index('action="https://auth.robokassa.ru/Merchant/Index.aspx"'):]
+    form = form[:form.index("</form>")]
+    fields = dict(FIELD_RE.findall(form))
+    assert set(fields) == {"MerchantLogin", "OutSum", "InvId", "Description", "SignatureValue", "Culture",
+                           "Encoding", "Email"}
+    assert token not in form and "csrf_token" not in form
     assert reload(payment.id).status == "inpay"
 
 
@@ -204,22 +239,3 @@ def test_a_signed_repeat_with_another_amount_is_answered_ok_and_flagged(app, adm
     # a plain repeat is no cause for attention
     c.post("/mancgi/rkresult", data=result_params(payment.id))
     assert len([e for e in events(payment.id, "rkresult") if e.kind == service.ATTENTION]) == 1
-
-
-def test_the_checkout_sends_the_clients_own_csrf_token_to_the_redirect_script(app, client_user, payment):
-    """The start hook makes no token; the checkout's redirect page adds the session's, and it works."""
-    import re
-
-    app.config["WTF_CSRF_ENABLED"] = True
-    c = app.test_client()
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
-    assert c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token}).status_code == 302
-    page = c.get(f"/payments/{payment.id}").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
-    to_script = c.post(f"/payments/{payment.id}/pay", data={"csrf_token": token}).get_data(as_text=True)
-    form = to_script[to_script.index('action="/mancgi/rkpayment"'):]
-    form = form[:form.index("</form>")]
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
-    assert set(fields) == {"elid", "csrf_token"} and fields["elid"] == str(payment.id)
-    assert c.post("/mancgi/rkpayment", data=fields).status_code == 200  # the signed form to Robokassa
-    assert reload(payment.id).status == "inpay"

@@ -5,7 +5,8 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from billcore.db import db
-from billcore.models import PaymentMethod
+from billcore.models import Payment, PaymentMethod
+from billcore.gateway import Customer, StartRefused
 from billcore.paymodule import FEATURES
 from billcore.plugins import get_registry
 from pmrobokassa import protocol
@@ -116,11 +117,38 @@ def test_gateway_setup(app, base, warn):
         assert expected in got
 
 
-def test_start_payment_points_to_redirect_script(app, payment):
+def _start(app, payment, settings: dict, customer: Customer):
     with app.test_request_context("/"):
-        action = get_registry().call("pmrobokassa", "billcore_start_payment", payment=payment,
-                                     paymethod=db.session.get(PaymentMethod, payment.paymethod_id))
-    # a POST to this site (the core adds the client's CSRF token): no other site can start a payment by a
-    # link, and the hook itself makes no token (it may run for the JSON API, outside any browser session)
-    assert action.url == "/mancgi/rkpayment" and action.method == "POST" and action.posts_to_this_site
-    assert dict(action.fields) == {"elid": str(payment.id)}
+        return get_registry().call("pmrobokassa", "billcore_start_payment", payment=payment,
+                                   paymethod=db.session.get(PaymentMethod, payment.paymethod_id),
+                                   settings=settings, customer=customer)
+
+
+def test_start_payment_is_the_signed_post_to_robokassas_payment_page(app, payment):
+    """The hook only builds the gateway's request: a POST to another site (so the core adds no CSRF token),
+    the fields signed with Password #1, the customer's e-mail and language; it changes nothing."""
+    customer = Customer(user_id=1, email="payer@example.com", language="ru")
+    action = _start(app, payment, dict(SETTINGS), customer)
+    assert action.url == protocol.STANDARD_PAYMENT_URL and action.method == "POST"
+    assert not action.posts_to_this_site
+    fields = dict(action.fields)
+    assert (fields["MerchantLogin"], fields["OutSum"], fields["InvId"]) == (SETTINGS["identifier"], "100.00",
+                                                                            str(payment.id))
+    assert (fields["Email"], fields["Culture"]) == ("payer@example.com", "ru")
+    assert fields["SignatureValue"] == protocol.init_signature(
+        "md5", merchant_login=SETTINGS["identifier"], out_sum="100.00", inv_id=str(payment.id),
+        password1=SETTINGS["password1"])
+    assert not {SETTINGS["password1"], SETTINGS["password2"], SETTINGS["password3"]} & set(fields.values())
+    assert db.session.get(Payment, payment.id).status == "new"  # the core marks it inpay, not the hook
+    # every address comes from the method's URL: a sandbox's payment page stands in for Robokassa's
+    sandbox = "http://127.0.0.1:5000/sandbox/robokassa/Merchant/Index.aspx"
+    assert _start(app, payment, {**SETTINGS, "url": sandbox}, customer).url == sandbox
+    english = dict(_start(app, payment, dict(SETTINGS), Customer(user_id=1, email="", language="en")).fields)
+    assert english["Culture"] == "en" and "Email" not in english
+
+
+@pytest.mark.parametrize("missing", ["identifier", "password1"])
+def test_start_payment_refuses_a_method_that_is_not_configured(app, payment, missing):
+    with pytest.raises(StartRefused, match="not configured"):
+        _start(app, payment, {**SETTINGS, missing: ""}, Customer(user_id=1, email="payer@example.com"))
+    assert db.session.get(Payment, payment.id).status == "new"

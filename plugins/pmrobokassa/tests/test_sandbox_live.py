@@ -114,14 +114,15 @@ def shopper(live):
 
 
 def pay_in_sandbox(live, shopper, fault="normal", action="pay", amount="100.00"):
-    """Create a payment and walk the browser's way: rkpayment -> sandbox page -> Pay -> the shop's return.
+    """Create a payment and walk the browser's way: the payment's page -> Pay (the core's payment door) ->
+    the sandbox's page -> Pay -> the shop's return.
 
     Returns ``(payment id, the final response)``.
     """
     session, account_id, method_id = shopper
     payment = service.create_payment(account_id, method_id, Decimal(amount))
-    start = session.get(f"{live.url}/mancgi/rkpayment", params={"elid": payment.id})  # a link: only a button
-    [button] = [f for f in forms_of(start.text) if "elid" in f["fields"]]
+    start = session.get(f"{live.url}/payments/{payment.id}")  # a link reaches the page: only a button
+    [button] = [f for f in forms_of(start.text) if f["action"] == f"/payments/{payment.id}/pay"]
     page = session.post(f"{live.url}{button['action']}", data=button["fields"])
     assert page.status_code == 200
     [to_gateway] = [f for f in forms_of(page.text) if f["autosubmit"]]

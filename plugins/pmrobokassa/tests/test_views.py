@@ -1,4 +1,5 @@
-"""The redirect script and the three callbacks over the Flask test client, on SQLite and PostgreSQL."""
+"""The start through the core's payment door and the three callbacks over the Flask test client, on SQLite
+and PostgreSQL."""
 from __future__ import annotations
 
 import re
@@ -43,17 +44,25 @@ def set_settings(method: PaymentMethod, **changes) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# /mancgi/rkpayment
+# The start: the core's payment door posts Robokassa's signed form
 # --------------------------------------------------------------------------------------------------
 
 
-def test_redirect_form_fields_and_signature(client_client, payment):
-    response = client_client.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"})
+def pay(client, payment_id: int | str, **kwargs):
+    """The payment page's Pay button (``POST /payments/<id>/pay``): the core's door, which calls the
+    module's start hook. CSRF is off in these tests; test_hardening.py checks it on."""
+    return client.post(f"/payments/{payment_id}/pay", **kwargs)
+
+
+def test_redirect_form_fields_and_signature(app, client_client, payment):
+    response = pay(client_client, payment.id)
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert f'action="{protocol.STANDARD_PAYMENT_URL}"' in html and "data-autosubmit" in html
     assert 'method="post"' in html and "<script>" not in html  # no inline script (CSP)
     fields = form_fields(html)
+    assert list(fields) == ["MerchantLogin", "OutSum", "InvId", "Description", "SignatureValue", "Culture",
+                            "Encoding", "Email"]  # in payform's order, and no CSRF token for Robokassa
     assert fields["MerchantLogin"] == LOGIN
     assert fields["OutSum"] == "100.00"
     assert fields["InvId"] == str(payment.id)
@@ -65,11 +74,25 @@ def test_redirect_form_fields_and_signature(client_client, payment):
     expected = protocol.init_signature("md5", merchant_login=LOGIN, out_sum="100.00", inv_id=str(payment.id),
                                        password1=P1)
     assert fields["SignatureValue"] == expected
+    to_robokassa = html[html.index("data-autosubmit"):]
+    assert "csrf_token" not in to_robokassa[:to_robokassa.index("</form>")]  # billcore's token stays here
     assert reload(payment.id).status == "inpay"
     assert P1 not in html and P2 not in html and P3 not in html
+    # the start is the inpay event, with the request's fields (signatures only, never a password)
+    [started] = [e for e in events(payment.id, "checkout") if e.status_to == "inpay"]
+    assert started.data["url"] == protocol.STANDARD_PAYMENT_URL and started.data["InvId"] == str(payment.id)
+    assert not {P1, P2, P3} & {str(v) for v in started.data.values()}
     # A second visit (the client pays an inpay payment again) gives the same form.
-    again = client_client.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"})
+    again = pay(client_client, payment.id)
     assert again.status_code == 200 and form_fields(again.get_data(as_text=True)) == fields
+    assert reload(payment.id).status == "inpay"
+
+
+def test_redirect_culture_follows_the_clients_language(app, client_client, client_user, payment):
+    client_user.language = "ru"
+    db.session.commit()
+    fields = form_fields(pay(client_client, payment.id).get_data(as_text=True))
+    assert fields["Culture"] == "ru"
 
 
 def test_redirect_total_with_commission_test_mode_label_and_receipt(app, client_client, client_user):
@@ -81,7 +104,7 @@ def test_redirect_total_with_commission_test_mode_label_and_receipt(app, client_
                            commission_percent=Decimal("3.5"))
     p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
     assert p.total == Decimal("103.50")
-    fields = form_fields(client_client.post("/mancgi/rkpayment", data={"elid": f"{p.id}"}).get_data(as_text=True))
+    fields = form_fields(pay(client_client, p.id).get_data(as_text=True))
     assert fields["OutSum"] == "103.50" and fields["IsTest"] == "1" and fields["IncCurrLabel"] == "BankCardPSR"
     receipt = fields["Receipt"]
     assert receipt.startswith("%7B")  # URL-encoded once, as signed
@@ -97,7 +120,7 @@ def test_recurring_parent_sends_recurring_without_inc_curr_label(app, client_cli
     method = add_paymethod("pmrobokassa", {**SETTINGS, "payment_method": "BankCardPSR"}, recurring=True)
     p = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
     service.set_gateway_data(p.id, recurring=True)
-    fields = form_fields(client_client.post("/mancgi/rkpayment", data={"elid": f"{p.id}"}).get_data(as_text=True))
+    fields = form_fields(pay(client_client, p.id).get_data(as_text=True))
     assert fields["Recurring"] == "true"
     assert "IncCurrLabel" not in fields  # Robokassa refuses the two together (docs/robokassa.md §7.1)
 
@@ -108,28 +131,52 @@ def forget_user() -> None:
     g.pop("_login_user", None)
 
 
+def _refused_start(client, payment_id: int, message: str) -> None:
+    """The door refused: back to the payment's page with ``message``, no form for Robokassa."""
+    response = pay(client, payment_id)
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/payments/{payment_id}")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert message in unescape(page) and "MerchantLogin" not in page
+
+
 def test_redirect_refusals(app, client_client, client_user, other_client_user, method, payment):
     other = app.test_client()
     forget_user()
     login(other, *OTHER_CLIENT)
-    assert other.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"}).status_code == 404
+    assert pay(other, payment.id).status_code == 404  # someone else's payment: as if it did not exist
     forget_user()
-    assert client_client.post("/mancgi/rkpayment", data={"elid": "999999"}).status_code == 404
-    assert client_client.post("/mancgi/rkpayment", data={"elid": "abc"}).status_code == 404
+    assert pay(client_client, 999999).status_code == 404
+    assert pay(client_client, "abc").status_code == 404
     forget_user()
-    anonymous = app.test_client().post("/mancgi/rkpayment", data={"elid": f"{payment.id}"})
+    anonymous = pay(app.test_client(), payment.id)
     forget_user()
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     assert reload(payment.id).status == "new"
     m = db.session.get(PaymentMethod, method.id)
     m.active = False
     db.session.commit()
-    assert client_client.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"}).status_code == 409
+    _refused_start(client_client, payment.id, "This payment method is no longer available")
     assert reload(payment.id).status == "new"
     m.active = True
     db.session.commit()
     service.set_paid(payment.id, amount=Decimal("100.00"), currency="RUB", source="test")
-    assert client_client.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"}).status_code == 409
+    _refused_start(client_client, payment.id, "This payment can no longer be paid")
+    assert reload(payment.id).status == "paid" and ledger_count(payment.id) == 1
+
+
+def test_a_method_without_identifier_or_password1_refuses_to_start(app, client_client, client_user, method, payment):
+    from pathlib import Path
+
+    no_password = add_paymethod("pmrobokassa", {**SETTINGS, "password1": ""})  # a new method: nothing kept
+    unsigned = service.create_payment(client_user.account_id, no_password.id, Decimal("100.00"))
+    set_settings(method, identifier="")
+    for p in (payment, unsigned):
+        _refused_start(client_client, p.id, "This payment method is not configured yet")
+        assert reload(p.id).status == "new"
+        assert not [e for e in events(p.id, "checkout") if e.status_to == "inpay"]
+    log = (Path(app.config["LOG_DIR"]) / "rkpayment.log").read_text()
+    for p in (payment, unsigned):
+        assert f'payment={p.id} outcome="refused: payment method not configured"' in log
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,13 +245,14 @@ def test_result_every_algorithm(app, client_user, algorithm):
 def _mutations(pid: int):
     good = result_params(pid)
     yield "missing OutSum", {k: v for k, v in good.items() if k != "OutSum"}, 400, "missing field OutSum"
-    yield "missing InvId", {k: v for k, v in good.items() if k != "InvId"}, 400, "missing field InvId"
+    # the core reads InvId (billcore's payment id) before the module sees anything
+    yield "missing InvId", {k: v for k, v in good.items() if k != "InvId"}, 400, "bad request"
     yield "missing SignatureValue", {k: v for k, v in good.items() if k != "SignatureValue"}, 400, \
         "missing field SignatureValue"
     yield "malformed OutSum", {**good, "OutSum": "100,000000"}, 400, "malformed field OutSum"
     yield "negative OutSum", {**good, "OutSum": "-100.00"}, 400, "malformed field OutSum"
-    yield "malformed InvId", {**good, "InvId": "12abc"}, 400, "malformed field InvId"
-    yield "unknown payment", result_params(pid + 1000), 404, f"unknown payment {pid + 1000}"
+    yield "malformed InvId", {**good, "InvId": "12abc"}, 400, "bad request"
+    yield "unknown payment", result_params(pid + 1000), 404, "unknown payment"
     yield "wrong password", result_params(pid, password=P1), 400, "bad signature"
     yield "wrong algorithm", result_params(pid, algorithm="sha256"), 400, "bad signature"
     yield "tampered amount", {**good, "OutSum": "1.000000"}, 400, "bad signature"
@@ -250,23 +298,31 @@ def test_result_unexpected_error_is_not_ok(app, payment, monkeypatch):
 @pytest.mark.parametrize("path", ["/mancgi/rkresult", "/mancgi/rksuccess"])
 def test_callback_inv_id_beyond_any_payment_id_is_unknown_not_a_database_error(app, payment, path):
     """Robokassa's InvId may be larger than an INTEGER key: such a payment cannot exist here (found by
-    the fuzz test on PostgreSQL, which refused the lookup with 'integer out of range')."""
+    the fuzz test on PostgreSQL, which refused the lookup with 'integer out of range'). The notification
+    answers 404; the payer's return goes to the dashboard, as for any id that cannot be a payment."""
     params = {**result_params(payment.id), "InvId": "3000000000"}
     response = app.test_client().post(path, data=params)
-    assert response.status_code == 404
+    if path.endswith("rkresult"):
+        assert (response.status_code, response.get_data(as_text=True)) == (404, "unknown payment")
+    else:
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith("/dashboard")
     assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
 
 
-def test_redirect_of_an_id_beyond_any_payment_id_is_not_found(client_client, payment):
-    assert client_client.post("/mancgi/rkpayment", data={"elid": "3000000000"}).status_code == 404
+def test_a_start_of_an_id_beyond_any_payment_id_is_not_found(client_client, payment):
+    assert pay(client_client, 3000000000).status_code == 404
 
 
 def test_result_payment_of_another_module(app, client_user):
+    """Another module's payment is answered like an unknown one (the caller learns nothing of which module
+    a payment has), and the refusal is recorded without touching that payment."""
     other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
     p = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
     response = app.test_client().post("/mancgi/rkresult", data=result_params(p.id))
-    assert response.status_code == 400 and "not a Robokassa payment" in response.get_data(as_text=True)
-    assert reload(p.id).status == "new"
+    assert (response.status_code, response.get_data(as_text=True)) == (404, "unknown payment")
+    assert reload(p.id).status == "new" and ledger_count(p.id) == 0
+    assert not events(p.id, "rkresult") and events(None, "rkresult")
 
 
 def test_result_wrong_amount_with_valid_signature_is_fraud(app, client_user, payment):
@@ -335,6 +391,30 @@ def test_result_ip_allow_list(app, payment):
     assert ok.status_code == 200 and reload(payment.id).status == "paid"
 
 
+def test_result_allow_list_comes_after_the_id_and_before_the_signature(app, client_user, payment):
+    """The core reads the id and loads the payment before it applies the allow-list (the list may depend
+    on the payment's method): a caller from elsewhere gets 400 for a malformed InvId and 404 for an unknown
+    one, like any caller; for a real payment 403, before its signature or fields are looked at. Nothing
+    changes and every refusal is recorded (bounded) either way."""
+    app.config["PMROBOKASSA_CHECK_IP"] = True
+    c = app.test_client()
+    answers = [c.post("/mancgi/rkresult", data=params) for params in (
+        {**result_params(payment.id), "InvId": "12abc"}, result_params(payment.id + 1000),
+        result_params(payment.id, password="forged"), {"InvId": str(payment.id)})]
+    assert [(r.status_code, r.get_data(as_text=True)) for r in answers] == [
+        (400, "bad request"), (404, "unknown payment"), (403, "forbidden"), (403, "forbidden")]
+    assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
+    assert [e.outcome for e in events(payment.id, "rkresult")] == [
+        "rejected: address 127.0.0.1 is not one the gateway calls from"] * 2
+    # the check on with an empty list accepts nobody (it does not turn the check off)
+    app.config["PMROBOKASSA_ALLOWED_IPS"] = []
+    assert c.post("/mancgi/rkresult", data=result_params(payment.id),
+                  environ_base={"REMOTE_ADDR": "185.59.216.65"}).status_code == 403
+    app.config["PMROBOKASSA_ALLOWED_IPS"] = ["185.59.216.0/24"]
+    ok = c.post("/mancgi/rkresult", data=result_params(payment.id), environ_base={"REMOTE_ADDR": "185.59.216.65"})
+    assert ok.get_data(as_text=True) == f"OK{payment.id}" and reload(payment.id).status == "paid"
+
+
 def test_callbacks_work_with_csrf_enabled(tmp_path):
     from billcore.accounts import create_client
     from billcore.testing.fixtures import make_app
@@ -373,9 +453,21 @@ def test_success_bad_signature_is_an_error_page(app, client_client, payment):
         response = client_client.post("/mancgi/rksuccess", data=params)
         assert response.status_code == 400
         assert "not valid" in response.get_data(as_text=True)
-    assert client_client.post("/mancgi/rksuccess", data=success_params(payment.id + 500)).status_code == 404
     assert reload(payment.id).status == "new"
-    assert len(events(payment.id, "rksuccess")) == 3
+    assert [e.outcome for e in events(payment.id, "rksuccess")] == ["rejected: bad signature"] * 3
+
+
+def test_success_for_no_robokassa_payment_answers_as_for_any_id(app, client_client, client_user, payment):
+    """An unknown id, or another module's payment, is not checked (there is no Password #1 to check it
+    with): the browser goes to the return page like any other, which shows a payment to its owner only."""
+    other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
+    foreign = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
+    for inv_id in (payment.id + 500, foreign.id):
+        response = client_client.post("/mancgi/rksuccess", data=success_params(inv_id))
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith(f"/payments/{inv_id}/return/success")
+    assert reload(foreign.id).status == "new" and not events(foreign.id, "rksuccess")
+    assert len(events(None, "rksuccess")) == 2
 
 
 def test_fail_changes_nothing(app, client_client, payment):
@@ -401,7 +493,7 @@ def test_five_logs_written_without_passwords(app, client_client, payment):
 
     from billcore.plugins import get_registry
 
-    client_client.post("/mancgi/rkpayment", data={"elid": f"{payment.id}"})
+    pay(client_client, payment.id)
     c = app.test_client()
     c.post("/mancgi/rkresult", data=result_params(payment.id, password=P1))  # rejected
     c.post("/mancgi/rkresult", data=result_params(payment.id))
