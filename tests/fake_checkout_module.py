@@ -3,7 +3,8 @@
 Its start hook only says what the gateway's request is, as every module's does since the core owns the
 payment door: by ``MODE["start"]`` a GET of the gateway's page (``get``), a POST form to the gateway
 (``post``) or to this site (``post_here``), a careless one (``careless``: huge, with the secret in it), a
-refusal with a message for the customer (``refuse``), an exception (``error``) or no answer (``none``).
+refusal with a message for the customer (``refuse``), an exception (``error``) or no answer (``none``);
+``paid_meanwhile`` has the payment paid while the module answers (a notification won the race).
 Polls and refunds answer what the test put in ``CHECK`` and ``REFUND``; every call is recorded in ``CALLS``
 (the start's ``Customer`` in ``CUSTOMERS``).
 """
@@ -62,6 +63,10 @@ def billcore_start_payment(module, payment, paymethod, settings, customer):
         fields += [(f"extra{n}", "x") for n in range(200)]
         return StartAction(url=f"{GATEWAY}/form?key={settings.get('secret')}&pad={'p' * 3000}", method="POST",
                            fields=tuple(fields))
+    if mode == "paid_meanwhile":  # the gateway's notification wins the race with the customer's click
+        from billcore.payments import service
+
+        service.set_paid(payment.id, amount=payment.total, currency=payment.currency, source="test")
     if mode == "post_here":
         return StartAction(url="/fakepay/form", method="POST", fields=(("order", str(payment.id)),))
     return StartAction(url=f"{GATEWAY}/pay?order={payment.id:d}")
