@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billcore.gateway import MAX_ID
 from pmtemplate.signing import signed
 
 from .helpers import SECRET, fresh, make_payment, notification
@@ -62,4 +63,9 @@ def test_any_out_of_range_or_unicode_id_is_refused(app, client_user, odd):
     resp = app.test_client().post("/mancgi/tplresult", data=_signed_with_id(1, odd))
     assert resp.status_code == _expected(odd) and resp.data != b"OK"
     back = app.test_client().get("/mancgi/tplsuccess", query_string={"elid": odd})
-    assert back.status_code == 302 and back.headers["Location"] == "/dashboard"
+    # an id a payment could have (ASCII digits are among the "Nd" characters) goes to its return page, which
+    # shows it to its owner only, whether or not it exists; anything else to the dashboard
+    text = odd.strip()
+    could_be = _expected(odd) == 404 and 0 < int(text) <= MAX_ID
+    assert back.status_code == 302
+    assert back.headers["Location"] == (f"/payments/{int(text)}/return/success" if could_be else "/dashboard")
