@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -189,6 +190,8 @@ def gateway_callback(module: str, *, source: str, id_field: str, fields: Sequenc
                                  answer="forbidden")
                 answer = handler(CallbackRequest(params=params, headers=request.headers, address=address,
                                                  payment=found))
+                if not isinstance(answer, Answer):  # a bug like any other: 500, and the gateway retries
+                    raise TypeError(f"the {source} handler must return an Answer, not {type(answer).__name__}")
             except Refuse as refusal:
                 db.session.rollback()
                 write(payment_id, f"refused ({refusal.status}): {refusal.reason}", logging.WARNING, params)
@@ -204,8 +207,6 @@ def gateway_callback(module: str, *, source: str, id_field: str, fields: Sequenc
                 current_app.logger.exception("%s failed", source)
                 write(payment_id, f"internal error, answered 500: {type(exc).__name__}", logging.ERROR, params)
                 return Response("internal error, please retry", 500, mimetype="text/plain")
-            if not isinstance(answer, Answer):
-                raise TypeError(f"the {source} handler must return an Answer, not {type(answer).__name__}")
             return Response(answer.body, answer.status, mimetype=answer.mimetype)
 
         setattr(view, CALLBACK_MARK, True)
@@ -236,7 +237,8 @@ def gateway_return(module: str, *, source: str, id_field: str, outcome: str, fie
     unauthenticated), and sends the browser to :func:`return_url`. It answers the same whatever the id,
     so that nobody learns which payments exist; the return page itself shows a payment to its owner only.
     With ``verify(params, settings)`` (a gateway that signs the return), a return that does not verify
-    gets an error page instead. A database failure answers 503 so that the browser tries again.
+    gets an error page instead, and so does one naming no payment of the module (it cannot verify: the
+    same answer as a bad signature). A database failure answers 503 so that the browser tries again.
     """
     write = log or _default_log(log_file or source)
 
@@ -254,15 +256,18 @@ def gateway_return(module: str, *, source: str, id_field: str, outcome: str, fie
             write(payment_id, "database failure, answered 503", logging.ERROR, params)
             return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
         known = found if found is not None and found.module == module else None
-        if known is None:
-            note = f"{outcome} return for no payment of this module"
-        elif verify is not None and not verify(params, known.settings):
-            write(payment_id, f"{outcome} return with a bad signature", logging.WARNING, params)
-            if not _record_refusal(source, "return", payment_id, "rejected: bad signature", params, fields,
-                                   prefixes, None, write):
+        # A signed return naming no payment of this module cannot verify either: it gets the same error page
+        # as a bad signature, so that its answer does not tell which payments exist.
+        if verify is not None and (known is None or not verify(params, known.settings)):
+            reason = "bad signature" if known is not None else "no payment of this module"
+            write(payment_id, f"{outcome} return refused: {reason}", logging.WARNING, params)
+            if not _record_refusal(source, "return", payment_id if known else None, f"rejected: {reason}", params,
+                                   fields, prefixes, None, write):
                 return _error_page(503, _("The service is temporarily unavailable. Please try again shortly."))
             return _error_page(400, _("This return link is not valid. Your payment, if made, will be credited "
                                       "when the payment system notifies us."))
+        if known is None:
+            note = f"{outcome} return for no payment of this module"
         else:
             note = f"{outcome} return, nothing changed; payment is {known.status}"
         write(payment_id, note, logging.INFO if known else logging.WARNING, params)
@@ -273,7 +278,8 @@ def gateway_return(module: str, *, source: str, id_field: str, outcome: str, fie
             return redirect(url_for("checkout.dashboard"))
         return redirect(return_url(payment_id, outcome))
 
-    view.__name__ = view.__qualname__ = f"{source}_return"
+    # the endpoint's name: an identifier (a source such as "pmtemplate tplsuccess" has a space)
+    view.__name__ = view.__qualname__ = re.sub(r"\W+", "_", source).strip("_") + "_return"
     view.__module__ = f"{module}.{source}"
     setattr(view, CALLBACK_MARK, True)
     return view

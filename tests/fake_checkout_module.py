@@ -1,25 +1,27 @@
 """A tiny payment module for the checkout and admin tests (loaded with ``EXTRA_MODULES``).
 
-Its start hook sends the browser to ``/fakepay/start?elid=<id>`` (or answers with a POST form when
-``MODE["start"] == "post"``), which marks the payment ``inpay`` for its owner only. Polls and refunds
-answer what the test put in ``CHECK`` and ``REFUND``; every call is recorded in ``CALLS``.
+Its start hook only says what the gateway's request is, as every module's does since the core owns the
+payment door: by ``MODE["start"]`` a GET of the gateway's page (``get``), a POST form to the gateway
+(``post``) or to this site (``post_here``), a careless one (``careless``: huge, with the secret in it), a
+refusal with a message for the customer (``refuse``), an exception (``error``) or no answer (``none``);
+``paid_meanwhile`` has the payment paid while the module answers (a notification won the race).
+Polls and refunds answer what the test put in ``CHECK`` and ``REFUND``; every call is recorded in ``CALLS``
+(the start's ``Customer`` in ``CUSTOMERS``).
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, request, url_for
-from flask_login import current_user
-
 from billcore import hookimpl
-from billcore.db import db
-from billcore.models import Payment
-from billcore.payments import service
-from billcore.paymodule import FEATURE_CHECKPAY, FEATURE_REFUND, GatewayStatus, ModuleInfo, RefundResult, StartAction
+from billcore.paymodule import (FEATURE_CHECKPAY, FEATURE_REFUND, Customer, GatewayStatus, ModuleInfo, RefundResult,
+                                StartAction, StartRefused)
 
 KEY = "pmfakepay"
 MODE: dict[str, str] = {"start": "get"}
 CHECK: dict[int, GatewayStatus] = {}  # payment id -> what the "gateway" says when polled
 REFUND: dict[str, RefundResult | Exception] = {}  # "request" / "status" -> answer
 CALLS: list[tuple] = []
+CUSTOMERS: list[Customer] = []
+GATEWAY = "https://gateway.invalid"
+REFUSAL = "Card payments are paused for maintenance."
 
 
 def reset() -> None:
@@ -29,6 +31,7 @@ def reset() -> None:
     CHECK.clear()
     REFUND.clear()
     CALLS.clear()
+    CUSTOMERS.clear()
 
 
 @hookimpl
@@ -38,37 +41,35 @@ def billcore_module_info() -> ModuleInfo:
                       secret_fields=("secret",), development_only=True)
 
 
-bp = Blueprint("fakepay", __name__, url_prefix="/fakepay")
-
-
-@bp.route("/start")
-def start():
-    """The redirect script: only the payment's owner may open it; marks the payment ``inpay``."""
-    payment = db.session.get(Payment, request.args.get("elid", type=int) or 0)
-    if payment is None or not current_user.is_authenticated or current_user.account_id != payment.account_id:
-        abort(404)
-    service.set_in_pay(payment.id, source=KEY)
-    return redirect(f"https://gateway.invalid/pay?order={payment.id:d}")
-
-
 @hookimpl
-def billcore_blueprints(app):
-    """The fake redirect script."""
-    return [bp]
-
-
-@hookimpl
-def billcore_start_payment(module, payment, paymethod):
-    """GET to the redirect script, or a POST form when the test asks for one."""
+def billcore_start_payment(module, payment, paymethod, settings, customer):
+    """The gateway's request for ``payment``, as ``MODE["start"]`` asks."""
     if module != KEY:
         return None
     CALLS.append(("start", payment.id))
-    if MODE.get("start") == "error":
+    CUSTOMERS.append(customer)
+    mode = MODE.get("start")
+    if mode == "error":
         raise ConnectionError("gateway unreachable")
-    if MODE.get("start") == "post":
-        return StartAction(url="https://gateway.invalid/form", method="POST",
+    if mode == "none":
+        return None
+    if mode == "refuse":
+        raise StartRefused(REFUSAL)
+    if mode == "post":
+        return StartAction(url=f"{GATEWAY}/form", method="POST",
                            fields=(("order", str(payment.id)), ("sum", str(payment.total))))
-    return StartAction(url=url_for("fakepay.start", elid=payment.id))
+    if mode == "careless":  # a module's mistakes: a huge receipt, a great many fields, the secret itself
+        fields = [("order", str(payment.id)), ("receipt", "r" * 5000), ("leak", str(settings.get("secret")))]
+        fields += [(f"extra{n}", "x") for n in range(200)]
+        return StartAction(url=f"{GATEWAY}/form?key={settings.get('secret')}&pad={'p' * 3000}", method="POST",
+                           fields=tuple(fields))
+    if mode == "paid_meanwhile":  # the gateway's notification wins the race with the customer's click
+        from billcore.payments import service
+
+        service.set_paid(payment.id, amount=payment.total, currency=payment.currency, source="test")
+    if mode == "post_here":
+        return StartAction(url="/fakepay/form", method="POST", fields=(("order", str(payment.id)),))
+    return StartAction(url=f"{GATEWAY}/pay?order={payment.id:d}")
 
 
 @hookimpl

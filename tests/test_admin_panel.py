@@ -182,6 +182,26 @@ def test_method_page_one_warning_per_problem_and_refunds_without_password3(capp,
     assert ">Full payment</td>" in html and ">full_payment<" not in html  # words, not the stored code
 
 
+def test_method_page_warns_about_plain_http_once_and_keeps_the_module_s_own_warnings(capp, admin):  # noqa: F811
+    from tests.conftest import add_paymethod
+
+    capp.config["BASE_URL"] = "http://127.0.0.1:5000"
+    method = add_paymethod("pmtemplate", {"merchant_id": "shop-1", "secret": "s3cr3t-shared-value"})
+    html = admin.get(f"/admin/paymethods/{method.id}").get_data(as_text=True)
+    warnings = re.findall(r'<div class="warning" role="alert">([^<]+)</div>', html)
+    assert sum("plain http" in w for w in warnings) == 1, warnings  # the core's, the module says it no more
+    assert sum("port 5000" in w for w in warnings) == 1, warnings  # the module's own concern, kept
+
+
+def test_warnings_are_merged_by_text():
+    from billcore.admin.paymethod_ui import merged_warnings
+
+    core = ["The public address uses plain http.", "No public address."]
+    module = ["the public  address uses PLAIN http.", "Port 8080 is unusual.", "", "No public address."]
+    assert merged_warnings(core, module) == ["The public address uses plain http.", "No public address.",
+                                             "Port 8080 is unusual."]
+
+
 def test_robokassa_options_and_receipt_choices_in_russian(admin):  # noqa: F811
     from tests.test_admin_paymethods import start
 

@@ -137,14 +137,15 @@ def test_accounts_create_list_show_and_adjust(app, live, tokens):
     assert_problem(call(live, tokens["read"], "GET", "/accounts/999"), 404)
 
 
-def test_a_top_up_whose_module_posts_to_this_site_sends_the_customer_to_the_payment_page(app, live, tokens):
-    """A payment is started by the customer's own browser through the payment door (a POST with the
-    session's CSRF token): the API (which has no browser session, and must set no cookie) answers with the
-    payment's page, whose Pay button does that."""
-    from pmrobokassa.tests.helpers import SETTINGS
-
+@pytest.mark.parametrize("mode", ["get", "post", "post_here", "error"])
+def test_a_top_up_sends_the_customer_to_the_payment_page_and_never_starts_it(app, live, tokens, mode):
+    """Starting a payment marks it as sent to the gateway, which only the customer's own browser session may
+    do (the payment page's Pay button, with its CSRF token): whatever the module's start would be, the API
+    (which has no browser session, and must set no cookie) answers with the payment's page, and neither
+    asks the module nor changes the payment."""
+    fake.MODE["start"] = mode
     account = _account()
-    method = add_paymethod("pmrobokassa", dict(SETTINGS), name="Robokassa")
+    method = add_paymethod("pmfakepay", name="Card")
     created = call(live, tokens["write"], "POST", "/payments",
                    json={"account_id": account.id, "paymethod_id": method.id, "amount": "100.00"})
     assert created.status_code == 201, created.text
@@ -153,6 +154,9 @@ def test_a_top_up_whose_module_posts_to_this_site_sends_the_customer_to_the_paym
     payment_id = body["payment"]["id"]
     assert (body["start_method"], body["start_fields"]) == ("GET", {})
     assert body["start_url"] == f"https://billing.example.com/payments/{payment_id}"
+    assert body["payment"]["status"] == "new" and fake.CALLS == []
+    db.session.rollback()
+    assert [e.status_to for e in db.session.query(PaymentEvent).filter_by(payment_id=payment_id)] == ["new"]
 
 
 def test_top_up_refund_and_filters(app, live, tokens):
@@ -317,18 +321,18 @@ def test_an_error_after_the_commit_keeps_the_key_so_a_retry_never_writes_twice(a
     app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 problem, not a traceback
     account = _account()
     method = add_paymethod("pmfakepay", name="Card")
-    # the payment is committed, then the module cannot start it: a 502 that names the payment, stored as
-    # the key's answer, so a retry gets the same payment and no second one
+    # the payment is committed and its answer stored under the key: a retry gets the same payment, no
+    # second one (whatever the module would do: the API never starts a payment)
     fake.MODE["start"] = "error"
     headers = {"Idempotency-Key": "pay-1"}
     body = {"account_id": account.id, "paymethod_id": method.id, "amount": "100.00"}
-    failed = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
-    problem = assert_problem(failed, 502)
-    fake.MODE["start"] = "get"
+    first = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
+    assert first.status_code == 201, first.text
     retried = call(live, tokens["write"], "POST", "/payments", json=body, headers=dict(headers))
-    assert retried.status_code == 502 and retried.json() == problem and retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.status_code == 201 and retried.json() == first.json()
+    assert retried.headers["Idempotent-Replayed"] == "true"
     db.session.rollback()
-    assert [p.id for p in db.session.query(Payment).filter_by(account_id=account.id)] == [problem["payment_id"]]
+    assert [p.id for p in db.session.query(Payment).filter_by(account_id=account.id)] == [first.json()["payment"]["id"]]
     # an unexpected error after the adjustment was committed: the answer is kept and says so
     original = views.adjust_balance
 

@@ -86,11 +86,13 @@ def test_add_funds_shows_commission_then_creates_and_starts(web, client_user, me
     done = web.post("/payments/new", data={"paymethod": method.id, "amount": "1000.10", "confirm": "1", "total": "1035.10"})
     assert done.status_code == 302
     payment = db.session.query(Payment).one()
-    assert done.headers["Location"].endswith(f"/fakepay/start?elid={payment.id}")
+    # the core's door marked it sent and redirected straight to the gateway's page the module named
+    assert done.headers["Location"] == f"https://gateway.invalid/pay?order={payment.id}"
     assert (payment.status, payment.amount, payment.commission, payment.total) == (
-        "new", Decimal("1000.10"), Decimal("35.00"), Decimal("1035.10"))
+        "inpay", Decimal("1000.10"), Decimal("35.00"), Decimal("1035.10"))
     assert payment.account_id == client_user.account_id
     assert fake.CALLS == [("start", payment.id)]
+    assert [(c.user_id, c.email, c.language) for c in fake.CUSTOMERS] == [(client_user.id, CLIENT[0], "en")]
 
 
 @pytest.mark.parametrize("amount, fee", [
@@ -169,8 +171,6 @@ def test_a_failing_module_start_keeps_the_payment_and_says_so(web, method):
 def test_owner_flow_return_pages_status_json_and_balance(web, client_user, method):
     web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
-    start = web.get(f"/fakepay/start?elid={payment.id}")
-    assert start.status_code == 302
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "inpay"
 
@@ -198,20 +198,19 @@ def test_owner_flow_return_pages_status_json_and_balance(web, client_user, metho
     assert "200.00 RUB" in web.get("/dashboard").get_data(as_text=True)
 
 
-def test_another_client_cannot_see_or_pay_someone_elses_payment(capp, web, other_user, method):
-    web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
-    payment = db.session.query(Payment).one()
+def test_another_client_cannot_see_or_pay_someone_elses_payment(capp, web, client_user, other_user, method):
+    payment = service.create_payment(client_user.account_id, method.id, Decimal("200"))
     other = capp.test_client()
     assert login(other, *OTHER_CLIENT).status_code == 302
     for url in (f"/payments/{payment.id}", f"/payments/{payment.id}/status.json",
-                f"/payments/{payment.id}/return/success", f"/fakepay/start?elid={payment.id}"):
+                f"/payments/{payment.id}/return/success"):
         assert other.get(url).status_code == 404, url
-    for url in (f"/payments/{payment.id}/pay", f"/payments/{payment.id}/cancel"):
+    for url in (f"/payments/{payment.id}/pay", f"/payments/{payment.id}/cancel", "/payments/999999/pay"):
         assert other.post(url).status_code == 404, url
     assert f"#{payment.id}" not in other.get("/payments").get_data(as_text=True)
     db.session.expire_all()
-    assert db.session.get(Payment, payment.id).status == "new"
-    assert fake.CALLS == [("start", payment.id)]
+    assert db.session.get(Payment, payment.id).status == "new"  # never marked as sent to the gateway
+    assert fake.CALLS == []  # and the module was never asked
     anonymous = capp.test_client()
     assert anonymous.get(f"/payments/{payment.id}").status_code == 302  # to the login page
 
@@ -220,7 +219,7 @@ def test_pay_again_and_cancel_by_owner(web, method, client_user):
     web.post("/payments/new", data={"paymethod": method.id, "amount": "200", "confirm": "1", "total": "215.00"})
     payment = db.session.query(Payment).one()
     again = web.post(f"/payments/{payment.id}/pay")
-    assert again.status_code == 302 and again.headers["Location"].endswith(f"elid={payment.id}")
+    assert again.status_code == 302 and again.headers["Location"].endswith(f"order={payment.id}")
     assert web.post(f"/payments/{payment.id}/cancel").status_code == 302
     db.session.expire_all()
     paid = db.session.get(Payment, payment.id)
@@ -255,8 +254,10 @@ def test_actions_need_csrf(capp, method, client_user):
     c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1], "csrf_token": token})
     payment = service.create_payment(client_user.account_id, method.id, Decimal("200"))
     assert c.post(f"/payments/{payment.id}/cancel").status_code == 400
+    assert c.post(f"/payments/{payment.id}/pay").status_code == 400  # starting a payment needs the token too
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "new"
+    assert fake.CALLS == []
 
 
 def test_payments_list_keyset_paging(capp, web, client_user, method):
@@ -291,20 +292,16 @@ def test_add_funds_end_to_end_through_pmtemplate(capp, web, client_user, other_u
     assert "8.52 RUB" in confirm.get_data(as_text=True)  # 1.00 + 7.515 -> 8.52 (half up)
     start = web.post("/payments/new", data={"paymethod": method.id, "amount": "250.50", "confirm": "1", "total": "259.02"})
     payment = db.session.query(Payment).one()
-    assert _split(start.headers["Location"]) == ("/mancgi/tplpayment", {"elid": str(payment.id)})
-
-    # only the owner may open the redirect script
-    other = capp.test_client()
-    assert login(other, *OTHER_CLIENT).status_code == 302
-    assert other.get(start.headers["Location"]).status_code == 404
-    db.session.expire_all()
-    assert db.session.get(Payment, payment.id).status == "new"
-
-    to_gateway = web.get(start.headers["Location"])
-    path, params = _split(to_gateway.headers["Location"])
-    assert path == "/fakegw/pay" and params["amount"] == "259.02"
+    # the core's door sends the browser straight to the (fake) gateway with the module's signed request
+    path, params = _split(start.headers["Location"])
+    assert path == "/fakegw/pay" and params["amount"] == "259.02" and params["payment_id"] == str(payment.id)
     db.session.expire_all()
     assert db.session.get(Payment, payment.id).status == "inpay"
+
+    # only the owner may start it again
+    other = capp.test_client()
+    assert login(other, *OTHER_CLIENT).status_code == 302
+    assert other.post(f"/payments/{payment.id}/pay").status_code == 404
     # the browser is back (pending) before any notification: the return page waits and polls
     waiting = web.get(f"/payments/{payment.id}/return/pending").get_data(as_text=True)
     assert "data-poll-url" in waiting and 'data-status="inpay"' in waiting

@@ -66,14 +66,15 @@ def test_a_scaffolded_module_imports_only_billcore_gateway(tmp_path):
     assert f'api_version="{gateway.API_VERSION}"' in (target / "pmboundary" / "__init__.py").read_text()
 
 
-@pytest.mark.parametrize("required", [None, "2", "2.0", gateway.API_VERSION])
+@pytest.mark.parametrize("required", [None, "3", "3.0", gateway.API_VERSION])
 def test_compatible_versions_load(required):
     gateway.check_api_version(required)
 
 
-@pytest.mark.parametrize("required, reason", [("3.0", "needs billcore.gateway API 3.0"),
+@pytest.mark.parametrize("required, reason", [("4.0", "needs billcore.gateway API 4.0"),
+                                              ("2.0", "needs billcore.gateway API 2.0"),  # before the door
                                               ("1.0", "needs billcore.gateway API 1.0"),
-                                              ("2.99", "needs billcore.gateway API 2.99"),
+                                              ("3.99", "needs billcore.gateway API 3.99"),
                                               ("two", "is not MAJOR.MINOR")])
 def test_incompatible_versions_are_refused(required, reason):
     with pytest.raises(gateway.ApiVersionError, match=reason):
@@ -85,10 +86,10 @@ def test_a_module_needing_another_api_is_refused_at_load_with_the_reason(tmp_pat
                       "EXTRA_MODULES": {"pmfuture": "tests.plugin_samples.future_api"}})
     registry = app.extensions["billcore.modules"]
     assert "pmfuture" not in registry.modules and registry.pm.get_plugin("pmfuture") is None
-    assert "needs billcore.gateway API 3.0, this billcore provides 2.0" in registry.errors["pmfuture"]
+    assert "needs billcore.gateway API 4.0, this billcore provides 3.0" in registry.errors["pmfuture"]
     assert {"pmrobokassa", "pmtemplate"} <= set(registry.modules)
     result = app.test_cli_runner().invoke(args=["plugins"])
-    assert "pmfuture  NOT LOADED: ApiVersionError: the module needs billcore.gateway API 3.0" in result.output
+    assert "pmfuture  NOT LOADED: ApiVersionError: the module needs billcore.gateway API 4.0" in result.output
 
 
 def test_a_scaffolded_module_has_a_test_extra(tmp_path):

@@ -69,8 +69,9 @@ def test_broken_modules_are_isolated(tmp_path):
 def test_per_module_call_reaches_only_the_owner(tmp_path):
     app = _app(tmp_path, EXTRA_MODULES={"pmgood": SAMPLES["pmgood"]})
     registry = app.extensions["billcore.modules"]
-    assert registry.call("pmgood", "billcore_start_payment", payment=None, paymethod=None) == "started by pmgood"
-    assert registry.call("pmnotloaded", "billcore_start_payment", payment=None, paymethod=None) is None
+    start = {"payment": None, "paymethod": None, "settings": {}, "customer": None}
+    assert registry.call("pmgood", "billcore_start_payment", **start) == "started by pmgood"
+    assert registry.call("pmnotloaded", "billcore_start_payment", **start) is None
 
 
 def test_broadcast_survives_a_raising_module(tmp_path):

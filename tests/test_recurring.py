@@ -840,10 +840,11 @@ def test_end_to_end_through_pmtemplate(app, client_client, client_user):
     method = add_paymethod("pmtemplate", settings, recurring=True)
     parent = service.create_payment(client_user.account_id, method.id, Decimal("100.00"))
     resp = client_client.post(f"/payments/{parent.id}/recurring/prepare")
-    path, query = _split(resp.headers["Location"])
-    resp = client_client.get(path, query_string=query)  # the module's redirect script
-    path, params = _split(resp.headers["Location"])
+    path, params = _split(resp.headers["Location"])  # billcore's payment door sends it to the gateway
     assert path == "/fakegw/pay"
+    db.session.commit()  # a fresh snapshot
+    marked = db.session.get(Payment, parent.id)
+    assert marked.status == "inpay" and marked.gateway_data.get(recurring.PARENT_FLAG) is True
     client_client.post("/fakegw/pay", data={**params, "action": "pay"})
     db.session.commit()  # a fresh snapshot: other threads and hosts committed meanwhile
     assert db.session.get(Payment, parent.id).status == "paid"

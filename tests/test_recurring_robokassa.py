@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urljoin
 
 import pytest
 
@@ -32,12 +33,14 @@ def pay_parent(live, shopper, amount="100.00") -> int:
     payment = service.create_payment(account_id, method_id, Decimal(amount))
     page = session.get(f"{live.url}/payments/{payment.id}")
     assert 'data-testid="recurring-prepare"' in page.text
-    to_module = session.post(f"{live.url}/payments/{payment.id}/recurring/prepare", allow_redirects=True)
-    # the core's payment door answers the signed form that goes straight to the gateway (no token of ours)
-    [to_gateway] = [f for f in forms_of(to_module.text) if f["autosubmit"]]
+    to_gateway_page = session.post(f"{live.url}/payments/{payment.id}/recurring/prepare", allow_redirects=True)
+    # billcore's payment door marks the parent inpay and answers the signed form that goes straight to the
+    # gateway (no token of ours)
+    [to_gateway] = [f for f in forms_of(to_gateway_page.text) if f["autosubmit"]]
     assert to_gateway["action"] == f"{live.url}/sandbox/robokassa/Merchant/Index.aspx"
     assert dict(to_gateway["fields"])["Recurring"] == "true" and "csrf_token" not in to_gateway["fields"]
-    gateway_page = session.post(to_gateway["action"], data=to_gateway["fields"])
+    assert payment_row(payment.id).status == "inpay"
+    gateway_page = session.post(urljoin(f"{live.url}/", to_gateway["action"]), data=to_gateway["fields"])
     assert gateway_page.status_code == 200, gateway_page.text
     [pay_form] = [f for f in forms_of(gateway_page.text) if "token" in f["fields"]]
     back = session.post(f"{live.url}{pay_form['action']}", data=dict(pay_form["fields"], action="pay"))

@@ -81,10 +81,19 @@ def gateway_setup(method: PaymentMethod) -> tuple[GatewaySetup | None, list[str]
         log_module_failure(method.module, "billcore_gateway_setup", exc)
         return None, warnings, _("The payment module could not describe the gateway's side (see the log).")
     if setup is not None:
-        module_warnings = [str(w) for w in setup.warnings]
-        # one warning per problem: a module that speaks about the address's http scheme in its own terms
-        # (the protocol's name is the same in every language) replaces the core's general http warning
-        if any("http" in w.lower() for w in module_warnings):
-            warnings = [w for w in warnings if w != _PLAIN_HTTP()]
-        warnings = list(dict.fromkeys(warnings + module_warnings))
+        warnings = merged_warnings(warnings, [str(w) for w in setup.warnings])
     return setup, warnings, None
+
+
+def merged_warnings(*lists: list[str]) -> list[str]:
+    """The warnings of ``lists`` in order, each text once: the core warns about the installation (plain
+    http, no public address) for every module, so a module that repeats one adds nothing. Texts are
+    compared without regard to case and spacing."""
+    seen: set[str] = set()
+    merged = []
+    for warning in (w for warnings in lists for w in warnings):
+        key = " ".join(warning.split()).casefold()
+        if key and key not in seen:
+            seen.add(key)
+            merged.append(warning)
+    return merged

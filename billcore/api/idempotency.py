@@ -3,9 +3,9 @@
 The key is claimed (a row without an answer) in its own transaction before the write runs, so two
 requests with one key never both run: the second gets 409 while the first is under way, then the first
 one's answer. A repeat with another method, path or body is refused (422). Every answer the API gives on
-purpose is stored, errors too (a 502 that names the payment it created is replayed, never a second
-payment). Only an unexpected error (an exception no view handled) frees the key, and only when no write
-was committed during the request: then nothing changed and a retry must be able to run. Rows live
+purpose is stored, errors too (a refusal is replayed as it was, never run a second time). Only an
+unexpected error (an exception no view handled) frees the key, and only when no write was committed
+during the request: then nothing changed and a retry must be able to run. Rows live
 ``IDEMPOTENCY_TTL_HOURS`` (default 24) and are purged as new keys are claimed.
 """
 from __future__ import annotations

@@ -17,6 +17,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from ..crypto import scrub
 from ..db import db
 from ..limits import known_fields
 from ..models import Payment, PaymentMethod
@@ -28,6 +29,11 @@ from ..states import Status
 from .access import pay_refusal
 
 OPEN_STATUSES = (Status.NEW, Status.INPAY)
+# What the ``inpay`` event keeps of the gateway's request (it is the module's output, not the customer's,
+# but a module's mistake must not grow the events table without bound either).
+MAX_RECORDED_FIELDS = 50
+MAX_FIELD_NAME = 64
+MAX_RECORDED_URL = 500
 
 
 def customer() -> Customer:
@@ -42,12 +48,17 @@ def _back(payment: Payment, message: str, category: str = "error"):
     return redirect(url_for("checkout.payment", payment_id=payment.id))
 
 
-def _recorded(action: StartAction) -> dict[str, Any]:
-    """What the ``inpay`` event keeps of the gateway's request: where it went and its fields, each cut
-    short (a receipt can be long; a request carries no secret, only signatures)."""
-    fields = known_fields(dict(action.fields), [name for name, _value in action.fields],
-                          max_length=int(current_app.config.get("CALLBACK_FIELD_MAX") or 256))
-    return {"url": action.url[:500], "method": action.method.upper(), **fields}
+def _recorded(action: StartAction, secrets: list[str]) -> dict[str, Any]:
+    """What the ``inpay`` event keeps of the gateway's request: where it went and its fields, bounded (at
+    most ``MAX_RECORDED_FIELDS`` fields with short names, each value cut to ``CALLBACK_FIELD_MAX``; a receipt
+    can be long). The method's ``secrets`` are masked before anything is cut (a cut could keep half of one),
+    should a module have put one in its request by mistake."""
+    url = scrub(action.url, secrets)
+    fields = scrub(dict(action.fields), secrets)
+    names = [name for name in fields if len(name) <= MAX_FIELD_NAME][:MAX_RECORDED_FIELDS]
+    kept = known_fields(fields, names, max_length=int(current_app.config.get("CALLBACK_FIELD_MAX") or 256))
+    # last, so that a field called "url" or "method" cannot stand for them
+    return {**kept, "url": url[:MAX_RECORDED_URL], "method": action.method.upper()[:10]}
 
 
 def start_payment(payment: Payment):
@@ -69,9 +80,12 @@ def start_payment(payment: Payment):
     if method is None or not method.active or method.module not in registry.modules:
         return _back(payment, _("This payment method is no longer available. Please cancel the payment and start "
                                 "a new one."))
+    settings = full_settings(method)
+    info = registry.info(method.module)
+    secrets = [str(settings[name]) for name in (info.secret_fields if info else ()) if settings.get(name)]
     try:
         action = registry.call(method.module, "billcore_start_payment", payment=payment, paymethod=method,
-                               settings=full_settings(method), customer=customer())
+                               settings=settings, customer=customer())
     except StartRefused as exc:
         current_app.logger.info("module %s refused to start payment %s: %s", method.module, payment.id, exc)
         return _back(payment, str(exc))
@@ -81,7 +95,7 @@ def start_payment(payment: Payment):
     if not isinstance(action, StartAction):
         return _back(payment, _("The payment system is not available at the moment. Please try again later."))
     try:
-        service.set_in_pay(payment.id, source="checkout", actor=current_user.email, data=_recorded(action))
+        service.set_in_pay(payment.id, source="checkout", actor=current_user.email, data=_recorded(action, secrets))
     except service.IllegalTransition:  # paid or cancelled meanwhile
         db.session.expire_all()
         return _back(payment, _("This payment can no longer be paid."))

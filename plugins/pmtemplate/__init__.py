@@ -129,7 +129,8 @@ def billcore_gateway_setup(paymethod: PaymentMethod, settings: dict[str, Any], b
     """What the admin copies into the gateway's own cabinet, and warnings about this installation.
 
     When: the wizard's last page and the payment method's page. What: absolute callback URLs built from
-    ``base_url``, the HTTP method and signature recipe, and warnings (plain http, unusual port...).
+    ``base_url``, the HTTP method and signature recipe, and warnings of this gateway's own (an unusual
+    port); billcore adds its own about the installation (plain http, no public address).
     """
     base = (base_url or "").rstrip("/")
     items = (
@@ -140,12 +141,10 @@ def billcore_gateway_setup(paymethod: PaymentMethod, settings: dict[str, Any], b
         SetupItem(_("Success URL"), f"{base}/mancgi/tplsuccess"),
         SetupItem(_("Fail URL"), f"{base}/mancgi/tplfail"),
     )
+    # billcore itself warns about a missing public address and plain http on the method's page; only what
+    # is this gateway's own concern is said here
     warnings = []
     parts = urlsplit(base)
-    if not base:
-        warnings.append(_("BASE_URL is not set: the gateway cannot reach this billing."))
-    elif parts.scheme != "https":
-        warnings.append(_("The billing is reached over plain http: gateways require https for notifications."))
     if parts.port not in (None, 80, 443):
         warnings.append(_("The billing listens on port %(port)s: many gateways only call ports 80 and 443.",
                           port=parts.port))

@@ -175,9 +175,10 @@ def register(app: Flask) -> list[Blueprint]:
     CSRF (they are made by ``gateway_callback``/``gateway_return``). The fake gateway's page is only added
     by :func:`fake_gateway_enabled`."""
     bp = Blueprint(KEY, __name__, template_folder="templates")
-    bp.add_url_rule("/mancgi/tplresult", view_func=handle_notification, methods=["POST"])
-    bp.add_url_rule("/mancgi/tplsuccess", view_func=tplsuccess)
-    bp.add_url_rule("/mancgi/tplfail", view_func=tplfail)
+    # endpoints named after the scripts (pmtemplate.tplresult ...), as BILLmanager's admins know them
+    bp.add_url_rule("/mancgi/tplresult", "tplresult", view_func=handle_notification, methods=["POST"])
+    bp.add_url_rule("/mancgi/tplsuccess", "tplsuccess", view_func=tplsuccess)
+    bp.add_url_rule("/mancgi/tplfail", "tplfail", view_func=tplfail)
     if fake_gateway_enabled(app):
         bp.add_url_rule("/fakegw/pay", view_func=fakegw_pay, methods=["GET", "POST"])
         csrf = app.extensions.get("csrf")

@@ -1,7 +1,12 @@
 """The pages the hardening added, in a real browser (CSRF on), at 1366 px and 390 px, in English and
-Russian: the checkout reaching Robokassa's payment page by POST through the core's payment door, a link to
-a payment's page showing only its Pay button, the login page refusing a guesser (429), a payment needing
-the admin's attention, and the admin deactivating a client (whose open session ends)."""
+Russian: the checkout reaching the gateway through billcore's payment door by an auto-submitted POST, the
+payment page's Pay button (the only other way a payment is started: a link starts nothing), the login
+page refusing a guesser (429), a payment needing the admin's attention, and the admin deactivating a
+client (whose open session ends).
+
+The payment module is the tests' fake one (``tests/fake_checkout_module.py``): its "gateway" is answered
+by the browser context itself, so the browser never leaves 127.0.0.1.
+"""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -12,22 +17,30 @@ from billcore.accounts import find_user
 from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
+from tests import fake_checkout_module as fake
 from tests.browser.conftest import log_in
 from tests.conftest import ADMIN, CLIENT, add_paymethod
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser,
+              pytest.mark.live_server_config(EXTRA_MODULES={fake.KEY: "tests.fake_checkout_module"})]
 
 SIZES = {"wide": {"width": 1366, "height": 900}, "narrow": {"width": 390, "height": 844}}
 LOCALES = {"en": "en-US", "ru": "ru-RU"}
 
 
-def _robokassa(server) -> int:
-    """A Robokassa method whose payment page is a local URL (the browser never reaches a real gateway)."""
+@pytest.fixture(autouse=True)
+def _fresh_fake():
+    """The fake module answers with a POST form to its gateway unless a test asks otherwise."""
+    fake.reset()
+    fake.MODE["start"] = "post"
+    yield
+    fake.reset()
+
+
+def _card(server) -> int:
+    """A method of the fake module (its secret never reaches a page)."""
     with server.app_context():
-        method = add_paymethod("pmrobokassa", {
-            "client": "existing", "identifier": "shop", "password1": "browser-pass-1", "password2": "browser-pass-2",
-            "password3": "", "hash_algorithm": "md5", "payment_method": "", "test_mode": True,
-            "receipt_enabled": False, "url": f"{server.url}/gateway/Merchant/Index.aspx"}, name="Robokassa")
+        method = add_paymethod(fake.KEY, {"secret": "browser-s3cr3t"}, name="Card")
         method_id = method.id
         db.session.remove()
     return method_id
@@ -36,9 +49,9 @@ def _robokassa(server) -> int:
 def _context(browser, size: str, language: str):
     context = browser.new_context(viewport=SIZES[size], locale=LOCALES[language])
     context.set_default_timeout(10_000)
-    # the "gateway": answered here, so the redirect form's target is seen without leaving 127.0.0.1
-    context.route("**/gateway/**", lambda route: route.fulfill(status=200, content_type="text/html",
-                                                                body="<h1>gateway</h1>"))
+    # the "gateway": answered here, so the form's target is seen without leaving 127.0.0.1
+    context.route(f"{fake.GATEWAY}/**", lambda route: route.fulfill(status=200, content_type="text/html",
+                                                                   body="<h1>gateway</h1>"))
     return context
 
 
@@ -49,30 +62,35 @@ def _status(server, payment_id: int) -> str:
     return status
 
 
-def test_checkout_reaches_robokassa_by_post(live_server, browser, artifacts):
-    method_id = _robokassa(live_server)
+def test_checkout_reaches_the_gateway_by_an_auto_submitted_post(live_server, browser, artifacts):
+    method_id = _card(live_server)
     context = _context(browser, "wide", "en")
     page = context.new_page()
+    posted = []
+    page.on("request", lambda request: posted.append((request.method, request.url, request.post_data))
+            if request.url.startswith(fake.GATEWAY) else None)
     log_in(page, live_server, *CLIENT)
     page.goto(f"{live_server.url}/payments/new?paymethod={method_id}&amount=150")
     page.click("[data-testid=continue]")
     page.click("[data-testid=confirm-pay]")
-    page.wait_for_url("**/gateway/Merchant/Index.aspx")
+    page.wait_for_url(f"{fake.GATEWAY}/form")
     with live_server.app_context():
         payment = db.session.query(Payment).order_by(Payment.id.desc()).first()
         payment_id = payment.id
         db.session.remove()
     assert _status(live_server, payment_id) == "inpay"
+    (method, url, body) = posted[-1]
+    assert (method, url) == ("POST", f"{fake.GATEWAY}/form")
+    assert f"order={payment_id}" in body and "csrf_token" not in body  # the session's token stays here
     context.close()
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("language", LOCALES)
-def test_a_link_to_a_payment_shows_its_pay_button(live_server, browser, artifacts, size, language):
-    """A link (from an e-mail, a bookmark) reaches the payment's page, which changes nothing: only its Pay
-    button (a POST with the session's CSRF token) sends the payment to Robokassa. The redirect script
-    that links used to reach is gone."""
-    method_id = _robokassa(live_server)
+def test_the_pay_button_starts_a_payment_and_a_page_view_changes_nothing(live_server, browser, artifacts, size,
+                                                                          language):
+    fake.MODE["start"] = "get"
+    method_id = _card(live_server)
     with live_server.app_context():
         payment = service.create_payment(find_user(CLIENT[0]).account_id, method_id, Decimal("250.00"))
         payment_id = payment.id
@@ -80,14 +98,11 @@ def test_a_link_to_a_payment_shows_its_pay_button(live_server, browser, artifact
     context = _context(browser, size, language)
     page = context.new_page()
     log_in(page, live_server, *CLIENT)
-    assert page.goto(f"{live_server.url}/mancgi/rkpayment?elid={payment_id}").status == 404
     page.goto(f"{live_server.url}/payments/{payment_id}")
-    button = page.locator("[data-testid=pay-again]")
-    assert button.inner_text() == {"en": "Pay", "ru": "Оплатить"}[language]
-    page.screenshot(path=artifacts / f"pay-button-{size}-{language}.png", full_page=True)
-    assert _status(live_server, payment_id) == "new"  # the link changed nothing
-    button.click()
-    page.wait_for_url("**/gateway/Merchant/Index.aspx")
+    page.screenshot(path=artifacts / f"pay-{size}-{language}.png", full_page=True)
+    assert _status(live_server, payment_id) == "new"  # opening the page changed nothing
+    page.click("[data-testid=pay-again]")
+    page.wait_for_url(f"{fake.GATEWAY}/pay?order={payment_id}")
     assert _status(live_server, payment_id) == "inpay"
     context.close()
 
@@ -112,14 +127,14 @@ def test_the_login_page_refuses_a_guesser(live_server, browser, artifacts, size,
 @pytest.mark.parametrize("language", LOCALES)
 def test_the_admin_sees_a_payment_needing_attention_and_deactivates_a_client(live_server, browser, artifacts,
                                                                               size, language):
-    method_id = _robokassa(live_server)
+    method_id = _card(live_server)
     with live_server.app_context():
         client = find_user(CLIENT[0])
         account_id = client.account_id
         payment = service.create_payment(account_id, method_id, Decimal("423.74"))
         payment_id = payment.id
-        service.set_paid(payment_id, amount=Decimal("423.74"), currency="RUB", source="rkresult")
-        service.set_paid(payment_id, amount=Decimal("41.00"), currency="RUB", source="rkresult")
+        service.set_paid(payment_id, amount=Decimal("423.74"), currency="RUB", source="notification")
+        service.set_paid(payment_id, amount=Decimal("41.00"), currency="RUB", source="notification")
         db.session.remove()
     payer_context = _context(browser, size, language)
     payer = payer_context.new_page()

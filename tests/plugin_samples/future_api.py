@@ -4,4 +4,4 @@ from billcore.gateway import ModuleInfo, hookimpl
 
 @hookimpl
 def billcore_module_info():
-    return ModuleInfo(key="pmfuture", title="Future", api_version="3.0")
+    return ModuleInfo(key="pmfuture", title="Future", api_version="4.0")

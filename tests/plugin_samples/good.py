@@ -9,7 +9,7 @@ def billcore_module_info():
 
 
 @hookimpl
-def billcore_start_payment(module, payment, paymethod):
+def billcore_start_payment(module, payment, paymethod, settings, customer):
     if module != "pmgood":
         return None
     return "started by pmgood"

@@ -24,6 +24,11 @@ def test_callbacks_are_exempt_and_nothing_else(app, client_user):
     # The fake gateway's own form is exempt too: it answers about the signature, not the token.
     resp = c.post("/fakegw/pay", data={"merchant_id": "shop-1", "payment_id": str(payment.id), "action": "pay"})
     assert resp.status_code == 400 and b"not signed" in resp.data
-    # Everything else still needs the token.
+    # The payer's return views are the core's too (GET, and they change nothing).
+    assert c.get(f"/mancgi/tplsuccess?elid={payment.id}").status_code == 302
+    # Everything else still needs the token: the login, and billcore's payment door (the Pay button).
     resp = c.post("/login", data={"email": CLIENT[0], "password": CLIENT[1]})
     assert resp.status_code == 400
+    _, unpaid = make_payment(client_user)
+    assert c.post(f"/payments/{unpaid.id}/pay").status_code == 400
+    assert fresh(unpaid.id).status == "new"

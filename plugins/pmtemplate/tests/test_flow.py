@@ -23,8 +23,9 @@ def _events(payment_id):
 
 
 def _to_gateway(client, payment):
-    """Open the redirect script as the owner; returns the fake gateway's path and signed params."""
-    resp = client.get(f"/mancgi/tplpayment?elid={payment.id}")
+    """Press Pay as the owner (billcore's payment door asks the module for the gateway's request); returns
+    the fake gateway's signed params."""
+    resp = client.post(f"/payments/{payment.id}/pay")
     assert resp.status_code == 302
     path, params = split(resp.headers["Location"])
     assert path == "/fakegw/pay"
@@ -79,7 +80,8 @@ def test_forged_and_unsigned_notifications_change_nothing(app, client_user):
     assert balance(client_user.account_id) == Decimal("0.00")
     rejected = [e for e in _events(payment.id) if e.outcome.startswith("rejected")]
     assert len(rejected) == 3
-    assert c.post("/mancgi/tplresult", data={"payment_id": "999999"}).status_code == 400
+    unknown = c.post("/mancgi/tplresult", data=notification(999999))
+    assert (unknown.status_code, unknown.data) == (404, b"unknown payment")
 
 
 def test_amount_mismatch_is_fraud_and_repeats_answer_the_same(app, client_user):
@@ -104,21 +106,23 @@ def test_database_error_answers_503(app, client_user, monkeypatch):
     assert fresh(payment.id).status == "new"
 
 
-def test_only_the_owner_opens_the_redirect_script(app, client_user, other_client_client, admin_client):
+def test_only_the_owner_starts_the_payment(app, client_user, other_client_client, admin_client):
     _, payment = make_payment(client_user)
-    assert other_client_client.get(f"/mancgi/tplpayment?elid={payment.id}").status_code == 404
-    assert other_client_client.get("/mancgi/tplpayment?elid=999999").status_code == 404
-    assert admin_client.get(f"/mancgi/tplpayment?elid={payment.id}").status_code == 403
-    anonymous = app.test_client().get(f"/mancgi/tplpayment?elid={payment.id}")
+    assert other_client_client.post(f"/payments/{payment.id}/pay").status_code == 404
+    assert other_client_client.post("/payments/999999/pay").status_code == 404
+    assert admin_client.post(f"/payments/{payment.id}/pay").status_code == 403
+    anonymous = app.test_client().post(f"/payments/{payment.id}/pay")
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     assert fresh(payment.id).status == "new"
+    assert not any(e.status_to == "inpay" for e in _events(payment.id))
 
 
 def test_paid_payment_is_not_sent_again(app, client_client, client_user):
     _, payment = make_payment(client_user)
     service.set_paid(payment.id, amount=Decimal("100.00"), currency="RUB", source="test")
-    resp = client_client.get(f"/mancgi/tplpayment?elid={payment.id}")
-    assert resp.status_code == 302 and "/fakegw/" not in resp.headers["Location"]
+    resp = client_client.post(f"/payments/{payment.id}/pay")
+    assert resp.status_code == 302 and resp.headers["Location"] == f"/payments/{payment.id}"
+    assert fresh(payment.id).status == "paid"
 
 
 def test_fake_gateway_refuses_unsigned_requests(app, client_client, client_user):

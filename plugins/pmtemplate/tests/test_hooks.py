@@ -1,14 +1,16 @@
 """The module's descriptive hooks: info, integration form, validation, gateway setup, start."""
 from __future__ import annotations
 
+import pytest
 from werkzeug.datastructures import MultiDict
 
 from billcore import hookspecs
-from billcore.paymodule import StartAction
+from billcore.paymodule import Customer, StartAction, StartRefused
 
 import pmtemplate
+from pmtemplate.signing import verify
 
-from .helpers import SETTINGS, make_payment
+from .helpers import SECRET, SETTINGS, fresh, make_payment, split
 
 
 def _call(app, hook, **kwargs):
@@ -63,19 +65,51 @@ def test_gateway_setup(app):
     assert "https://billing.example.com/mancgi/tplsuccess" in values
     assert not setup.warnings
     plain = _call(app, "billcore_gateway_setup", paymethod=None, settings={}, base_url="http://billing.example.com:8080")
-    assert len(plain.warnings) == 2
+    # plain http is billcore's own warning on the method's page; the unusual port is this module's
+    assert len(plain.warnings) == 1 and "8080" in plain.warnings[0]
 
 
-def test_start_payment(app, client_user):
+CUSTOMER = Customer(user_id=7, email="payer@test.example", language="ru")
+
+
+def test_start_payment_names_a_signed_request_and_changes_nothing(app, client_user):
     method, payment = make_payment(client_user)
-    action = _call(app, "billcore_start_payment", payment=payment, paymethod=method)
-    assert action == StartAction(url=f"/mancgi/tplpayment?elid={payment.id}")
+    with app.test_request_context():
+        action = _call(app, "billcore_start_payment", payment=payment, paymethod=method, settings=dict(SETTINGS),
+                       customer=CUSTOMER)
+    assert isinstance(action, StartAction) and action.method == "GET" and not action.fields
+    path, params = split(action.url)
+    assert path == "/fakegw/pay"  # no gateway URL: the fake gateway inside this billcore
+    assert verify(params, SECRET) and SECRET not in action.url
+    assert (params["payment_id"], params["amount"], params["currency"]) == (str(payment.id), "100.00", "RUB")
+    base = "https://billing.example.com"
+    assert params["result_url"] == f"{base}/mancgi/tplresult"
+    assert params["success_url"] == f"{base}/mancgi/tplsuccess?elid={payment.id}"
+    assert params["return_url"] == f"{base}/payments/{payment.id}/return/pending"
+    assert fresh(payment.id).status == "new"  # billcore marks it inpay, not the hook
+
+
+def test_start_payment_to_a_real_gateway_url(app, client_user):
+    method, payment = make_payment(client_user)
+    settings = {**SETTINGS, "gateway_url": "https://pay.example.net/"}
+    with app.test_request_context():
+        action = _call(app, "billcore_start_payment", payment=payment, paymethod=method, settings=settings,
+                       customer=CUSTOMER)
+    assert action.url.startswith("https://pay.example.net/fakegw/pay?")
+    assert verify(split(action.url)[1], SECRET)
+
+
+def test_start_payment_refuses_when_there_is_nowhere_to_send_the_customer(app, client_user, monkeypatch):
+    method, payment = make_payment(client_user)
+    monkeypatch.delitem(app.view_functions, "pmtemplate.fakegw_pay")  # as on a production install
+    with app.test_request_context(), pytest.raises(StartRefused, match="not configured yet"):
+        _call(app, "billcore_start_payment", payment=payment, paymethod=method, settings=dict(SETTINGS),
+              customer=CUSTOMER)
 
 
 def test_ops_command(app, client_client, client_user):
     _, payment = make_payment(client_user)
-    client_client.get(f"/mancgi/tplpayment?elid={payment.id}")
-    location = client_client.get(f"/mancgi/tplpayment?elid={payment.id}").headers["Location"]
-    client_client.get(location)
+    to_gateway = client_client.post(f"/payments/{payment.id}/pay").headers["Location"]
+    assert client_client.get(to_gateway).status_code == 200  # the fake gateway's page opens the operation
     result = app.test_cli_runner().invoke(args=["pmtemplate", "ops"])
     assert result.exit_code == 0 and f"payment {payment.id}" in result.output

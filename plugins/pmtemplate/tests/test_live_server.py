@@ -34,7 +34,8 @@ def test_http_notification_on_a_single_threaded_server(tmp_path):
         web.trust_env = False
         assert web.post(f"{base}/login", data={"email": CLIENT[0], "password": CLIENT[1]},
                         allow_redirects=False, timeout=10).status_code == 302
-        to_gateway = web.get(f"{base}/mancgi/tplpayment?elid={payment.id}", allow_redirects=False, timeout=10)
+        # the payment page's Pay button: billcore's payment door sends the browser to the (fake) gateway
+        to_gateway = web.post(f"{base}/payments/{payment.id}/pay", allow_redirects=False, timeout=10)
         assert to_gateway.status_code == 302
         page = web.get(base + to_gateway.headers["Location"], timeout=10)
         assert page.status_code == 200 and "Leave pending" in page.text

@@ -1,5 +1,6 @@
 """pmtemplate loaded on a production install (``PAYMENT_MODULES`` names it, no debug, no testing): the
-fake gateway's page does not exist there, and a method without a gateway URL fails cleanly."""
+fake gateway's page does not exist there, and a method without a gateway URL is refused cleanly by the
+module's start hook (billcore's payment door then leaves the payment ``new``)."""
 from __future__ import annotations
 
 import pytest
@@ -17,17 +18,20 @@ def test_fake_gateway_page_is_not_served_in_production(app):
     assert not app.testing and not app.debug
     assert "pmtemplate" in app.extensions["billcore.modules"].modules
     rules = {rule.rule for rule in app.url_map.iter_rules()}
-    assert "/mancgi/tplresult" in rules and "/mancgi/tplpayment" in rules
+    assert {"/mancgi/tplresult", "/mancgi/tplsuccess", "/mancgi/tplfail"} <= rules
+    assert "/mancgi/tplpayment" not in rules  # the way to the gateway is billcore's payment door
     assert not any(rule.startswith("/fakegw") for rule in rules), rules
     client = app.test_client()
     assert client.get("/fakegw/pay").status_code == 404
     assert client.post("/fakegw/pay", data={"action": "pay"}).status_code == 404
 
 
-def test_redirect_script_without_a_gateway_url_does_not_fake_a_gateway(app, client_client, client_user):
+def test_starting_without_a_gateway_url_does_not_fake_a_gateway(app, client_client, client_user):
     _, payment = make_payment(client_user)  # gateway_url is blank: only the fake gateway could take it
-    resp = client_client.get(f"/mancgi/tplpayment?elid={payment.id}")
-    assert resp.status_code == 302 and "/fakegw/" not in resp.headers["Location"]
+    resp = client_client.post(f"/payments/{payment.id}/pay")
+    assert resp.status_code == 302 and resp.headers["Location"] == f"/payments/{payment.id}"
+    page = client_client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "not configured yet" in page  # the module's StartRefused message, shown by billcore
     assert fresh(payment.id).status == "new"  # never sent anywhere, so not "inpay"
 
 
