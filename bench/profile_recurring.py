@@ -5,7 +5,7 @@ auto-payment profiles (``bench.batch.fill``), then calls :func:`billcore.recurri
 process with one gateway thread, so cProfile sees every call, and prints the CPU time per charge and
 (with ``--profile``) the functions that cost most. A development aid, not a test.
 
-    .venv/bin/python bench/profile_recurring.py --db sqlite --n 300 --latency 0 [--profile]
+    .venv/bin/python bench/profile_recurring.py --db sqlite --n 300 --latency 0 [--profile | --count-sql]
 """
 from __future__ import annotations
 
@@ -23,6 +23,25 @@ from bench import batch  # noqa: E402
 from bench.notify import drop_target, make_target  # noqa: E402
 
 
+def _count_sql(app) -> dict[str, int]:
+    """Count the statements and commits of the app's engine from now on."""
+    from sqlalchemy import event
+
+    from billcore.db import db
+
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_args) -> None:
+        counts["statements"] += 1
+
+    def commit(*_args) -> None:
+        counts["commits"] += 1
+
+    event.listen(db.engine, "before_cursor_execute", statement)
+    event.listen(db.engine, "commit", commit)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fill, run and print the CPU milliseconds per charge (and the profile with ``--profile``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="sandbox delay per web-service call (s)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--count-sql", action="store_true",
+                        help="count the SQL statements and transactions (a listener: slower, so not timed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="billcore-profile-recurring-") as tmp:
         workdir = Path(tmp)
@@ -47,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 app = batch._app(target, workers=1)
                 with app.app_context():
+                    counts = _count_sql(app) if args.count_sql else None
                     profiler = cProfile.Profile() if args.profile else None
                     wall, cpu = time.perf_counter(), time.process_time()
                     if profiler is not None:
@@ -59,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{args.db}: {len(result.charges)} charges ({result.count('paid')} paid), "
                           f"{len(result.errors)} errors; {wall / n * 1000:.2f} ms wall, "
                           f"{cpu / n * 1000:.2f} ms CPU per charge")
+                    if counts is not None:
+                        print(f"per charge: {counts['statements'] / n:.1f} SQL statements, "
+                              f"{counts['commits'] / n:.1f} commits (the run's own selection included)")
                     if profiler is not None:
                         stats = pstats.Stats(profiler)
                         stats.dump_stats(Path(tempfile.gettempdir()) / "profile_recurring.pstats")
