@@ -23,6 +23,9 @@ replaced (:func:`billcore.recurring.periods.held_error`).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -82,6 +85,23 @@ class RunResult:
     def count(self, outcome: str) -> int:
         """How many charges ended with ``outcome`` (paid, accepted, failed)."""
         return sum(1 for c in self.charges if c[3] == outcome)
+
+
+# On SQLite one write transaction at a time holds the database's write lock, and a writer waiting for it
+# polls every millisecond or so (billcore.db._begin_immediate): with 40 gateway threads that polling cost
+# more CPU than the charges. The run's threads of one process take turns on this lock instead (a thread
+# waiting on it costs nothing); on PostgreSQL they write at once, each under its own rows' locks.
+_SQLITE_TURN = threading.Lock()
+
+
+@contextmanager
+def _write_turn() -> Iterator[None]:
+    """Wait for this process's turn to write on SQLite (no-op on other databases)."""
+    if db.engine.dialect.name != "sqlite":
+        yield
+        return
+    with _SQLITE_TURN:
+        yield
 
 
 # --- step 1: the claim ----------------------------------------------------------------------------------
@@ -180,7 +200,7 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
     it; for a charge, claim the period and create its child in this one transaction. Returns the
     :class:`Ticket` to charge, or None when there is nothing to charge now."""
     try:
-        with write_transaction() as session:
+        with _write_turn(), write_transaction() as session:
             facts = _ProfileFacts(session, lock_profile(session, profile_id, skip_locked=True), now)
             action = decide_claim(facts)
             if action == ClaimAction.SKIP:
@@ -236,38 +256,42 @@ def _apply_claim(session: Session, facts: _ProfileFacts, action: ClaimAction, no
 
 def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, now: datetime,
                   result: RunResult) -> Ticket | None:
-    """Claim the period (a new one, or the pending one again), create its child unless the same child is
-    charged again, lease the profile. A child the payment service refuses to create is booked as a
-    failed charge in the same transaction (None is returned)."""
+    """Claim the period (a new one, or the pending one again) with its child, made here through the payment
+    service unless the same child is charged again, and lease the profile. A child the payment service
+    refuses to create is booked as a failed charge of the period in the same transaction (None is
+    returned)."""
     profile = facts.profile
+    period = facts.period if action == ClaimAction.CHARGE_NEW_PERIOD else facts.pending_charge.period
+    child, error = facts.old_child if action == ClaimAction.CHARGE_SAME_CHILD else None, None
+    if child is None:
+        # made first, so the period is written once, with its child (a concurrent claim of the same
+        # period still fails below, on the unique constraint, and rolls the child back with it)
+        try:
+            child = service.create_payment_in(
+                session, profile.account_id, profile.paymethod_id, profile.amount, source=SOURCE,
+                description=_("Automatic payment %(period)s", period=period)[:255], check_limits=True,
+                gateway_data={"recurring_profile_id": profile.id, "recurring_period": period,
+                              "recurring_parent_id": profile.parent_payment_id})
+        except service.PaymentCreateError as exc:
+            error = _creation_error(exc)
     if action == ClaimAction.CHARGE_NEW_PERIOD:
-        charge = RecurringCharge(profile_id=profile.id, period=facts.period, state=CLAIMED, attempts=0,
-                                 created_at=now)
+        charge = RecurringCharge(profile_id=profile.id, period=period, attempts=0, created_at=now)
         session.add(charge)
         if profile.rule == THRESHOLD:
             profile.sequence = (profile.sequence or 0) + 1
     else:
         charge = facts.pending_charge
     charge.state, charge.attempts, charge.updated_at = CLAIMED, (charge.attempts or 0) + 1, now
-    profile.next_charge_at, profile.updated_at = now + LEASE, now
-    child = facts.old_child if action == ClaimAction.CHARGE_SAME_CHILD else None
-    if child is None:
-        charge.payment_id = None  # a refused child stays cancelled; a new one is made
+    if action != ClaimAction.CHARGE_SAME_CHILD:
+        charge.payment_id = child.id if child is not None else None  # a refused child stays cancelled
         charge.charged_at = now
-        session.flush()  # a concurrent claim of the same period fails here, on the unique constraint
-        try:
-            child = service.create_payment_in(
-                session, profile.account_id, profile.paymethod_id, profile.amount, source=SOURCE,
-                description=_("Automatic payment %(period)s", period=charge.period)[:255], check_limits=True,
-                gateway_data={"recurring_profile_id": profile.id, "recurring_period": charge.period,
-                              "recurring_parent_id": profile.parent_payment_id})
-        except service.PaymentCreateError as exc:
-            if book_failed(profile, charge, now, _creation_error(exc)):
-                result.suspended.append(profile.id)
-            result.charges.append((profile.id, charge.period, None, FAILED))
-            return None
-        charge.payment_id = child.id
-    session.flush()
+    profile.next_charge_at, profile.updated_at = now + LEASE, now
+    session.flush()  # a concurrent claim of the same period fails here, on the unique constraint
+    if child is None:  # the payment service refused to create it (``error`` says why)
+        if book_failed(profile, charge, now, error or ("refused", {})):
+            result.suspended.append(profile.id)
+        result.charges.append((profile.id, charge.period, None, FAILED))
+        return None
     return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id, profile.paymethod_id,
                   profile.parent_payment_id, child.id, child=child,
                   parent=session.get(Payment, profile.parent_payment_id), method=facts.method)
@@ -337,7 +361,7 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
     profile, in one transaction under the profile's lock (taken first, as the claim does; the service then
     locks the child and, for a credit, the account)."""
     child_id = ticket.payment_id
-    with write_transaction() as session:
+    with _write_turn(), write_transaction() as session:
         profile = lock_profile(session, ticket.profile_id, skip_locked=False)
         charge = session.get(RecurringCharge, ticket.charge_id)
         data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
