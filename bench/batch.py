@@ -394,6 +394,10 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 figures[f"{name}_notify_p99_ms"] = notifier.p99()
                 figures[f"{name}_notify_wrong"] = notifier.wrong
                 figures[f"{name}_says"] = last_line(run.output)
+                errors = [line for line in run.output.splitlines() if " ERROR" in line or line.startswith("error:")]
+                figures[f"{name}_errors"] = len(errors)
+                if errors:
+                    figures[f"{name}_first_error"] = errors[0][:300]
                 print(f"  {target.kind} {name}: {run.seconds:.1f} s (CPU {run.cpu_s:.1f} s), peak {run.peak_mb:.0f} MB, "
                       f"notification p99 "
                       f"{notifier.p99() or float('nan'):.1f} ms -- {last_line(run.output)}", flush=True)
