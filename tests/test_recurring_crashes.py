@@ -156,13 +156,13 @@ def test_a_status_change_joins_only_a_write_transaction(app, client_user):
     method, parent = paid_parent(client_user)
     child = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
     with pytest.raises(ValueError, match="write_transaction"):
-        service.set_in_pay(child.id, source="test", session=db.session())
+        service.set_in_pay_in(db.session(), child.id, source="test")
     db.session.rollback()
     with pytest.raises(Crash), service.write_transaction() as session:
-        service.set_in_pay(child.id, source="test", session=session)
+        service.set_in_pay_in(session, child.id, source="test")
         raise Crash()
     assert db.session.get(Payment, child.id).status == "new"  # rolled back with the caller's transaction
     with service.write_transaction() as session:
-        assert service.set_in_pay(child.id, source="test", session=session).changed
+        assert service.set_in_pay_in(session, child.id, source="test").changed
     db.session.commit()
     assert db.session.get(Payment, child.id).status == "inpay"

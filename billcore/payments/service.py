@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -116,17 +117,20 @@ Verifier = Callable[[CallbackContext], None]
 
 
 # Session.info key of a write_transaction's session: the broadcasts of the status changes made in it
-# (``session=`` of set_paid and the others), sent once it committed.
+# (set_paid_in and the others), sent once it committed.
 _AFTER_COMMIT = "billcore_after_commit"
+# The caller's write_transaction session that the status change being made joins (set_paid_in and the
+# others set it around the call; the public functions' signatures stay as modules know them).
+_JOINED: ContextVar[Session | None] = ContextVar("billcore_joined_write_transaction", default=None)
 
 
 @contextmanager
 def write_transaction() -> Iterator[Session]:
     """A session whose transaction holds the write lock from its first statement (see module doc).
 
-    Status changes may join it (``session=`` of :func:`set_paid`, :func:`set_in_pay`,
-    :func:`set_cancelled`, :func:`record_event`, :func:`create_payment_in`): they are then committed with
-    the caller's own writes, and their ``billcore_payment_changed`` broadcasts follow the commit.
+    Status changes may join it (:func:`set_paid_in`, :func:`set_in_pay_in`, :func:`set_cancelled_in`,
+    :func:`record_event_in`, :func:`create_payment_in`): they are then committed with the caller's own
+    writes, and their ``billcore_payment_changed`` broadcasts follow the commit.
     """
     try:
         with Session(db.engine, expire_on_commit=False) as session:
@@ -151,6 +155,43 @@ def _joined(session: Session) -> Connection:
     if _AFTER_COMMIT not in session.info:
         raise ValueError("a status change joins only a session of payments.service.write_transaction()")
     return session.connection()
+
+
+@contextmanager
+def _joining(session: Session) -> Iterator[None]:
+    """Make the service's changes called inside this block in ``session`` (see :func:`set_paid_in`)."""
+    _joined(session)
+    token = _JOINED.set(session)
+    try:
+        yield
+    finally:
+        _JOINED.reset(token)
+
+
+def set_paid_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_paid` in the caller's :func:`write_transaction` ``session``: committed with the caller's
+    own writes (an automatic payment's period booked with its child), broadcast after that commit. A
+    refusal raises as :func:`set_paid` does and writes nothing; the caller's transaction goes on or not."""
+    with _joining(session):
+        return set_paid(payment_id, **change)
+
+
+def set_in_pay_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_in_pay` in the caller's :func:`write_transaction` ``session`` (as :func:`set_paid_in`)."""
+    with _joining(session):
+        return set_in_pay(payment_id, **change)
+
+
+def set_cancelled_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_cancelled` in the caller's :func:`write_transaction` ``session`` (as :func:`set_paid_in`)."""
+    with _joining(session):
+        return set_cancelled(payment_id, **change)
+
+
+def record_event_in(session: Session, payment_id: int | None, **event: Any) -> None:
+    """:func:`record_event` in the caller's :func:`write_transaction` ``session``."""
+    with _joining(session):
+        record_event(payment_id, **event)
 
 
 @contextmanager
@@ -327,11 +368,13 @@ def _credit_writes(account_id: int, amount: Decimal, *, kind: str, payment_id: i
     ]
 
 
-def _transition(payment_id: int, target: str, *, session: Session | None = None, **change: Any) -> Outcome:
+def _transition(payment_id: int, target: str, **change: Any) -> Outcome:
     """Move a payment to ``target`` under its lock (see :func:`_transition_on`), in a transaction of its
-    own, or in the caller's ``session`` (a :func:`write_transaction`'s; broadcast after its commit)."""
+    own, or in the caller's session joined by :func:`set_paid_in` and the others (broadcast after its
+    commit)."""
+    session = _JOINED.get()
     if session is not None:
-        outcome, old = _transition_on(_joined(session), payment_id, target, **change)
+        outcome, old = _transition_on(session.connection(), payment_id, target, **change)
         session.info[_AFTER_COMMIT].append((outcome, old, change["kind"]))
         return outcome
     with write_connection() as conn:
@@ -473,19 +516,17 @@ def create_payment_in(session: Session, account_id: int, paymethod_id: int, amou
 
 
 def set_in_pay(payment_id: int, *, source: str, data: Mapping[str, Any] | None = None, info: str | None = None,
-               external_id: str | None = None, actor: str | None = None, kind: str = "redirect",
-               session: Session | None = None) -> Outcome:
-    """Mark a ``new`` payment as sent to the gateway (``inpay``); ``already`` when it is ``inpay``.
-    ``session``: made in the caller's :func:`write_transaction` instead of a transaction of its own."""
+               external_id: str | None = None, actor: str | None = None, kind: str = "redirect") -> Outcome:
+    """Mark a ``new`` payment as sent to the gateway (``inpay``); ``already`` when it is ``inpay``."""
     return _transition(payment_id, INPAY, kind=kind, source=source, data=data, info=info, answer=None,
-                       actor=actor, external_id=external_id, session=session)
+                       actor=actor, external_id=external_id)
 
 
 def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
              data: Mapping[str, Any] | None = None, info: str | None = None, external_id: str | None = None,
              answer: Answer = None, actor: str | None = None, kind: str = "notification",
              manual: bool = False, gateway_data: Mapping[str, Any] | None = None,
-             verify: Verifier | None = None, session: Session | None = None) -> Outcome:
+             verify: Verifier | None = None) -> Outcome:
     """Credit a payment once: ``amount`` and ``currency`` are what the gateway says it received.
 
     They must equal the payment's ``total`` and ``currency`` exactly (``amount`` compared as a Decimal at
@@ -502,10 +543,6 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
     :func:`record_event`). One transaction per notification instead of a read before the service's; keep
     ``verify`` to checks in memory (no network), since it holds the lock (on SQLite, the database's write
     lock: a forged notification takes it too, once to be checked and once to record the refusal).
-
-    ``session``: the credit is made in the caller's :func:`write_transaction` (committed with the
-    caller's writes, broadcast after that commit); a refusal then leaves the caller's transaction as it
-    was, for the caller to roll back or go on.
     """
     if isinstance(amount, float):
         raise TypeError("amount must be a Decimal, never a float")
@@ -525,16 +562,16 @@ def set_paid(payment_id: int, *, amount: Decimal, currency: str, source: str,
     return _transition(payment_id, PAID, kind=kind, source=source, data=data, info=info, answer=answer,
                        actor=actor, external_id=external_id,
                        extra_allowed=frozenset({FRAUD}) if manual else frozenset(), check=check,
-                       gateway_data=gateway_data, verify=verify, session=session)
+                       gateway_data=gateway_data, verify=verify)
 
 
 def set_cancelled(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
                   answer: Answer = None, actor: str | None = None, kind: str = "notification",
-                  verify: Verifier | None = None, session: Session | None = None) -> Outcome:
+                  verify: Verifier | None = None) -> Outcome:
     """Cancel a ``new`` or ``inpay`` payment; a paid one is never undone (:class:`IllegalTransition`).
-    ``verify`` and ``session`` are as in :func:`set_paid`."""
+    ``verify`` is as in :func:`set_paid`."""
     return _transition(payment_id, CANCELLED, kind=kind, source=source, data=data, info=reason,
-                       answer=answer, actor=actor, verify=verify, session=session)
+                       answer=answer, actor=actor, verify=verify)
 
 
 def set_fraud(payment_id: int, *, source: str, reason: str, data: Mapping[str, Any] | None = None,
@@ -546,12 +583,12 @@ def set_fraud(payment_id: int, *, source: str, reason: str, data: Mapping[str, A
 
 def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str,
                  data: Mapping[str, Any] | None = None, answer: str | None = None,
-                 actor: str | None = None, session: Session | None = None) -> None:
+                 actor: str | None = None) -> None:
     """Record something that happened without changing the payment (a rejected notification, a return
-    page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown.
-    ``session``: recorded in the caller's :func:`write_transaction` instead of a transaction of its own."""
-    if session is not None:
-        _record_event_on(_joined(session), payment_id, kind=kind, source=source, outcome=outcome, data=data,
+    page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown."""
+    session = _JOINED.get()
+    if session is not None:  # record_event_in: in the caller's transaction
+        _record_event_on(session.connection(), payment_id, kind=kind, source=source, outcome=outcome, data=data,
                          answer=answer, actor=actor)
         return
     with write_connection() as conn:

@@ -390,8 +390,8 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
             suspended = book_failed(profile, charge, now, error)
         if suspended:
             result.suspended.append(profile.id)
-            service.record_event(child_id, kind=SOURCE, source=SOURCE, data={"profile_id": profile.id},
-                                 outcome=f"automatic payment {profile.id} {suspension}", session=session)
+            service.record_event_in(session, child_id, kind=SOURCE, source=SOURCE, data={"profile_id": profile.id},
+                                    outcome=f"automatic payment {profile.id} {suspension}")
     return outcome
 
 
@@ -405,20 +405,20 @@ def _apply_answer(session: Session, module: str, child_id: int, asked: tuple[Dec
         if answer.state == ChargeState.PAID:
             amount = Decimal(str((answer.data or {}).get("amount") or asked[0]))
             currency = str((answer.data or {}).get("currency") or asked[1])
-            outcome = service.set_paid(child_id, amount=amount, currency=currency, source=module,
-                                       kind=SOURCE, data=data, external_id=answer.external_id,
-                                       info=answer.info or None, session=session)
+            outcome = service.set_paid_in(session, child_id, amount=amount, currency=currency, source=module,
+                                          kind=SOURCE, data=data, external_id=answer.external_id,
+                                          info=answer.info or None)
             return FLAGGED if outcome.result == Status.FRAUD else PAID
         if answer.state == ChargeState.ACCEPTED:
-            service.set_in_pay(child_id, source=module, kind=SOURCE, data=data, external_id=answer.external_id,
-                               info=answer.info or None, session=session)
+            service.set_in_pay_in(session, child_id, source=module, kind=SOURCE, data=data,
+                                  external_id=answer.external_id, info=answer.info or None)
             return ACCEPTED
         if answer.state == ChargeState.ERROR:
-            service.record_event(child_id, kind=SOURCE, source=SOURCE, data=data,
-                                 outcome=f"charge failed in the module: {answer.info}", session=session)
+            service.record_event_in(session, child_id, kind=SOURCE, source=SOURCE, data=data,
+                                    outcome=f"charge failed in the module: {answer.info}")
             return "error"
-        service.set_cancelled(child_id, source=module, kind=SOURCE, data=data,
-                              reason=(answer.info or "charge refused")[:500], session=session)
+        service.set_cancelled_in(session, child_id, source=module, kind=SOURCE, data=data,
+                                 reason=(answer.info or "charge refused")[:500])
         return FAILED
     except service.IllegalTransition as exc:
         # a notification settled the child before the module answered (a fast gateway): its status rules
