@@ -23,6 +23,7 @@ Run from the repository root::
 
     .venv/bin/python bench/batch.py                       # N = 10,000 on SQLite and PostgreSQL
     .venv/bin/python bench/batch.py --n 1000 --db sqlite  # quick run
+    .venv/bin/python bench/batch.py --db sqlite --jobs recurring  # only ``recurring run``
     .venv/bin/python bench/batch.py --memory --db sqlite --db postgresql
 
 This is a benchmark, not a test: it prints figures; it sends traffic only to 127.0.0.1.
@@ -393,13 +394,18 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 figures[f"{name}_notify_p99_ms"] = notifier.p99()
                 figures[f"{name}_notify_wrong"] = notifier.wrong
                 figures[f"{name}_says"] = last_line(run.output)
+                errors = [line for line in run.output.splitlines() if " ERROR" in line or line.startswith("error:")]
+                figures[f"{name}_errors"] = len(errors)
+                if errors:
+                    figures[f"{name}_first_error"] = errors[0][:300]
                 print(f"  {target.kind} {name}: {run.seconds:.1f} s (CPU {run.cpu_s:.1f} s), peak {run.peak_mb:.0f} MB, "
                       f"notification p99 "
                       f"{notifier.p99() or float('nan'):.1f} ms -- {last_line(run.output)}", flush=True)
                 return run
 
-            during("check", ["payments", "check"])
-            if target.kind != "sqlite":
+            if "check" in args.jobs:
+                during("check", ["payments", "check"])
+            if "check" in args.jobs and target.kind != "sqlite":
                 # two hosts: two processes sweep the same (still open) payments at once, each with
                 # --host-workers threads, against one process with as many (PostgreSQL's connection
                 # limit of 100 does not fit two processes of --workers each)
@@ -425,11 +431,15 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 print(f"  {target.kind} two hosts: {figures['two_hosts_s']} s, {figures['asked_by_two_hosts']} "
                       f"payments asked, {figures['asked_twice']} asked twice -- {figures['two_hosts_says']}",
                       flush=True)
-            during("recurring", ["recurring", "run", "--limit", str(data.profiles)])
-            figures["charged"] = count(target, "SELECT count(*) FROM recurring_charges")
-            figures["charged_twice"] = count(target, "SELECT count(*) FROM (SELECT profile_id FROM recurring_charges "
-                                             "GROUP BY profile_id HAVING count(*) > 1) twice")
-            during("cleanup", ["payments", "cleanup"])
+            if "recurring" in args.jobs:
+                during("recurring", ["recurring", "run", "--limit", str(data.profiles)])
+                figures["charged"] = count(target, "SELECT count(*) FROM recurring_charges")
+                figures["charged_twice"] = count(target, "SELECT count(*) FROM (SELECT profile_id FROM "
+                                                 "recurring_charges GROUP BY profile_id HAVING count(*) > 1) twice")
+                figures["children"] = count(target, "SELECT count(*) FROM payments WHERE description LIKE "
+                                            "'Automatic payment%'")
+            if "cleanup" in args.jobs:
+                during("cleanup", ["payments", "cleanup"])
     return figures
 
 
@@ -472,6 +482,9 @@ def machine() -> str:
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+JOBS = ("check", "recurring", "cleanup")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
@@ -484,6 +497,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sandbox-workers", type=int, default=2)
     parser.add_argument("--sandbox-threads", type=int, default=64)
     parser.add_argument("--quiet-seconds", type=float, default=10)
+    parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS,
+                        help="which commands to time (the data for all of them is filled anyway)")
     parser.add_argument("--memory", action="store_true", help="peak memory at 1,000 vs --big-* items")
     parser.add_argument("--memory-jobs", nargs="+", default=["cleanup", "check"], choices=["cleanup", "check"])
     parser.add_argument("--big-cleanup", type=int, default=100_000)

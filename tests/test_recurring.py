@@ -144,7 +144,7 @@ def test_concurrent_opt_ins_create_one_live_profile(app, client_user, monkeypatc
         time.sleep(0.3)
         return real_due(day, after)
 
-    monkeypatch.setattr(recurring, "next_fixed_due", slow_due)
+    monkeypatch.setattr(recurring.profiles, "next_fixed_due", slow_due)
 
     def opt_in():
         return recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
@@ -165,8 +165,8 @@ def test_live_profile_is_unique_per_parent_in_the_database(app, client_user, mon
     _, parent = paid_parent(client_user)
     first = recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
                                      monthly_max="100", now=T0)
-    monkeypatch.setattr(recurring, "offer_refusal", lambda payment: None)
-    monkeypatch.setattr(recurring, "_offer_refusal", lambda session, payment: None)  # as if the check raced
+    monkeypatch.setattr(recurring.profiles, "offer_refusal", lambda payment: None)
+    monkeypatch.setattr(recurring.profiles, "_offer_refusal", lambda session, payment: None)  # as if the check raced
     with pytest.raises(recurring.RecurringError, match="already set up"):
         recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed", amount="50",
                                  monthly_max="100", now=T0)
@@ -883,7 +883,7 @@ def test_one_broken_profile_does_not_stop_the_run(app, client_user, monkeypatch)
             raise RuntimeError("database hiccup")
         return real(profile_id, now, result)
 
-    monkeypatch.setattr(recurring, "_claim", flaky)
+    monkeypatch.setattr(recurring.run, "_claim", flaky)
     result = recurring.run_due(T0)
     assert result.errors == [(a.id, "RuntimeError: database hiccup")]
     assert [c[0] for c in result.charges] == [b.id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -115,11 +116,25 @@ Answer = str | Callable[[Outcome], str] | None
 Verifier = Callable[[CallbackContext], None]
 
 
+# Session.info key of a write_transaction's session: the broadcasts of the status changes made in it
+# (set_paid_in and the others), sent once it committed.
+_AFTER_COMMIT = "billcore_after_commit"
+# The caller's write_transaction session that the status change being made joins (set_paid_in and the
+# others set it around the call; the public functions' signatures stay as modules know them).
+_JOINED: ContextVar[Session | None] = ContextVar("billcore_joined_write_transaction", default=None)
+
+
 @contextmanager
 def write_transaction() -> Iterator[Session]:
-    """A session whose transaction holds the write lock from its first statement (see module doc)."""
+    """A session whose transaction holds the write lock from its first statement (see module doc).
+
+    Status changes may join it (:func:`set_paid_in`, :func:`set_in_pay_in`, :func:`set_cancelled_in`,
+    :func:`record_event_in`, :func:`create_payment_in`): they are then committed with the caller's own
+    writes, and their ``billcore_payment_changed`` broadcasts follow the commit.
+    """
     try:
         with Session(db.engine, expire_on_commit=False) as session:
+            session.info[_AFTER_COMMIT] = []
             session.connection(execution_options={"billcore_write": True})
             try:
                 yield session
@@ -128,9 +143,55 @@ def write_transaction() -> Iterator[Session]:
                 session.rollback()
                 raise
             mark_committed()
+            for outcome, old, kind in session.info.pop(_AFTER_COMMIT):
+                _broadcast(outcome, old, kind)
     finally:
         # also after a refusal: the caller usually looks at the payment again to see why
         _end_request_snapshot()
+
+
+def _joined(session: Session) -> Connection:
+    """The connection of a caller's :func:`write_transaction` that a status change joins."""
+    if _AFTER_COMMIT not in session.info:
+        raise ValueError("a status change joins only a session of payments.service.write_transaction()")
+    return session.connection()
+
+
+@contextmanager
+def _joining(session: Session) -> Iterator[None]:
+    """Make the service's changes called inside this block in ``session`` (see :func:`set_paid_in`)."""
+    _joined(session)
+    token = _JOINED.set(session)
+    try:
+        yield
+    finally:
+        _JOINED.reset(token)
+
+
+def set_paid_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_paid` in the caller's :func:`write_transaction` ``session``: committed with the caller's
+    own writes (an automatic payment's period booked with its child), broadcast after that commit. A
+    refusal raises as :func:`set_paid` does and writes nothing; the caller's transaction goes on or not."""
+    with _joining(session):
+        return set_paid(payment_id, **change)
+
+
+def set_in_pay_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_in_pay` in the caller's :func:`write_transaction` ``session`` (as :func:`set_paid_in`)."""
+    with _joining(session):
+        return set_in_pay(payment_id, **change)
+
+
+def set_cancelled_in(session: Session, payment_id: int, **change: Any) -> Outcome:
+    """:func:`set_cancelled` in the caller's :func:`write_transaction` ``session`` (as :func:`set_paid_in`)."""
+    with _joining(session):
+        return set_cancelled(payment_id, **change)
+
+
+def record_event_in(session: Session, payment_id: int | None, **event: Any) -> None:
+    """:func:`record_event` in the caller's :func:`write_transaction` ``session``."""
+    with _joining(session):
+        record_event(payment_id, **event)
 
 
 @contextmanager
@@ -307,72 +368,86 @@ def _credit_writes(account_id: int, amount: Decimal, *, kind: str, payment_id: i
     ]
 
 
-def _transition(payment_id: int, target: str, *, kind: str, source: str, data, info: str | None,
-                answer: Answer, actor: str | None, external_id: str | None = None,
-                extra_allowed: frozenset[str] = frozenset(),
-                check: Callable[[Any], str | None] | None = None,
-                gateway_data: Mapping[str, Any] | None = None, verify: Verifier | None = None) -> Outcome:
+def _transition(payment_id: int, target: str, **change: Any) -> Outcome:
+    """Move a payment to ``target`` under its lock (see :func:`_transition_on`), in a transaction of its
+    own, or in the caller's session joined by :func:`set_paid_in` and the others (broadcast after its
+    commit)."""
+    session = _JOINED.get()
+    if session is not None:
+        outcome, old = _transition_on(session.connection(), payment_id, target, **change)
+        session.info[_AFTER_COMMIT].append((outcome, old, change["kind"]))
+        return outcome
+    with write_connection() as conn:
+        outcome, old = _transition_on(conn, payment_id, target, **change)
+    _broadcast(outcome, old, change["kind"])
+    return outcome
+
+
+def _transition_on(conn: Connection, payment_id: int, target: str, *, kind: str, source: str, data,
+                   info: str | None, answer: Answer, actor: str | None, external_id: str | None = None,
+                   extra_allowed: frozenset[str] = frozenset(),
+                   check: Callable[[Any], str | None] | None = None,
+                   gateway_data: Mapping[str, Any] | None = None,
+                   verify: Verifier | None = None) -> tuple[Outcome, str]:
     """Move a payment to ``target`` under its lock; ``check`` may divert the change to ``fraud`` by
     returning the reason (used by :func:`set_paid` for amount and currency mismatches); ``verify`` may
-    refuse the whole call by raising (see :func:`set_paid`).
+    refuse the whole call by raising (see :func:`set_paid`). Returns the outcome and the old status.
 
-    On one connection, with billcore.prepared's statements: lock and read the payment (with its method's
-    settings and, for a credit, the account), then update it, credit the account when paid and insert
-    the event (on PostgreSQL as one statement), commit.
+    On ``conn``, in its transaction, with billcore.prepared's statements: lock and read the payment (with
+    its method's settings and, for a credit, the account), then update it, credit the account when paid
+    and insert the event (on PostgreSQL as one statement). The caller commits and broadcasts.
     """
-    with write_connection() as conn:
-        payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW).one_or_none(
-            conn, {"payment_id": payment_id})
-        if payment is None:
-            raise PaymentNotFound(f"no payment {payment_id}")
-        if verify is not None:
-            verify(context_of_row(payment))  # raising rolls back: nothing written, nothing recorded
-        secrets = _secret_values_of(payment.secrets_encrypted)
-        old = payment.status
-        if old in ALREADY[target]:
-            outcome = Outcome(payment.id, old, "already", f"payment {payment.id} is already {old}")
-            # A repeat that disagrees with the payment (a signed notification of another amount for a
-            # paid payment) changes nothing either, but is recorded for an admin to look at.
-            disagrees = check(payment) if check is not None and old == target else None
-            _event(conn, payment, kind=ATTENTION if disagrees else kind, source=source,
-                   outcome=f"{outcome.message}; repeat disagrees, {disagrees}" if disagrees else outcome.message,
-                   data=data, answer=_answer_text(answer, outcome), actor=actor, secrets=secrets)
-            return outcome
-        if old not in ALLOWED_FROM[target] | extra_allowed:
-            raise IllegalTransition(payment.id, old, target)
-        mismatch = check(payment) if check is not None else None
-        if mismatch is not None:
-            if old not in ALLOWED_FROM[FRAUD]:
-                raise IllegalTransition(payment.id, old, FRAUD)
-            target, result, info = FRAUD, Status.FRAUD.value, mismatch
-        else:
-            result = "changed"
-        now = utcnow()
-        values: dict[str, Any] = {"b_payment_id": payment.id, "status": target, "updated_at": now}
-        if external_id:
-            values["external_id"] = external_id[:128]
-        if info:
-            values["info"] = info
-        if gateway_data:
-            values["gateway_data"] = {**(payment.gateway_data or {}), **gateway_data}
-        if target == PAID:
-            values["paid_at"] = now
-        outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
-        writes: list[tuple[PreparedWrite, dict[str, Any]]] = [(_UPDATE_PAYMENT, values)]
-        if target == PAID:
-            writes += _credit_writes(payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
-                                     refund_id=None, note=f"payment {payment.id}",
-                                     locked=(payment.balance, payment.account_currency))[1]
-        writes.append((_INSERT_EVENT, _event_values(
-            payment, kind=kind, source=source, outcome=outcome.message, data=data,
-            answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
-            secrets=secrets)))
-        # the outbox event, in the same statement on PostgreSQL: it exists exactly when the change does
-        writes.append(outbox.outbox_write(outbox.PAYMENT_TYPES[target], outbox.payment_payload(
-            payment, previous=old, status=target, kind=kind)))
-        execute_together(conn, writes)  # on PostgreSQL one statement, one round trip
-    _broadcast(outcome, old, kind)
-    return outcome
+    payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW).one_or_none(
+        conn, {"payment_id": payment_id})
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
+    if verify is not None:
+        verify(context_of_row(payment))  # raising rolls back: nothing written, nothing recorded
+    secrets = _secret_values_of(payment.secrets_encrypted)
+    old = payment.status
+    if old in ALREADY[target]:
+        outcome = Outcome(payment.id, old, "already", f"payment {payment.id} is already {old}")
+        # A repeat that disagrees with the payment (a signed notification of another amount for a
+        # paid payment) changes nothing either, but is recorded for an admin to look at.
+        disagrees = check(payment) if check is not None and old == target else None
+        _event(conn, payment, kind=ATTENTION if disagrees else kind, source=source,
+               outcome=f"{outcome.message}; repeat disagrees, {disagrees}" if disagrees else outcome.message,
+               data=data, answer=_answer_text(answer, outcome), actor=actor, secrets=secrets)
+        return outcome, old
+    if old not in ALLOWED_FROM[target] | extra_allowed:
+        raise IllegalTransition(payment.id, old, target)
+    mismatch = check(payment) if check is not None else None
+    if mismatch is not None:
+        if old not in ALLOWED_FROM[FRAUD]:
+            raise IllegalTransition(payment.id, old, FRAUD)
+        target, result, info = FRAUD, Status.FRAUD.value, mismatch
+    else:
+        result = "changed"
+    now = utcnow()
+    values: dict[str, Any] = {"b_payment_id": payment.id, "status": target, "updated_at": now}
+    if external_id:
+        values["external_id"] = external_id[:128]
+    if info:
+        values["info"] = info
+    if gateway_data:
+        values["gateway_data"] = {**(payment.gateway_data or {}), **gateway_data}
+    if target == PAID:
+        values["paid_at"] = now
+    outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
+    writes: list[tuple[PreparedWrite, dict[str, Any]]] = [(_UPDATE_PAYMENT, values)]
+    if target == PAID:
+        writes += _credit_writes(payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
+                                 refund_id=None, note=f"payment {payment.id}",
+                                 locked=(payment.balance, payment.account_currency))[1]
+    writes.append((_INSERT_EVENT, _event_values(
+        payment, kind=kind, source=source, outcome=outcome.message, data=data,
+        answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,
+        secrets=secrets)))
+    # the outbox event, in the same statement on PostgreSQL: it exists exactly when the change does
+    writes.append(outbox.outbox_write(outbox.PAYMENT_TYPES[target], outbox.payment_payload(
+        payment, previous=old, status=target, kind=kind)))
+    execute_together(conn, writes)  # on PostgreSQL one statement, one round trip
+    return outcome, old
 
 
 def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *, source: str = "checkout",
@@ -384,41 +459,59 @@ def create_payment(account_id: int, paymethod_id: int, amount: Decimal | str, *,
     account, or ``amount`` is outside the method's minimum and maximum.
     """
     with write_transaction() as session:
-        account = session.get(Account, account_id)
-        method = session.get(PaymentMethod, paymethod_id)
-        if account is None or method is None:
-            raise PaymentCreateError(_("Unknown account or payment method."))
-        if not method.active:
-            raise PaymentCreateError(_("This payment method is disabled."), "method_disabled")
-        if method.currency != account.currency:
-            raise PaymentCreateError(_("This payment method takes %(method)s; the account is in %(account)s.",
-                                     method=method.currency, account=account.currency),
-                                     "currency", method=method.currency, account=account.currency)
-        try:
-            value = parse_amount(amount, account.currency)
-        except MoneyError as exc:
-            raise PaymentCreateError(str(exc)) from None
-        if value <= 0:
-            raise PaymentCreateError(_("The amount must be positive."))
-        if check_limits and method.min_amount is not None and value < method.min_amount:
-            raise PaymentCreateError(_("The minimum amount is %(amount)s %(currency)s.", amount=method.min_amount,
-                                     currency=method.currency),
-                                     "min_amount", amount=str(method.min_amount), currency=method.currency)
-        if check_limits and method.max_amount is not None and value > method.max_amount:
-            raise PaymentCreateError(_("The maximum amount is %(amount)s %(currency)s.", amount=method.max_amount,
-                                     currency=method.currency),
-                                     "max_amount", amount=str(method.max_amount), currency=method.currency)
-        fee = commission(value, account.currency, method.commission_amount or Decimal(0),
-                         method.commission_percent or Decimal(0))
-        if value + fee > MAX_AMOUNT:
-            raise PaymentCreateError(_("The amount is too large."), "too_large")
-        payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
-                          total=value + fee, currency=account.currency, status=NEW,
-                          description=description, refunded_amount=Decimal("0.00"))
-        session.add(payment)
-        session.flush()
-        _event(session, payment, kind="created", source=source, actor=actor, status_to=NEW,
-               outcome=f"created: {value} + {fee} commission = {value + fee} {account.currency}", data={})
+        return create_payment_in(session, account_id, paymethod_id, amount, source=source, actor=actor,
+                                 description=description, check_limits=check_limits)
+
+
+def create_payment_in(session: Session, account_id: int, paymethod_id: int, amount: Decimal | str, *,
+                      source: str = "checkout", actor: str | None = None, description: str | None = None,
+                      check_limits: bool = True, gateway_data: Mapping[str, Any] | None = None) -> Payment:
+    """:func:`create_payment` in the caller's :func:`write_transaction` ``session``, committed with the
+    caller's own writes (an automatic payment's child with the period it charges): the payment, flushed
+    so it has its id, and its ``created`` event. ``gateway_data`` is stored with it (never secrets).
+
+    Creation touches no balance and no ledger. On a refusal (:class:`PaymentCreateError`) nothing was
+    added to the session, so the caller may go on and record why.
+    """
+    _joined(session)
+    account = session.get(Account, account_id)
+    method = session.get(PaymentMethod, paymethod_id)
+    if account is None or method is None:
+        raise PaymentCreateError(_("Unknown account or payment method."))
+    if not method.active:
+        raise PaymentCreateError(_("This payment method is disabled."), "method_disabled")
+    if method.currency != account.currency:
+        raise PaymentCreateError(_("This payment method takes %(method)s; the account is in %(account)s.",
+                                 method=method.currency, account=account.currency),
+                                 "currency", method=method.currency, account=account.currency)
+    try:
+        value = parse_amount(amount, account.currency)
+    except MoneyError as exc:
+        raise PaymentCreateError(str(exc)) from None
+    if value <= 0:
+        raise PaymentCreateError(_("The amount must be positive."))
+    if check_limits and method.min_amount is not None and value < method.min_amount:
+        raise PaymentCreateError(_("The minimum amount is %(amount)s %(currency)s.", amount=method.min_amount,
+                                 currency=method.currency),
+                                 "min_amount", amount=str(method.min_amount), currency=method.currency)
+    if check_limits and method.max_amount is not None and value > method.max_amount:
+        raise PaymentCreateError(_("The maximum amount is %(amount)s %(currency)s.", amount=method.max_amount,
+                                 currency=method.currency),
+                                 "max_amount", amount=str(method.max_amount), currency=method.currency)
+    fee = commission(value, account.currency, method.commission_amount or Decimal(0),
+                     method.commission_percent or Decimal(0))
+    if value + fee > MAX_AMOUNT:
+        raise PaymentCreateError(_("The amount is too large."), "too_large")
+    payment = Payment(account_id=account.id, paymethod_id=method.id, amount=value, commission=fee,
+                      total=value + fee, currency=account.currency, status=NEW,
+                      description=description, refunded_amount=Decimal("0.00"),
+                      **({"gateway_data": dict(gateway_data)} if gateway_data else {}))
+    session.add(payment)
+    session.flush()
+    # the method is loaded already: its secrets (to scrub the event) without another query
+    _event(session, payment, kind="created", source=source, actor=actor, status_to=NEW,
+           outcome=f"created: {value} + {fee} commission = {value + fee} {account.currency}", data={},
+           secrets=_secret_values_of(method.secrets_encrypted))
     return payment
 
 
@@ -493,11 +586,21 @@ def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str
                  actor: str | None = None) -> None:
     """Record something that happened without changing the payment (a rejected notification, a return
     page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown."""
+    session = _JOINED.get()
+    if session is not None:  # record_event_in: in the caller's transaction
+        _record_event_on(session.connection(), payment_id, kind=kind, source=source, outcome=outcome, data=data,
+                         answer=answer, actor=actor)
+        return
     with write_connection() as conn:
-        payment = conn.execute(_PAYMENT_METHOD_ROW, {"b_payment_id": payment_id}).one_or_none() \
-            if payment_id is not None else None
-        _event(conn, payment, kind=kind, source=source, outcome=outcome, data=data, answer=answer,
-               actor=actor, secrets=_secret_values_of(payment.secrets_encrypted) if payment is not None else [])
+        _record_event_on(conn, payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer,
+                         actor=actor)
+
+
+def _record_event_on(conn: Connection, payment_id: int | None, **event: Any) -> None:
+    payment = conn.execute(_PAYMENT_METHOD_ROW, {"b_payment_id": payment_id}).one_or_none() \
+        if payment_id is not None else None
+    _event(conn, payment, secrets=_secret_values_of(payment.secrets_encrypted) if payment is not None else [],
+           **event)
 
 
 def request_refund(payment_id: int, amount: Decimal | str, *, source: str, reason: str | None = None,

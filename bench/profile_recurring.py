@@ -1,0 +1,97 @@
+"""In-process profile of ``recurring run`` against the Robokassa sandbox (one gateway thread).
+
+Starts the sandbox under gunicorn as ``bench/batch.py`` does, fills a fresh database with ``--n`` due
+auto-payment profiles (``bench.batch.fill``), then calls :func:`billcore.recurring.run_due` in this
+process with one gateway thread, so cProfile sees every call, and prints the CPU time per charge and
+(with ``--profile``) the functions that cost most. A development aid, not a test.
+
+    .venv/bin/python bench/profile_recurring.py --db sqlite --n 300 --latency 0 [--profile | --count-sql]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import batch  # noqa: E402
+from bench.notify import drop_target, make_target  # noqa: E402
+
+
+def _count_sql(app) -> dict[str, int]:
+    """Count the statements and commits of the app's engine from now on."""
+    from sqlalchemy import event
+
+    from billcore.db import db
+
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_args) -> None:
+        counts["statements"] += 1
+
+    def commit(*_args) -> None:
+        counts["commits"] += 1
+
+    event.listen(db.engine, "before_cursor_execute", statement)
+    event.listen(db.engine, "commit", commit)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fill, run and print the CPU milliseconds per charge (and the profile with ``--profile``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--latency", type=float, default=0.0, help="sandbox delay per web-service call (s)")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--count-sql", action="store_true",
+                        help="count the SQL statements and transactions (a listener: slower, so not timed)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="billcore-profile-recurring-") as tmp:
+        workdir = Path(tmp)
+        target = make_target(args.db, workdir, args.pg_url)
+        try:
+            sandbox_dir = workdir / "sandbox"
+            sandbox_dir.mkdir()
+            with batch.Gunicorn("sandbox", batch.sandbox_env(sandbox_dir, args.latency), workdir,
+                                workers=1, threads=8) as sandbox:
+                batch.fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", 0, notify=0, expired=0,
+                           profiles=args.n, refunds=0)
+                from billcore import recurring
+
+                app = batch._app(target, workers=1)
+                with app.app_context():
+                    counts = _count_sql(app) if args.count_sql else None
+                    profiler = cProfile.Profile() if args.profile else None
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    if profiler is not None:
+                        profiler.enable()
+                    result = recurring.run_due(limit=args.n)
+                    if profiler is not None:
+                        profiler.disable()
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    n = max(len(result.charges), 1)
+                    print(f"{args.db}: {len(result.charges)} charges ({result.count('paid')} paid), "
+                          f"{len(result.errors)} errors; {wall / n * 1000:.2f} ms wall, "
+                          f"{cpu / n * 1000:.2f} ms CPU per charge")
+                    if counts is not None:
+                        print(f"per charge: {counts['statements'] / n:.1f} SQL statements, "
+                              f"{counts['commits'] / n:.1f} commits (the run's own selection included)")
+                    if profiler is not None:
+                        stats = pstats.Stats(profiler)
+                        stats.dump_stats(Path(tempfile.gettempdir()) / "profile_recurring.pstats")
+                        stats.sort_stats("cumulative").print_stats(args.top)
+        finally:
+            drop_target(target, args.pg_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

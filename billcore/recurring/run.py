@@ -1,0 +1,479 @@
+"""``recurring run``: charge every due profile's period exactly once, in three steps per charge.
+
+1. **The claim**, one short transaction under the profile's lock (``FOR UPDATE SKIP LOCKED`` on
+   PostgreSQL; SQLite's write lock): :func:`billcore.recurring.decisions.decide_claim` says what to do
+   with the profile; for a charge the ``(profile, period)`` row is inserted (its unique constraint makes
+   a second charge of one period impossible, even from two hosts) or updated, the child payment is created
+   through the payment service in the same transaction (:func:`~billcore.payments.service.create_payment_in`,
+   with the period in its gateway data) and linked to the period, and the profile is leased (not due for
+   :data:`~billcore.recurring.base.LEASE`, so no other host picks it up meanwhile).
+2. **The module's call**, with nothing held: no transaction, no connection, no lock.
+3. **The booking**, one transaction under the profile's lock again: the payment service books the
+   module's answer on the child (``inpay``, ``paid``, ``cancelled``, or an event when the module failed)
+   and the period and profile get their outcome, committed together.
+
+An interrupted run resumes without charging twice. Interrupted after step 1: the period is claimed with a
+``new`` child; once the lease is over a run charges that same child again (same payment id, the
+gateway's idempotency key: claimed + new is a retry of a kept child). Interrupted during or after step 2,
+before step 3 committed: the same, unless the gateway's notification settled the child meanwhile
+(claimed + inpay: wait; claimed + paid or cancelled: reconcile the period from the child). After step 3
+nothing is left to do. A child cancelled here or flagged ``fraud`` while its outcome was unknown is never
+replaced (:func:`billcore.recurring.periods.held_error`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from flask_babel import gettext as _
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..db import db
+from ..gateway_pool import run_each, workers_for
+from ..models import Account, Payment, PaymentMethod, RecurringCharge, RecurringProfile, Status, utcnow
+from ..paymethods import full_settings
+from ..paymodule import ChargeResult
+from ..payments import service
+from ..payments.service import write_transaction
+from ..plugins import get_registry
+from ..states import ChargeState
+from .base import (ABANDONED, ACCEPTED, ACTIVE, CLAIMED, FAILED, FIXED, FLAGGED, LEASE, PAID, PAID_CHILD,
+                   SOURCE, SUSPENDED, THRESHOLD, UNKNOWN, charge_total, lock_profile)
+from .decisions import CHARGES, ChildKind, ClaimAction, PendingAction, classify_child, decide_claim, decide_pending
+from .errors import TEXT, Err, set_error, text_error
+from .periods import book_failed, book_paid, held_error, hold, month_total, reconcile
+from .schedule import aware, check_interval, fixed_period, next_fixed_due, next_month_start
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ticket:
+    """A claimed period, ready to be charged: what the claim transaction read under the profile's lock."""
+
+    profile_id: int
+    charge_id: int
+    period: str
+    amount: Decimal
+    account_id: int
+    paymethod_id: int
+    parent_payment_id: int
+    payment_id: int | None  # the child to charge (made by the claim, or left ``new`` by an earlier run)
+    # as the claim read them (detached; the module gets them attached to the thread's session)
+    child: Payment | None = field(default=None, repr=False)
+    parent: Payment | None = field(default=None, repr=False)
+    method: PaymentMethod | None = field(default=None, repr=False)
+
+
+@dataclass
+class RunResult:
+    """What one :func:`run_due` did: ``(profile id, period, payment id, outcome)`` per charge tried."""
+
+    charges: list[tuple[int, str, int | None, str]] = field(default_factory=list)
+    suspended: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (profile id, what went wrong)
+
+    def count(self, outcome: str) -> int:
+        """How many charges ended with ``outcome`` (paid, accepted, failed)."""
+        return sum(1 for c in self.charges if c[3] == outcome)
+
+
+# On SQLite one write transaction at a time holds the database's write lock, and a writer waiting for it
+# polls every millisecond or so (billcore.db._begin_immediate): with 40 gateway threads that polling cost
+# more CPU than the charges. The run's threads of one process take turns on this lock instead (a thread
+# waiting on it costs nothing); on PostgreSQL they write at once, each under its own rows' locks.
+_SQLITE_TURN = threading.Lock()
+
+
+@contextmanager
+def _write_turn() -> Iterator[None]:
+    """Wait for this process's turn to write on SQLite (no-op on other databases)."""
+    if db.engine.dialect.name != "sqlite":
+        yield
+        return
+    with _SQLITE_TURN:
+        yield
+
+
+# --- step 1: the claim ----------------------------------------------------------------------------------
+
+class _ProfileFacts:
+    """The :class:`~billcore.recurring.decisions.ClaimFacts` of a locked profile, each read from the
+    claim's session on first use (the table asks only for the facts its rows get to)."""
+
+    def __init__(self, session: Session, profile: RecurringProfile | None, now: datetime):
+        self.session, self.profile, self.now = session, profile, now
+
+    @cached_property
+    def due(self) -> bool:
+        """The profile is active and due (None: another host holds its lock)."""
+        profile = self.profile
+        return profile is not None and profile.status == ACTIVE and profile.next_charge_at is not None \
+            and aware(profile.next_charge_at) <= self.now
+
+    @cached_property
+    def pending_charge(self) -> RecurringCharge | None:
+        """The profile's latest unsettled period."""
+        return self.session.execute(select(RecurringCharge).where(
+            RecurringCharge.profile_id == self.profile.id,
+            RecurringCharge.state.in_((CLAIMED, ACCEPTED, FAILED)))
+            .order_by(RecurringCharge.id.desc()).limit(1)).scalars().first()
+
+    @cached_property
+    def old_child(self) -> Payment | None:
+        """The unsettled period's child, if it has one."""
+        charge = self.pending_charge
+        return self.session.get(Payment, charge.payment_id) if charge is not None and charge.payment_id else None
+
+    @cached_property
+    def pending(self) -> PendingAction:
+        """:func:`~billcore.recurring.decisions.decide_pending` of the latest unsettled period."""
+        charge, child = self.pending_charge, self.old_child
+        return decide_pending(charge.state if charge is not None else None,
+                              child.status if child is not None else None)
+
+    @cached_property
+    def account(self) -> Account:
+        """The profile's account (its balance for the threshold rule, its currency for the maximum)."""
+        return self.session.get(Account, self.profile.account_id)
+
+    @cached_property
+    def method(self) -> PaymentMethod:
+        """The profile's payment method."""
+        return self.session.get(PaymentMethod, self.profile.paymethod_id)
+
+    @cached_property
+    def period(self) -> str:
+        """The key of the next period: the charge date's month (fixed) or the next sequence (threshold)."""
+        if self.profile.rule == FIXED:
+            return fixed_period(self.profile.next_charge_at)
+        return f"t{(self.profile.sequence or 0) + 1}"
+
+    @cached_property
+    def period_done(self) -> bool:
+        """Fixed rule: the next period exists already. A threshold period's key is always new."""
+        if self.profile.rule != FIXED:
+            return False
+        return self.session.execute(select(RecurringCharge.id).where(
+            RecurringCharge.profile_id == self.profile.id, RecurringCharge.period == self.period)).first() \
+            is not None
+
+    @cached_property
+    def held(self) -> Err | None:
+        """Why the retried period's settled child must never be replaced (None: it may be)."""
+        child = self.old_child
+        return held_error(self.session, child) if child is not None and child.status != Status.NEW.value else None
+
+    @cached_property
+    def child(self) -> ChildKind:
+        """What the retried period's child allows."""
+        child = self.old_child
+        return classify_child(child.status if child is not None else None, self.held is not None)
+
+    @cached_property
+    def topped_up(self) -> bool:
+        """Threshold rule: the balance is at or above the threshold."""
+        return self.profile.rule == THRESHOLD and self.account.balance >= (self.profile.threshold or Decimal("0"))
+
+    @cached_property
+    def next_total(self) -> Decimal:
+        """What the next child costs the customer (amount and commission)."""
+        return charge_total(self.method, self.profile.amount, self.account.currency)
+
+    @cached_property
+    def over_max(self) -> bool:
+        """One more child would take this calendar month's children over the monthly maximum."""
+        return month_total(self.session, self.profile, self.now) + self.next_total > self.profile.monthly_max
+
+
+def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
+    """Lock a due profile, decide what to do (:func:`~billcore.recurring.decisions.decide_claim`) and do
+    it; for a charge, claim the period and create its child in this one transaction. Returns the
+    :class:`Ticket` to charge, or None when there is nothing to charge now."""
+    try:
+        with _write_turn(), write_transaction() as session:
+            facts = _ProfileFacts(session, lock_profile(session, profile_id, skip_locked=True), now)
+            action = decide_claim(facts)
+            if action == ClaimAction.SKIP:
+                return None  # another host has it, or it is no longer due
+            return _apply_claim(session, facts, action, now, result)
+    except IntegrityError:
+        log.info("recurring profile %s: period already claimed elsewhere", profile_id)
+        return None
+
+
+def _apply_claim(session: Session, facts: _ProfileFacts, action: ClaimAction, now: datetime,
+                 result: RunResult) -> Ticket | None:
+    """Carry out ``action`` on the locked profile in the claim's transaction."""
+    profile, pending = facts.profile, facts.pending_charge
+    if action == ClaimAction.WAIT:
+        profile.next_charge_at = now + check_interval()
+        return None
+    if action == ClaimAction.RECONCILE:
+        outcome = reconcile(session, profile, pending, facts.old_child, now)
+        result.charges.append((profile.id, pending.period, pending.payment_id, outcome))
+        if profile.status == SUSPENDED:
+            result.suspended.append(profile.id)
+        return None
+    if facts.pending == PendingAction.FAIL_AND_RETRY:
+        pending.state = FAILED  # accepted without a child: whatever happens next, it is a failed period
+    if action == ClaimAction.NEXT_MONTH:  # this month was charged already: go on to the next one
+        profile.next_charge_at = next_fixed_due(profile.charge_day or 1, profile.next_charge_at)
+        return None
+    if action == ClaimAction.CHECK_LATER:
+        profile.next_charge_at = now + check_interval()
+        return None
+    if action == ClaimAction.HOLD:
+        # a failed period whose child was cancelled here, not by the gateway, or flagged fraud
+        hold(profile, pending, now, facts.held)
+        result.charges.append((profile.id, pending.period, facts.old_child.id, UNKNOWN))
+        result.suspended.append(profile.id)
+        return None
+    if action == ClaimAction.ABANDON:  # topped up meanwhile (by hand): the failed top-up is no longer needed
+        pending.state, pending.updated_at = ABANDONED, now
+        profile.failures, profile.updated_at = 0, now
+        set_error(profile, None)
+        profile.next_charge_at = now + check_interval()
+        return None
+    if action == ClaimAction.MONTHLY_MAX:
+        set_error(profile, ("monthly_max", {"max": str(profile.monthly_max), "currency": facts.account.currency}))
+        profile.next_charge_at = next_month_start(now)
+        profile.updated_at = now
+        return None
+    if action not in CHARGES:
+        raise ValueError(f"no applier for {action!r}")
+    return _claim_charge(session, facts, action, now, result)
+
+
+def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, now: datetime,
+                  result: RunResult) -> Ticket | None:
+    """Claim the period (a new one, or the pending one again) with its child, made here through the payment
+    service unless the same child is charged again, and lease the profile. A child the payment service
+    refuses to create is booked as a failed charge of the period in the same transaction (None is
+    returned)."""
+    profile = facts.profile
+    period = facts.period if action == ClaimAction.CHARGE_NEW_PERIOD else facts.pending_charge.period
+    child, error = facts.old_child if action == ClaimAction.CHARGE_SAME_CHILD else None, None
+    if child is None:
+        # made first, so the period is written once, with its child (a concurrent claim of the same
+        # period still fails below, on the unique constraint, and rolls the child back with it)
+        try:
+            child = service.create_payment_in(
+                session, profile.account_id, profile.paymethod_id, profile.amount, source=SOURCE,
+                description=_("Automatic payment %(period)s", period=period)[:255], check_limits=True,
+                gateway_data={"recurring_profile_id": profile.id, "recurring_period": period,
+                              "recurring_parent_id": profile.parent_payment_id})
+        except service.PaymentCreateError as exc:
+            error = _creation_error(exc)
+    if action == ClaimAction.CHARGE_NEW_PERIOD:
+        charge = RecurringCharge(profile_id=profile.id, period=period, attempts=0, created_at=now)
+        session.add(charge)
+        if profile.rule == THRESHOLD:
+            profile.sequence = (profile.sequence or 0) + 1
+    else:
+        charge = facts.pending_charge
+    charge.state, charge.attempts, charge.updated_at = CLAIMED, (charge.attempts or 0) + 1, now
+    if action != ClaimAction.CHARGE_SAME_CHILD:
+        charge.payment_id = child.id if child is not None else None  # a refused child stays cancelled
+        charge.charged_at = now
+    profile.next_charge_at, profile.updated_at = now + LEASE, now
+    session.flush()  # a concurrent claim of the same period fails here, on the unique constraint
+    if child is None:  # the payment service refused to create it (``error`` says why)
+        if book_failed(profile, charge, now, error or ("refused", {})):
+            result.suspended.append(profile.id)
+        result.charges.append((profile.id, charge.period, None, FAILED))
+        return None
+    return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id, profile.paymethod_id,
+                  profile.parent_payment_id, child.id, child=child,
+                  parent=session.get(Payment, profile.parent_payment_id), method=facts.method)
+
+
+def _creation_error(exc: service.PaymentCreateError) -> Err:
+    """Why the payment service refused to create the child, as the error code and parameters it gives
+    (its message is already in the cron's language, so it is kept only when there is no code)."""
+    return (exc.code, dict(exc.params)) if exc.code != TEXT else (TEXT, {"info": str(exc)})
+
+
+def _link(ticket: Ticket, payment_id: int) -> None:
+    """Link ``payment_id`` to the ticket's period as its child (tests set up old runs' states with it)."""
+    with write_transaction() as session:
+        charge = session.get(RecurringCharge, ticket.charge_id)
+        charge.payment_id = payment_id
+
+
+# --- step 2: the module's call --------------------------------------------------------------------------
+
+def _ask_module(method: PaymentMethod, child: Payment, parent: Payment) -> ChargeResult:
+    try:
+        answer = get_registry().call(method.module, "billcore_recurring_charge", payment=child, parent=parent,
+                                     paymethod=method, settings=full_settings(method))
+    except Exception as exc:  # a module bug or an unexpected network error: the charge may have happened
+        log.exception("module %s failed to charge payment %s", method.module, child.id)
+        return ChargeResult(ChargeState.ERROR, info=f"{type(exc).__name__}")
+    if not isinstance(answer, ChargeResult):
+        return NO_ANSWER
+    return answer
+
+
+# What _ask_module returns when no module answered: a refusal, booked with the "unsupported" error.
+NO_ANSWER = ChargeResult(ChargeState.FAILED, info="the payment system does not support automatic payments")
+
+
+def _charge_objects(ticket: Ticket) -> tuple[PaymentMethod, Payment, Payment]:
+    """The method, child and parent for the module, attached to this thread's session without a query
+    (as the claim read them; an attribute the module reads beyond them loads as it always did)."""
+    if ticket.child is None or ticket.parent is None or ticket.method is None:  # a ticket made by hand
+        db.session.expire_all()
+        return (db.session.get(PaymentMethod, ticket.paymethod_id), db.session.get(Payment, ticket.payment_id),
+                db.session.get(Payment, ticket.parent_payment_id))
+    return (db.session.merge(ticket.method, load=False), db.session.merge(ticket.child, load=False),
+            db.session.merge(ticket.parent, load=False))
+
+
+def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
+    """Ask the module to charge the claimed period's child (nothing held meanwhile), then book its answer
+    on the child, the period and the profile in one transaction. Returns ``paid``, ``accepted``,
+    ``failed`` or ``unknown`` (the child was flagged ``fraud``: the period is held and the profile
+    suspended for an admin's check)."""
+    method, child, parent = _charge_objects(ticket)
+    asked = (child.total, child.currency)  # what the module was asked to charge
+    answer = _ask_module(method, child, parent)
+    outcome = _book_answer(ticket, method.module, asked, answer, now, result)
+    db.session.expire_all()  # the caller's session sees the booked child when it looks again
+    result.charges.append((ticket.profile_id, ticket.period, ticket.payment_id, outcome))
+    return outcome
+
+
+# --- step 3: the booking --------------------------------------------------------------------------------
+
+def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer: ChargeResult, now: datetime,
+                 result: RunResult) -> str:
+    """Book the module's ``answer`` on the child (through the payment service), the period and the
+    profile, in one transaction under the profile's lock (taken first, as the claim does; the service then
+    locks the child and, for a credit, the account)."""
+    child_id = ticket.payment_id
+    with _write_turn(), write_transaction() as session:
+        profile = lock_profile(session, ticket.profile_id, skip_locked=False)
+        charge = session.get(RecurringCharge, ticket.charge_id)
+        data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
+        outcome = _apply_answer(session, module, child_id, asked, answer, data)
+        suspension = "suspended after failed charges"
+        suspended = False
+        if outcome == FLAGGED:  # charged another amount: a new child could charge the customer twice
+            suspended = hold(profile, charge, now, ("fraud_check", {"id": child_id}))
+            suspension = "suspended: the charge needs an admin's check (payment flagged fraud)"
+            outcome = UNKNOWN
+        elif outcome == "error":
+            # unknown whether the gateway charged: the failure counts, but the period stays claimed, so its
+            # child is never seen as a settled failure (cleanup and the client leave it alone) and the
+            # same child is charged again, with the same id
+            suspended = book_failed(profile, charge, now, ("module_error", {"info": answer.info}))
+            charge.state = CLAIMED
+            outcome = FAILED
+        elif outcome == PAID:
+            book_paid(profile, charge, now)
+        elif outcome == ACCEPTED:
+            charge.state, charge.updated_at = ACCEPTED, now
+            if profile.status == ACTIVE:
+                profile.next_charge_at = now + check_interval()  # then the outcome is booked
+        else:
+            error = ("unsupported", {}) if answer is NO_ANSWER else text_error(answer.info, ("refused", {}))
+            suspended = book_failed(profile, charge, now, error)
+        if suspended:
+            result.suspended.append(profile.id)
+            service.record_event_in(session, child_id, kind=SOURCE, source=SOURCE, data={"profile_id": profile.id},
+                                    outcome=f"automatic payment {profile.id} {suspension}")
+    return outcome
+
+
+def _apply_answer(session: Session, module: str, child_id: int, asked: tuple[Decimal, str], answer: ChargeResult,
+                  data: dict[str, Any]) -> str:
+    """Book the module's answer on the child through the payment service, in the booking's ``session``;
+    returns paid/accepted/failed/error, or fraud (:data:`~billcore.recurring.base.FLAGGED`) when the
+    service flagged the child for another amount or currency. ``asked``: the child's total and currency,
+    taken as what was paid when the module does not say."""
+    try:
+        if answer.state == ChargeState.PAID:
+            amount = Decimal(str((answer.data or {}).get("amount") or asked[0]))
+            currency = str((answer.data or {}).get("currency") or asked[1])
+            outcome = service.set_paid_in(session, child_id, amount=amount, currency=currency, source=module,
+                                          kind=SOURCE, data=data, external_id=answer.external_id,
+                                          info=answer.info or None)
+            return FLAGGED if outcome.result == Status.FRAUD else PAID
+        if answer.state == ChargeState.ACCEPTED:
+            service.set_in_pay_in(session, child_id, source=module, kind=SOURCE, data=data,
+                                  external_id=answer.external_id, info=answer.info or None)
+            return ACCEPTED
+        if answer.state == ChargeState.ERROR:
+            service.record_event_in(session, child_id, kind=SOURCE, source=SOURCE, data=data,
+                                    outcome=f"charge failed in the module: {answer.info}")
+            return "error"
+        service.set_cancelled_in(session, child_id, source=module, kind=SOURCE, data=data,
+                                 reason=(answer.info or "charge refused")[:500])
+        return FAILED
+    except service.IllegalTransition as exc:
+        # a notification settled the child before the module answered (a fast gateway): its status rules
+        # (read under the child's lock by the refused change, which wrote nothing)
+        if exc.current in PAID_CHILD:
+            return PAID
+        if exc.current == Status.INPAY.value:
+            return ACCEPTED
+        if exc.current == Status.FRAUD.value:
+            return FLAGGED
+        return FAILED
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+def due_profile_ids(now: datetime, limit: int = 500) -> list[int]:
+    """Ids of active profiles due at ``now``, oldest due first."""
+    return [profile_id for profile_id, _module in _due_profiles(now, limit)]
+
+
+def _due_profiles(now: datetime, limit: int) -> list[tuple[int, str]]:
+    """``(profile id, module key)`` of active profiles due at ``now``, oldest due first."""
+    rows = [(row[0], row[1]) for row in db.session.execute(
+        select(RecurringProfile.id, PaymentMethod.module)
+        .join(PaymentMethod, PaymentMethod.id == RecurringProfile.paymethod_id)
+        .where(RecurringProfile.status == ACTIVE, RecurringProfile.next_charge_at <= now)
+        .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(limit))]
+    db.session.commit()  # end the read snapshot before the claims
+    return rows
+
+
+def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
+    """Charge every due profile once (the cron job). Safe to run on several hosts at once.
+
+    The profiles of each module are charged concurrently by that module's pool of threads
+    (:func:`billcore.gateway_pool.workers_for`); each claim and each booking is one short transaction,
+    and the gateway is asked with nothing locked (the claim's lease keeps other hosts off the profile).
+    """
+    now = aware(now or utcnow())
+    result = RunResult()
+    by_module: dict[str, list[int]] = {}
+    for profile_id, module in _due_profiles(now, limit):
+        by_module.setdefault(module, []).append(profile_id)
+
+    def charge(profile_id: int) -> None:
+        ticket = _claim(profile_id, now, result)
+        if ticket is not None:
+            charge_ticket(ticket, now, result)
+
+    def failed(profile_id: int, exc: Exception) -> None:
+        # one profile's trouble (a database hiccup) must not stop the others
+        log.error("recurring profile %s could not be processed", profile_id,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        result.errors.append((profile_id, f"{type(exc).__name__}: {exc}"[:300]))
+
+    for module, profile_ids in by_module.items():
+        run_each(profile_ids, charge, workers_for(module), failed)
+    return result
