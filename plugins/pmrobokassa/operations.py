@@ -96,9 +96,7 @@ def gateway_setup(settings: Mapping[str, Any], base_url: str) -> GatewaySetup:
         warnings.append(_("The billing's public address uses port %(port)s. Robokassa sends notifications "
                           "only to ports 443 and 80: payments will never be credited. Publish the billing "
                           "on port 443.", port=port))
-    if parts.scheme == "http":
-        warnings.append(_("The billing's public address is plain http: payment notifications travel "
-                          "unencrypted. Use https."))
+    # plain http is the core's own warning on the method's page: not repeated here
     if parts.hostname in ("localhost", "127.0.0.1", "::1"):
         warnings.append(_("The billing's public address is a local one: Robokassa cannot reach it."))
     notes = [_("Enter Password #1 and Password #2 exactly as in Robokassa's technical settings; each has "
