@@ -40,7 +40,7 @@ from billcore.testing.conformance import SUITE_CONFIG, ConformanceSuite
 
 from pmtemplate.tests.adapter import KEY, TemplateAdapter
 
-ENDPOINT = f"{KEY}.handle_notification"
+ENDPOINT = f"{KEY}.tplresult"
 MERCHANT_CHECK = ('    if data.get("merchant_id") != settings.get("merchant_id"):\n'
                   '        raise Refuse("another merchant", answer="bad merchant")\n')
 VERIFY = '    if not verify(data, str(settings.get("secret") or "")):\n'

@@ -53,18 +53,27 @@ class FreeKassaAdapter(ConformanceAdapter):
         """The shop's settings; the suite's requests come from the test client's address."""
         return dict(SETTINGS)
 
-    def other_merchant_settings(self) -> dict[str, Any]:
-        """Another shop at FreeKassa, with its own secret words."""
-        return {**SETTINGS, "merchant_id": "20001", "secret1": "other_word_1", "secret2": "other_word_2"}
+    inside_address = FREEKASSA_ADDRESS
+
+    def other_merchant_settings(self) -> list[dict[str, Any]]:
+        """Other shops at FreeKassa: one with its own secret words, one sharing this shop's (then only the
+        module's check of ``MERCHANT_ID`` tells them apart)."""
+        return [{**SETTINGS, "merchant_id": "20001", "secret1": "other_word_1", "secret2": "other_word_2"},
+                {**SETTINGS, "merchant_id": "20002"}]
+
+    def allowlist_settings(self) -> dict[str, Any]:
+        """The shop's settings with FreeKassa's own notifying address as the only one allowed."""
+        return {**SETTINGS, "networks": FREEKASSA_ADDRESS}
 
     def invalid_settings(self) -> list[dict[str, Any]]:
         """A shop ID that is not a number, a missing secret word, an address that is none."""
         return [{**SETTINGS, "merchant_id": "shop-1"}, {**SETTINGS, "merchant_id": ""}, {**SETTINGS, "secret2": ""},
                 {**SETTINGS, "secret1": ""}, {**SETTINGS, "networks": "168.119.157.136, freekassa.com"}]
 
-    def genuine_notification(self, payment, settings) -> Notification:
-        """Signed with secret word 2."""
-        return Notification("/mancgi/fkresult", data=notification(payment, settings))
+    def genuine_notification(self, payment, settings, amount: Decimal | None = None) -> Notification:
+        """Signed with secret word 2 (``amount``: what FreeKassa says it received, default the total)."""
+        fields = {} if amount is None else {"AMOUNT": f"{amount:.2f}"}
+        return Notification("/mancgi/fkresult", data=notification(payment, settings, **fields))
 
     def forged_notification(self, payment, settings) -> Notification:
         """Signed with secret word 1 (the form's word, which every payer's browser has seen used)."""

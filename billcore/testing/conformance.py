@@ -241,12 +241,15 @@ def seen(resp: TestResponse) -> str:
 
 
 def request_marks(action: StartAction) -> list[str]:
-    """What identifies the gateway's request: the target's path (unless it is a script of this site
+    """What identifies the gateway's request: the target's address (unless it is a script of this site
     that the browser POSTs to, whose path a login page may name) and the values of its query and fields
     that look like signatures or tokens (long, no spaces, not URLs)."""
     parts = urlsplit(action.url)
     values = [v for _name, v in parse_qsl(parts.query)] + [str(v) for _name, v in action.fields]
-    marks = [parts.path] if parts.path not in ("", "/") and not action.posts_to_this_site else []
+    # an absolute target is marked by its whole address: its path alone (say ``/pay``) may be part of any
+    # page's own links
+    target = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else parts.path
+    marks = [target] if parts.path not in ("", "/") and not action.posts_to_this_site else []
     return marks + [v for v in values if len(v) >= SIGNATURE_MIN and _TOKEN.fullmatch(v)]
 
 

@@ -299,14 +299,13 @@ def test_result_unexpected_error_is_not_ok(app, payment, monkeypatch):
 def test_callback_inv_id_beyond_any_payment_id_is_unknown_not_a_database_error(app, payment, path):
     """Robokassa's InvId may be larger than an INTEGER key: such a payment cannot exist here (found by
     the fuzz test on PostgreSQL, which refused the lookup with 'integer out of range'). The notification
-    answers 404; the payer's return goes to the dashboard, as for any id that cannot be a payment."""
+    answers 404; the payer's signed return gets the invalid-link page, as for any id it cannot check."""
     params = {**result_params(payment.id), "InvId": "3000000000"}
     response = app.test_client().post(path, data=params)
     if path.endswith("rkresult"):
         assert (response.status_code, response.get_data(as_text=True)) == (404, "unknown payment")
     else:
-        assert response.status_code == 302
-        assert response.headers["Location"].endswith("/dashboard")
+        assert response.status_code == 400 and "not valid" in response.get_data(as_text=True)
     assert reload(payment.id).status == "new" and ledger_count(payment.id) == 0
 
 
@@ -457,15 +456,19 @@ def test_success_bad_signature_is_an_error_page(app, client_client, payment):
     assert [e.outcome for e in events(payment.id, "rksuccess")] == ["rejected: bad signature"] * 3
 
 
-def test_success_for_no_robokassa_payment_answers_as_for_any_id(app, client_client, client_user, payment):
-    """An unknown id, or another module's payment, is not checked (there is no Password #1 to check it
-    with): the browser goes to the return page like any other, which shows a payment to its owner only."""
+def test_success_for_no_robokassa_payment_answers_as_a_bad_signature(app, client_client, client_user, payment):
+    """An unknown id, or another module's payment, cannot be checked (there is no Password #1 to check it
+    with): it gets the very page a bad signature for a real payment gets, so a signed return never tells
+    which payments exist; nothing changes and the return is recorded without a payment."""
     other = add_paymethod("pmtemplate", {"secret": "template-secret-1"})
     foreign = service.create_payment(client_user.account_id, other.id, Decimal("100.00"))
+    forged = success_params(payment.id)
+    forged["SignatureValue"] = "0" * len(forged["SignatureValue"])
+    reference = client_client.post("/mancgi/rksuccess", data=forged)
+    assert reference.status_code == 400
     for inv_id in (payment.id + 500, foreign.id):
         response = client_client.post("/mancgi/rksuccess", data=success_params(inv_id))
-        assert response.status_code == 302
-        assert response.headers["Location"].endswith(f"/payments/{inv_id}/return/success")
+        assert (response.status_code, response.get_data()) == (reference.status_code, reference.get_data())
     assert reload(foreign.id).status == "new" and not events(foreign.id, "rksuccess")
     assert len(events(None, "rksuccess")) == 2
 

@@ -5,6 +5,7 @@ gateway does (its field names, its signature), ideally checked against an exampl
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from billcore.gateway import ConformanceAdapter, Notification
@@ -22,9 +23,11 @@ class SkeletonAdapter(ConformanceAdapter):
         """What the admin enters in the integration form (secrets included)."""
         return {"merchant_id": "shop-1", "secret": "conformance-secret-1"}
 
-    def other_merchant_settings(self) -> dict[str, Any]:
-        """Another merchant's valid settings: its notifications must never pay this merchant's payments."""
-        return {"merchant_id": "shop-2", "secret": "conformance-secret-2"}
+    def other_merchant_settings(self) -> list[dict[str, Any]]:
+        """Other merchants' valid settings, one sharing shop-1's secret (only the merchant check can tell
+        it apart): their notifications must never pay this merchant's payments."""
+        return [{"merchant_id": "shop-2", "secret": "conformance-secret-2"},
+                {"merchant_id": "shop-3", "secret": "conformance-secret-1"}]
 
     def invalid_settings(self) -> list[dict[str, Any]]:
         """Each refused by the form or the validation: no merchant, a bad one, no secret, a short one."""
@@ -32,14 +35,15 @@ class SkeletonAdapter(ConformanceAdapter):
         return [{**good, "merchant_id": ""}, {**good, "merchant_id": "bad id!"}, {**good, "secret": ""},
                 {**good, "secret": "short"}]
 
-    def params(self, payment: Any, settings: dict[str, Any]) -> dict[str, str]:
-        """The notification's fields for ``payment`` paid in full, unsigned."""
-        return {"merchant_id": settings["merchant_id"], "order_id": str(payment.id), "amount": f"{payment.total:.2f}",
+    def params(self, payment: Any, settings: dict[str, Any], amount: Decimal | None = None) -> dict[str, str]:
+        """The notification's fields for ``payment`` paid (``amount``, default in full), unsigned."""
+        paid = payment.total if amount is None else amount
+        return {"merchant_id": settings["merchant_id"], "order_id": str(payment.id), "amount": f"{paid:.2f}",
                 "currency": payment.currency, "status": "paid", "operation_id": f"op-{payment.id}"}
 
-    def genuine_notification(self, payment: Any, settings: dict[str, Any]) -> Notification:
+    def genuine_notification(self, payment: Any, settings: dict[str, Any], amount: Decimal | None = None) -> Notification:
         """Signed with the merchant's secret."""
-        params = self.params(payment, settings)
+        params = self.params(payment, settings, amount)
         return Notification(RESULT, data={**params, "signature": sign(params, settings["secret"])})
 
     def forged_notification(self, payment: Any, settings: dict[str, Any]) -> Notification:
