@@ -34,7 +34,9 @@ import multiprocessing
 import os
 import random
 import re
+import socket
 import string
+import subprocess
 import sys
 import tempfile
 import threading
@@ -103,6 +105,77 @@ def paced_notifications(port: int, payments: list[tuple[int, Decimal]], rate: fl
     for thread in threads:
         thread.join(120)
     return results
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream billcore_pages {{ server 127.0.0.1:{pages}; }}
+    upstream billcore_callbacks {{ server 127.0.0.1:{callbacks}; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        client_max_body_size 1m;
+{site}
+    }}
+}}
+"""
+
+# What docs/security.md recommends for the gateways' callbacks: their own workers, a small body cap, and
+# no lingering close for what is refused (the proxy does not read a 10 MB body it has refused).
+NGINX_SITE = """\
+        location /mancgi/ {
+            client_max_body_size 16k;
+            lingering_close off;
+            proxy_pass http://billcore_callbacks;
+        }
+        location / {
+            proxy_pass http://billcore_pages;
+        }"""
+
+
+class Proxy:
+    """nginx in front of the pages' and the callbacks' gunicorns, as in production; stopped on exit."""
+
+    def __init__(self, nginx: str, pages_port: int, callbacks_port: int, workdir: Path, name: str) -> None:
+        # plain http on 127.0.0.1 like the runs without a proxy (no X-Forwarded-Proto: https would add
+        # Flask-WTF's Referer check to the guessers' posts, which the direct runs do not have)
+        from bench.notify import free_port
+
+        self.port = free_port()
+        folder = workdir / f"nginx-{name}"
+        folder.mkdir()
+        conf = folder / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=folder, pages=pages_port, callbacks=callbacks_port, port=self.port,
+                                          site=NGINX_SITE))
+        self.process = subprocess.Popen([nginx, "-c", str(conf), "-p", str(folder)],
+                                        stdout=subprocess.DEVNULL, stderr=(folder / "stderr.log").open("wb"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start: {(folder / 'stderr.log').read_text()}")
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(10)
 
 
 class Attackers:
@@ -273,7 +346,9 @@ def run(kind: str, args, workdir: Path) -> dict:
         warm, quiet_payments, attack_payments = payments[:40], payments[200:200 + per_phase], payments[200 + per_phase:]
         targets = [pid for pid, _ in payments[40:200]]  # what the attackers name: real payments
         env = {"BILLCORE_INSTANCE_PATH": str(target.instance), "BILLCORE_DATABASE_URL": target.url,
-               "BILLCORE_BASE_URL": "https://billing.example.com", "BILLCORE_TRUSTED_PROXIES": "1",
+               "BILLCORE_BASE_URL": "https://billing.example.com",
+               # the attackers' X-Forwarded-For stands for their own addresses; the proxy adds one hop
+               "BILLCORE_TRUSTED_PROXIES": "2" if args.proxy else "1",
                "BILLCORE_RATELIMIT_STORAGE_URI": args.redis, "BILLCORE_RATELIMIT_KEY_PREFIX": uuid.uuid4().hex}
         print(f"{kind}:", flush=True)
         pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}",
@@ -284,12 +359,21 @@ def run(kind: str, args, workdir: Path) -> dict:
                                argparse.Namespace(**{**vars(args), "workers": args.callback_workers}),
                                workdir, f"hardening-callbacks-{kind}")
         with pages, callbacks:
-            paced_notifications(callbacks.port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
-            quiet = paced_notifications(callbacks.port, quiet_payments, args.rate, args.seconds)
-            size_before, events_before = database_size(app, target), event_count(app)
-            with Attack(pages.port, callbacks.port, targets, args) as attack:
-                time.sleep(1)  # the attack is under way before the genuine ones start
-                loud = paced_notifications(callbacks.port, attack_payments, args.rate, args.seconds)
+            pages_port, callbacks_port = pages.port, callbacks.port
+            proxy = None
+            if args.proxy:  # everyone, genuine or not, reaches billcore through the proxy
+                proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind)
+                pages_port = callbacks_port = proxy.port
+            try:
+                paced_notifications(callbacks_port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
+                quiet = paced_notifications(callbacks_port, quiet_payments, args.rate, args.seconds)
+                size_before, events_before = database_size(app, target), event_count(app)
+                with Attack(pages_port, callbacks_port, targets, args) as attack:
+                    time.sleep(1)  # the attack is under way before the genuine ones start
+                    loud = paced_notifications(callbacks_port, attack_payments, args.rate, args.seconds)
+            finally:
+                if proxy is not None:
+                    proxy.__exit__()
             size_after, events_after = database_size(app, target), event_count(app)
         quiet_figures, loud_figures = summary("quiet", quiet), summary("attack", loud)
         ratio = loud_figures["p99"] / quiet_figures["p99"] if quiet_figures["p99"] else 0.0
@@ -324,6 +408,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attacker-nice", type=int, default=0,
                         help="run the attacking process at this nice level (its CPU stands for another "
                              "machine's; 0: it competes with the server as an equal)")
+    parser.add_argument("--proxy", metavar="NGINX",
+                        help="with --callback-workers: put this nginx binary in front, as docs/security.md "
+                             "recommends (/mancgi/ to the callbacks' workers with a 16 KB body cap)")
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--rate", type=float, default=20, help="genuine notifications per second")
