@@ -34,6 +34,18 @@ STATUS_CODES = {s.value for s in Status}
 VIEWS = [(w, lang) for w in WIDTHS for lang in ("en", "ru")]
 
 
+def _contrast(color: str, background: str) -> float:
+    """WCAG's contrast ratio of two opaque CSS colours as getComputedStyle gives them (``rgb(r, g, b)``)."""
+    def luminance(css: str) -> float:
+        r, g, b = (int(x) / 255 for x in re.findall(r"\d+", css)[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    assert "rgba" not in background or background.endswith(", 1)"), background  # opaque, so the ratio is its own
+    light, dark = sorted((luminance(color), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def _data(server) -> dict:
     """Two methods, a paid, a cancelled, a fraud and an open payment of the client."""
     with server.app_context():
@@ -79,6 +91,10 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
         page.click("[data-testid=chart-status] summary")  # the table alternative
         assert page.locator("[data-testid=table-status] tbody tr").count() == 30
         check_page(page, artifacts, "0-overview")
+        # the icon: linked from every page, and /favicon.ico (which browsers ask for anyway) is no 404
+        for href in (page.get_attribute("link[rel=icon]", "href"), "/favicon.ico"):
+            answer = page.request.get(live_server.url + href)
+            assert answer.ok and answer.headers["content-type"].startswith("image/svg+xml"), (href, answer.status)
         page.click("[data-testid=attention-fraud]")
         page.wait_for_url(re.compile(r"status=fraud"))
         expect(page.locator("[data-testid=admin-payments] tbody tr")).to_have_count(1)
@@ -94,6 +110,12 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
         # states as words on the badges, never the stored codes
         badges = page.locator("[data-testid=admin-payments] tbody .status").all_inner_texts()
         assert len(badges) == 5 and not {b.strip() for b in badges} & STATUS_CODES, badges
+        # every badge's text against its own background: at least 4.5:1 (WCAG AA), whatever axe leaves unsure
+        for label, color, background in page.eval_on_selector_all(
+                "[data-testid=admin-payments] tbody .status",
+                "els => els.map(e => [e.textContent.trim(), getComputedStyle(e).color,"
+                " getComputedStyle(e).backgroundColor])"):
+            assert _contrast(color, background) >= 4.5, (label, color, background)
         check_page(page, artifacts, "1-payments")
         # paging: two to a page, then next, next, previous and back to the first page
         live_server.app.config["ADMIN_PAGE_SIZE"] = 2
