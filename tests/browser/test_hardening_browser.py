@@ -212,7 +212,9 @@ def test_the_payment_door_s_pages_pass_the_audit(live_server, browser, artifacts
         page.click("[data-testid=pay-again]")
         page.wait_for_selector("form[data-autosubmit]")
         assert page.inner_text("h1") == text["going"]
-        assert page.evaluate("window.__held") == [f"{fake.GATEWAY}/form"]  # it did try to go on its own
+        # it does try to go on its own (billcore.js runs once the page is parsed: wait for that, not a time)
+        page.wait_for_function("window.__held && window.__held.length > 0")
+        assert page.evaluate("window.__held") == [f"{fake.GATEWAY}/form"]
         assert _status(live_server, payment_id) == "inpay"
         check_page(page, artifacts, "2-redirect")
         page.click(f"form[data-autosubmit] button >> text={text['continue']}")
