@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: export BILLCORE_BASE_URL ?= http://$(HOST):$(PORT)
 run: export BILLCORE_PMROBOKASSA_SANDBOX ?= true
 
-.PHONY: run test install install-test chromium axe clean translations
+.PHONY: run test install install-test chromium axe clean translations screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ TEST_WORKERS ?= auto
 test: install-test chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); \
 		status=$$?; [ -z "$(PYTEST_STATUS)" ] || echo $$status > "$(PYTEST_STATUS)"; exit $$status
+
+# The README's two screenshots (docs/screenshots/), taken again from the running pages by a browser test.
+screenshots: install-test chromium
+	BILLCORE_README_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -q tests/browser/test_readme_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts tests/browser/node_modules

@@ -14,18 +14,20 @@ from __future__ import annotations
 import os
 import smtplib
 import ssl
+from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from flask_babel import force_locale
+from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from .db import db
 from .models import Role, User
+from .templating import money
 
 MAIL_FROM_DEFAULT = "billing@localhost"
 
@@ -42,19 +44,32 @@ def _recipients(account_id: int | None) -> list[User]:
                                                       User.active.is_(True)).order_by(User.id)).scalars())
 
 
+def _decimal(value: Any) -> Decimal | None:
+    """An event's amount (a decimal string) as a Decimal; None when it is missing or not a number."""
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
 def compose(event_type: str, payload: dict[str, Any]) -> tuple[str, str]:
     """The subject and text of a notice, in the current locale (``force_locale``)."""
     from .recurring import error_text
 
     currency = payload.get("currency") or ""
+    # written as the recipient writes money (1 100,00 ₽ in Russian); the job runs outside any request, so
+    # the language is the forced one
+    lang = str(get_locale() or "en")
     if event_type == "payment.paid":
-        return (_("Payment received: %(amount)s %(currency)s", amount=payload.get("amount"), currency=currency),
-                _("Your payment #%(id)s of %(amount)s %(currency)s has been credited to your account.",
-                  id=payload.get("payment_id"), amount=payload.get("amount"), currency=currency))
+        amount = money(_decimal(payload.get("amount")), currency, lang)
+        return (_("Payment received: %(amount)s", amount=amount),
+                _("Your payment #%(id)s of %(amount)s has been credited to your account.",
+                  id=payload.get("payment_id"), amount=amount))
     if event_type == "refund.finished":
-        return (_("Refund made: %(amount)s %(currency)s", amount=payload.get("refund_amount"), currency=currency),
-                _("A refund of %(amount)s %(currency)s for payment #%(id)s has been made.",
-                  amount=payload.get("refund_amount"), currency=currency, id=payload.get("payment_id")))
+        amount = money(_decimal(payload.get("refund_amount")), currency, lang)
+        return (_("Refund made: %(amount)s", amount=amount),
+                _("A refund of %(amount)s for payment #%(id)s has been made.", amount=amount,
+                  id=payload.get("payment_id")))
     error = error_text(payload.get("error_code"), payload.get("error_params")) if payload.get("error_code") \
         else _("the charge was refused")
     if event_type == "recurring.charge_failed":

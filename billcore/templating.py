@@ -71,12 +71,13 @@ def language() -> str:
     return str(get_locale() or "en") if has_request_context() else "en"
 
 
-def money(amount: Decimal | None, currency: str) -> str:
+def money(amount: Decimal | None, currency: str, lang: str | None = None) -> str:
     """An amount in its currency as the reader writes it: ``1 100,00 ₽`` in Russian (CLDR's rule, no-break
-    spaces), ``1 100.00 RUB`` in English."""
+    spaces), ``1 100.00 RUB`` in English; in ``lang`` when given (outside a request, e.g. an e-mail), else
+    in the page's language."""
     if amount is None:
         return "—"
-    if language() == "ru":
+    if (lang or language()) == "ru":
         return format_currency(Decimal(format_amount(amount, currency)), currency, locale="ru")
     text = format_amount(amount, currency)
     whole, _, frac = text.partition(".")

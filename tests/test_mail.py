@@ -21,6 +21,7 @@ from tests import fake_checkout_module as fake
 from tests.conftest import add_paymethod
 
 FAKE = {"pmfakepay": "tests.fake_checkout_module"}
+NBSP = "\u00a0"
 
 
 class Inbox:
@@ -86,9 +87,11 @@ def test_smtp_server_receives_notices_in_each_customers_language(app, smtp):
     assert en["Subject"] == "Payment received: 100.00 RUB" and en["From"] == "billing@provider.example"
     assert "has been credited to your account" in en.get_content()
     ru_paid, ru_refund = by_recipient["ru@test.example"]
-    assert ru_paid["Subject"] == "Платёж получен: 250.00 RUB"
-    assert "зачислен" in ru_paid.get_content()
-    assert ru_refund["Subject"] == "Возврат выполнен: 50.00 RUB"
+    # money as a Russian reader writes it (no-break spaces, comma, ₽), as on the pages
+    assert ru_paid["Subject"] == f"Платёж получен: 250,00{NBSP}₽"
+    assert f"на 250,00{NBSP}₽ зачислен" in ru_paid.get_content()
+    assert ru_refund["Subject"] == f"Возврат выполнен: 50,00{NBSP}₽"
+    assert f"возврат 50,00{NBSP}₽" in ru_refund.get_content()
     # sent once: another run finds nothing to send
     assert webhooks.deliver().delivered == 0 and len(inbox.messages) == 3
     page_rows = db.session.query(Delivery).filter_by(channel="email").all()
@@ -112,7 +115,7 @@ def test_auto_payment_failed_and_suspended_notices(app, smtp):
         assert _failed(profile, charge, utcnow(), ("refused", {})) is True  # suspended at the first failure
     webhooks.deliver()
     subjects = [m["Subject"] for rcpt, m in inbox.messages if rcpt == ["ru@test.example"]]
-    assert subjects == ["Платёж получен: 100.00 RUB", "Автоплатёж не прошёл", "Автоплатёж приостановлен"]
+    assert subjects == [f"Платёж получен: 100,00{NBSP}₽", "Автоплатёж не прошёл", "Автоплатёж приостановлен"]
     suspended = inbox.messages[-1][1].get_content()
     assert suspended.strip() == ("Автоплатёж №1 приостановлен: в списании отказано. Пока его не возобновят, "
                                  "деньги списываться не будут.")

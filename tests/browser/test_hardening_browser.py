@@ -2,7 +2,8 @@
 Russian: the checkout reaching the gateway through billcore's payment door by an auto-submitted POST, the
 payment page's Pay button (the only other way a payment is started: a link starts nothing), the login
 page refusing a guesser (429), a payment needing the admin's attention, and the admin deactivating a
-client (whose open session ends).
+client (whose open session ends). The door's own pages (the payment page with its Pay form, a refusal, the
+auto-submitting page) are audited by axe-core and must fit the viewport.
 
 The payment module is the tests' fake one (``tests/fake_checkout_module.py``): its "gateway" is answered
 by the browser context itself, so the browser never leaves 127.0.0.1.
@@ -19,6 +20,7 @@ from billcore.models import Payment
 from billcore.payments import service
 from tests import fake_checkout_module as fake
 from tests.browser.conftest import log_in
+from tests.browser.ui import WIDTHS, check_page, new_page, set_language
 from tests.conftest import ADMIN, CLIENT, add_paymethod
 
 pytestmark = [pytest.mark.browser,
@@ -160,3 +162,62 @@ def test_the_admin_sees_a_payment_needing_attention_and_deactivates_a_client(liv
     assert "/login" in payer.url
     payer_context.close()
     context.close()
+
+
+# what the payment door's pages say, per language
+DOOR_TEXT = {
+    "en": {"going": "Going to the payment system", "continue": "Continue to payment",
+           "unavailable": "The payment system is not available at the moment. Please try again later."},
+    "ru": {"going": "Переход в платёжную систему", "continue": "Перейти к оплате",
+           "unavailable": "Платёжная система сейчас недоступна. Попробуйте позже."},
+}
+# Holds back the auto-submission (form.submit() from billcore.js) so the page that makes it can be audited;
+# a click on its button still submits the form, as it does for a customer without script.
+HOLD_AUTOSUBMIT = ("window.__held = []; HTMLFormElement.prototype.submit = function () {"
+                   " window.__held.push(this.getAttribute('action')); };")
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("language", LOCALES)
+def test_the_payment_door_s_pages_pass_the_audit(live_server, browser, artifacts, size, language):
+    """The payment page with its Pay form, the door's refusal on it and the auto-submitting page that posts
+    to the gateway: audited by axe-core, no wider than the viewport, in the customer's language."""
+    text = DOOR_TEXT[language]
+    method_id = _card(live_server)
+    set_language(live_server, CLIENT[0], language)
+    with live_server.app_context():
+        payment = service.create_payment(find_user(CLIENT[0]).account_id, method_id, Decimal("250.00"))
+        payment_id = payment.id
+        db.session.remove()
+    context, page = new_page(browser, WIDTHS["desktop" if size == "wide" else "phone"], language)
+    try:
+        context.route(f"{fake.GATEWAY}/**", lambda route: route.fulfill(status=200, content_type="text/html",
+                                                                       body="<h1>gateway</h1>"))
+        context.add_init_script(HOLD_AUTOSUBMIT)
+        log_in(page, live_server, *CLIENT)
+        page.goto(f"{live_server.url}/payments/{payment_id}")
+        assert page.is_visible("[data-testid=pay-again]")
+        check_page(page, artifacts, "0-payment-with-pay")
+
+        # the module fails: back on the payment's page with the door's message, nothing started
+        fake.MODE["start"] = "error"
+        page.click("[data-testid=pay-again]")
+        page.wait_for_url(f"{live_server.url}/payments/{payment_id}")
+        assert text["unavailable"] in page.inner_text("body")
+        assert _status(live_server, payment_id) == "new"
+        check_page(page, artifacts, "1-door-refused")
+
+        # the gateway wants a POST: the auto-submitting page, held here for the audit
+        fake.MODE["start"] = "post"
+        page.click("[data-testid=pay-again]")
+        page.wait_for_selector("form[data-autosubmit]")
+        assert page.inner_text("h1") == text["going"]
+        # it does try to go on its own (billcore.js runs once the page is parsed: wait for that, not a time)
+        page.wait_for_function("window.__held && window.__held.length > 0")
+        assert page.evaluate("window.__held") == [f"{fake.GATEWAY}/form"]
+        assert _status(live_server, payment_id) == "inpay"
+        check_page(page, artifacts, "2-redirect")
+        page.click(f"form[data-autosubmit] button >> text={text['continue']}")
+        page.wait_for_url(f"{fake.GATEWAY}/form")
+    finally:
+        context.close()
