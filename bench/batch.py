@@ -8,7 +8,7 @@ For each database (a SQLite file; a PostgreSQL database created and dropped by t
 2. fills the database by bulk insert: N ``inpay`` Robokassa payments, N due auto-payment profiles (each
    with a paid parent the sandbox knows), N/10 refunds with a sandbox request id to follow, and N ``new``
    payments past their method's period to delete due invoices;
-3. runs, each as its own ``flask`` process (so the peak memory, ``ru_maxrss``, is that command's):
+3. runs, each as its own ``flask`` process (its peak memory, ``VmHWM``, written by bench/peak.py):
    ``payments check`` (polling + refund following), ``payments check`` again on two processes at once
    ("two hosts"; PostgreSQL only, SQLite serves one host), ``recurring run`` and ``payments cleanup``;
 4. meanwhile sends Robokassa notifications to billcore at a steady pace and reports their latency p99
@@ -16,8 +16,9 @@ For each database (a SQLite file; a PostgreSQL database created and dropped by t
 5. checks the guarantees: no payment asked twice by the two hosts (one poll event per payment), every
    profile charged once, every refund followed.
 
-``--memory`` instead runs ``payments cleanup`` and ``payments check`` at 1,000 and at ``--big`` items
-(default 100,000 for cleanup, 10,000 for check) and prints the peak memory of each.
+``--memory`` instead runs ``payments cleanup``, ``payments check`` and ``recurring run`` at 1,000 and at
+each of the ``--big-*`` sizes (default 100,000 for cleanup and recurring, 10,000 for check), each on a
+database holding only that job's items, and prints the peak memory of each.
 
 Run from the repository root::
 
@@ -320,13 +321,19 @@ class Run:
 
 
 def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([str(VENV_BIN / "flask"), "--app", "billcore", *args], cwd=ROOT,
-                            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+    """Start ``flask --app billcore ARGS`` through bench/peak.py, which writes the command's own peak
+    resident memory to a file at exit (``ru_maxrss`` would include this process's: see bench/peak.py)."""
+    fd, peak_file = tempfile.mkstemp(prefix="billcore-peak-")
+    os.close(fd)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peak.py"), peak_file, "--app", "billcore", *args],
+                            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.peak_file = peak_file  # type: ignore[attr-defined]
+    return proc
 
 
 def finish(proc: subprocess.Popen, started: float) -> Run:
-    """Wait for ``proc``; its wall time from ``started`` and its own peak resident memory."""
+    """Wait for ``proc``; its wall time from ``started``, its own peak resident memory and its CPU time."""
     output_chunks: list[str] = []
     reader = threading.Thread(target=lambda: output_chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
@@ -335,9 +342,14 @@ def finish(proc: subprocess.Popen, started: float) -> Run:
     reader.join(10)
     proc.returncode = os.waitstatus_to_exitcode(status)
     output = "".join(output_chunks).strip()
+    peak_file = Path(proc.peak_file)  # type: ignore[attr-defined]
+    peak_text = peak_file.read_text().strip()
+    peak_file.unlink()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{proc.args} exited {proc.returncode}: {output[-2000:]}")
-    return Run(seconds, usage.ru_maxrss / 1024, output, usage.ru_utime + usage.ru_stime)
+    if not peak_text:
+        raise RuntimeError(f"{proc.args} wrote no peak memory: {output[-2000:]}")
+    return Run(seconds, int(peak_text) / 1024, output, usage.ru_utime + usage.ru_stime)
 
 
 def timed(args: list[str], env: dict[str, str]) -> Run:
@@ -450,8 +462,10 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
 
 def run_memory(kind: str, args, workdir: Path) -> list[dict]:
     rows = []
-    jobs = [(job, sizes) for job, sizes in (("cleanup", (1000, args.big_cleanup)), ("check", (1000, args.big_check)))
+    jobs = [(job, (1000, *big)) for job, big in (("cleanup", args.big_cleanup), ("check", args.big_check),
+                                                  ("recurring", args.big_recurring))
             if job in args.memory_jobs]
+    commands = {"cleanup": ["payments", "cleanup"], "check": ["payments", "check"], "recurring": ["recurring", "run"]}
     for job, sizes in jobs:
         for size in sizes:
             case = workdir / f"memory-{kind}-{job}-{size}"
@@ -464,8 +478,9 @@ def run_memory(kind: str, args, workdir: Path) -> list[dict]:
                               workers=args.sandbox_workers, threads=args.sandbox_threads) as sandbox:
                     fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite",
                          size if job == "check" else 0, notify=0, expired=size if job == "cleanup" else 0,
-                         profiles=0, refunds=0)
-                    run = timed(["payments", job], billcore_env(target, args.workers))
+                         profiles=size if job == "recurring" else 0, refunds=0)
+                    command = commands[job] + (["--limit", str(size)] if job == "recurring" else [])
+                    run = timed(command, billcore_env(target, args.workers))
             finally:
                 drop_target(target, args.pg_url)
             rows.append({"database": kind, "job": job, "items": size, "seconds": round(run.seconds, 1),
@@ -500,9 +515,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS,
                         help="which commands to time (the data for all of them is filled anyway)")
     parser.add_argument("--memory", action="store_true", help="peak memory at 1,000 vs --big-* items")
-    parser.add_argument("--memory-jobs", nargs="+", default=["cleanup", "check"], choices=["cleanup", "check"])
-    parser.add_argument("--big-cleanup", type=int, default=100_000)
-    parser.add_argument("--big-check", type=int, default=10_000)
+    parser.add_argument("--memory-jobs", nargs="+", default=["cleanup", "check"],
+                        choices=["cleanup", "check", "recurring"])
+    parser.add_argument("--big-cleanup", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
+    parser.add_argument("--big-check", type=int, nargs="+", default=[10_000], help="sizes besides 1,000")
+    parser.add_argument("--big-recurring", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 

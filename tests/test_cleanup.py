@@ -4,6 +4,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from sqlalchemy.exc import OperationalError
+
 from billcore.accounts import create_client
 from billcore.cli.payments import cancel_expired_payments
 from billcore.db import db
@@ -70,3 +72,26 @@ def test_cleanup_on_two_hosts_at_once_cancels_each_payment_once(capp):  # noqa: 
     assert all(_status(pid) == "cancelled" for pid in ids)
     for pid in ids:
         assert db.session.query(PaymentEvent).filter_by(payment_id=pid, status_to="cancelled").count() == 1
+
+
+def test_cleanup_goes_on_after_an_unexpected_error_on_one_payment(capp, monkeypatch):  # noqa: F811
+    user = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", delete_after_days=1)
+    ids = [_aged(user.account_id, method.id, 2) for _ in range(5)]
+    broken = ids[1]
+    real = service.set_cancelled
+
+    def set_cancelled(payment_id, **change):
+        if payment_id == broken:  # e.g. PostgreSQL's lock_timeout while a notification holds the row
+            raise OperationalError("UPDATE payments ...", {}, Exception("canceling statement due to lock timeout"))
+        return real(payment_id, **change)
+
+    monkeypatch.setattr(service, "set_cancelled", set_cancelled)
+    result = capp.test_cli_runner().invoke(args=["payments", "cleanup"])
+    assert result.exit_code == 0, result.output
+    assert "4 payment(s) cancelled, 0 already cancelled, 0 skipped (changed meanwhile), 1 failed" in result.output
+    assert {pid: _status(pid) for pid in ids} == {pid: "new" if pid == broken else "cancelled" for pid in ids}
+
+    monkeypatch.setattr(service, "set_cancelled", real)
+    assert cancel_expired_payments().cancelled == 1  # the next run takes it
+    assert _status(broken) == "cancelled"

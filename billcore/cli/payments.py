@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from ..db import db, is_sqlite
 from ..models import Payment, PaymentMethod, utcnow
 from ..payments import service
 
+log = logging.getLogger(__name__)
 payments_cli = AppGroup("payments", help="Payments: housekeeping and status polling.")
 
 CLEANUP_REASON = "not paid within the payment method's period to delete due invoices"
@@ -23,11 +25,13 @@ CLEANUP_REASON = "not paid within the payment method's period to delete due invo
 
 @dataclass
 class CleanupResult:
-    """How many expired payments were cancelled, found already settled by someone else, or refused."""
+    """How many expired payments were cancelled, found already settled by someone else, refused, or
+    failed with an unexpected error (logged)."""
 
     cancelled: int = 0
     already: int = 0
     skipped: int = 0
+    failed: int = 0
 
 
 def _expired_ids(method: PaymentMethod, now: datetime, batch: int, after_id: int) -> list[int]:
@@ -58,7 +62,9 @@ def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_r
     Each payment goes through :func:`service.set_cancelled` (source ``cleanup``), so the history shows
     why and two hosts running this at once never cancel a payment twice or undo a payment that got
     paid meanwhile. ``dry_run`` only counts. Methods without a period are left alone, and so are the
-    children of auto-payment periods still being charged (:func:`recurring.held_child_clause`).
+    children of auto-payment periods still being charged (:func:`recurring.held_child_clause`). An
+    unexpected error on one payment (a lock or statement timeout, a lost connection) rolls back that
+    payment's transaction alone: it is logged, counted in ``failed`` and the run goes on.
     """
     now = now or utcnow()
     result = CleanupResult()
@@ -82,6 +88,10 @@ def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_r
                                                     data={"delete_after_days": method.delete_after_days})
                 except service.PaymentError:  # paid (or otherwise moved on) since it was selected
                     result.skipped += 1
+                    continue
+                except Exception as exc:  # the next run retries it; the others need not wait for that
+                    log.exception("payments cleanup: payment %s failed: %s", payment_id, type(exc).__name__)
+                    result.failed += 1
                     continue
                 if outcome.already:
                     result.already += 1
@@ -109,7 +119,7 @@ def cleanup_command(dry_run: bool, batch: int, verbose: bool) -> None:
         click.echo(f"{result.cancelled} payment(s) would be cancelled")
     else:
         click.echo(f"{result.cancelled} payment(s) cancelled, {result.already} already cancelled, "
-                   f"{result.skipped} skipped (changed meanwhile)")
+                   f"{result.skipped} skipped (changed meanwhile), {result.failed} failed (see the log)")
 
 
 # ``payments check``: status polling and refund following for every module that supports them.
