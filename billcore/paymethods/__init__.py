@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 
 from ..crypto import decrypt_json, encrypt_json
-from ..db import db
+from ..db import db, shared_connection
 from ..logs import remember_secrets
 from ..models import Payment, PaymentMethod
 from ..paymodule import ModuleInfo
@@ -73,14 +73,31 @@ _CALLBACK_QUERY = (
 
 
 def callback_context(payment_id: int) -> CallbackContext | None:
-    """The payment and its method's settings in one statement on a connection of its own (None when
-    there is no such payment): a notification's cheap first look, before the service locks anything."""
-    with db.engine.connect() as conn:
-        # One SELECT needs no transaction: on PostgreSQL autocommit spares a BEGIN and a ROLLBACK round
-        # trip; on SQLite (whose connections already run in autocommit) the option skips billcore's BEGIN.
-        conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
-                                  else {"isolation_level": "AUTOCOMMIT"}))
-        row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+    """The payment and its method's settings in one statement (None when there is no such payment): a
+    notification's cheap first look, before the service locks anything.
+
+    Inside :func:`billcore.db.request_connection` (a gateway callback) it reads on the block's connection,
+    which the payment service's transaction then uses too; elsewhere on a connection of its own.
+    """
+    shared = shared_connection()
+    if shared is None:
+        with db.engine.connect() as conn:
+            # One SELECT needs no transaction: on PostgreSQL autocommit spares a BEGIN and a ROLLBACK round
+            # trip; on SQLite (whose connections already run in autocommit) the option skips billcore's BEGIN.
+            conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
+                                      else {"isolation_level": "AUTOCOMMIT"}))
+            row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+    elif shared.dialect.name == "sqlite":
+        # a read in autocommit, ended here: it takes no lock, and the service's write transaction
+        # begins IMMEDIATE after it on the same connection
+        shared.execution_options(billcore_single_read=True, billcore_write=False)
+        with shared.begin():
+            row = shared.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+    else:
+        # PostgreSQL: the read begins the request's transaction (a plain SELECT locks no row), which the
+        # service's write transaction continues: one BEGIN for both, where an autocommit read would need
+        # its own connection or a switch of the connection's isolation level.
+        row = shared.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
     return context_of_row(row) if row is not None else None
 
 
