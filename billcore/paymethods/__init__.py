@@ -14,6 +14,7 @@ from ..db import db, shared_connection
 from ..logs import remember_secrets
 from ..models import Payment, PaymentMethod
 from ..paymodule import ModuleInfo
+from ..prepared import PreparedLookup
 
 
 @lru_cache(maxsize=256)
@@ -70,6 +71,7 @@ _CALLBACK_QUERY = (
                                         PaymentMethod.__table__.c.id == Payment.__table__.c.paymethod_id))
     .where(Payment.__table__.c.id == bindparam("payment_id"))
 )
+_CALLBACK_LOOKUP = PreparedLookup(_CALLBACK_QUERY)
 
 
 def callback_context(payment_id: int) -> CallbackContext | None:
@@ -87,17 +89,14 @@ def callback_context(payment_id: int) -> CallbackContext | None:
             conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
                                       else {"isolation_level": "AUTOCOMMIT"}))
             row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
-    elif shared.dialect.name == "sqlite":
-        # a read in autocommit, ended here: it takes no lock, and the service's write transaction
-        # begins IMMEDIATE after it on the same connection
-        shared.execution_options(billcore_single_read=True, billcore_write=False)
-        with shared.begin():
-            row = shared.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
     else:
-        # PostgreSQL: the read begins the request's transaction (a plain SELECT locks no row), which the
-        # service's write transaction continues: one BEGIN for both, where an autocommit read would need
-        # its own connection or a switch of the connection's isolation level.
-        row = shared.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+        # On the DBAPI cursor (billcore.prepared), as the service's locking read. On SQLite a read in
+        # autocommit that takes no lock (the option keeps it so if the statement goes through SQLAlchemy);
+        # the service's write transaction then begins IMMEDIATE. On PostgreSQL the read opens the
+        # transaction (a plain SELECT locks no row) that the service's write transaction continues: one
+        # BEGIN for both; the pool rolls it back when no write follows.
+        shared.execution_options(billcore_single_read=True, billcore_write=False)
+        row = _CALLBACK_LOOKUP.one_or_none(shared, {"payment_id": payment_id})
     return context_of_row(row) if row is not None else None
 
 
