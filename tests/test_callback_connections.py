@@ -7,7 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from billcore import callbacks
 from billcore.db import db, request_connection, shared_connection
@@ -125,4 +125,35 @@ def test_a_refusal_inside_the_locked_transaction_rolls_back_and_the_connection_g
         assert not shared_connection().in_transaction()
         service.record_event(payment.id, kind="notification", source="test", outcome="refused")
         assert service.set_paid(payment.id, amount=Decimal("100.00"), currency="RUB", source="test").changed
+    assert _status(payment.id) == "paid"
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["prepared", "observed"])
+def test_the_first_look_locks_nothing(app, payment, observed):
+    """The first look (what a forged notification gets before it is refused) takes no lock: another
+    connection locks the payment at once, and on SQLite takes the write lock at once; also when a listener
+    watches statements (the lookup then goes through SQLAlchemy's execute)."""
+
+    def watch(*_args):
+        pass
+
+    if observed:
+        event.listen(db.engine, "before_cursor_execute", watch)
+    try:
+        with request_connection():
+            assert callbacks.callback_context(payment.id).status == "new"
+            with db.engine.connect() as other:
+                raw = other.connection.driver_connection
+                if db.engine.dialect.name == "sqlite":
+                    raw.execute("PRAGMA busy_timeout=0")  # refused at once if the first look held a lock
+                    raw.execute("BEGIN IMMEDIATE")
+                    raw.execute("ROLLBACK")
+                    raw.execute(f"PRAGMA busy_timeout={int(app.config['SQLITE_BUSY_TIMEOUT_MS'])}")
+                else:
+                    other.execute(text("SELECT id FROM payments WHERE id = :id FOR UPDATE NOWAIT"), {"id": payment.id})
+                    other.rollback()
+            assert service.set_paid(payment.id, amount=Decimal("100.00"), currency="RUB", source="test").changed
+    finally:
+        if observed:
+            event.remove(db.engine, "before_cursor_execute", watch)
     assert _status(payment.id) == "paid"
