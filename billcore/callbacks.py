@@ -32,7 +32,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import SQLAlchemyError
 
 from .args import MAX_ID
-from .db import db
+from .db import db, request_connection
 from .limits import allow, client_address, known_fields
 from .logs import file_logger
 from .paymethods import CallbackContext, callback_context
@@ -173,6 +173,12 @@ def gateway_callback(module: str, *, source: str, id_field: str, fields: Sequenc
     def decorate(handler: Callable[[CallbackRequest], Answer]) -> Callable:
         @wraps(handler)
         def view() -> Response:
+            # one pooled connection for the whole notification: the first look, the service's locked
+            # transaction and a refusal's record share it; returned to the pool on any exit
+            with request_connection():
+                return respond()
+
+        def respond() -> Response:
             request.max_content_length = int(current_app.config["CALLBACK_MAX_CONTENT_LENGTH"])
             params = _params()
             payment_id: int | None = None
@@ -243,6 +249,10 @@ def gateway_return(module: str, *, source: str, id_field: str, outcome: str, fie
     write = log or _default_log(log_file or source)
 
     def view() -> Any:
+        with request_connection():  # the look at the payment and the return's record: one checkout
+            return respond()
+
+    def respond() -> Any:
         request.max_content_length = int(current_app.config["CALLBACK_MAX_CONTENT_LENGTH"])
         params = _params()
         try:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..crypto import scrub
-from ..db import db
+from ..db import db, is_sqlite, writing_on_shared_connection
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..states import RefundStatus
 from .. import outbox
@@ -199,14 +199,28 @@ def write_connection() -> Iterator[Connection]:
     """Like :func:`write_transaction`, a Core connection in a transaction that holds the write lock.
 
     Used by the status changes, which run on every notification: a few Core statements cost a fraction
-    of the ORM's unit of work (bench/notify.py).
+    of the ORM's unit of work (bench/notify.py). Inside :func:`billcore.db.request_connection` (a gateway
+    callback) the transaction runs on the block's connection, after the callback's first look at the
+    payment, instead of on a connection of its own.
     """
     try:
-        with db.engine.connect() as conn:
-            conn.execution_options(billcore_write=True)
-            with conn.begin():
-                yield conn
-            mark_committed()
+        with writing_on_shared_connection() as shared:
+            if shared is None:
+                with db.engine.connect() as conn:
+                    conn.execution_options(billcore_write=True)
+                    with conn.begin():
+                        yield conn
+            else:  # a gateway callback's connection (billcore.db.request_connection): no second checkout
+                shared.execution_options(billcore_write=True, billcore_single_read=False)
+                if shared.in_transaction() and is_sqlite(shared.engine):
+                    # never continue a SQLite transaction that did not begin IMMEDIATE (the first look's
+                    # read ran in autocommit and took no lock): end it, and BEGIN IMMEDIATE below
+                    shared.rollback()
+                # On PostgreSQL the transaction the first look began goes on (READ COMMITTED: the
+                # locking SELECT reads the latest committed row): no second BEGIN.
+                with shared.get_transaction() or shared.begin():
+                    yield shared
+        mark_committed()
     finally:
         _end_request_snapshot()
 

@@ -10,10 +10,11 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 
 from ..crypto import decrypt_json, encrypt_json
-from ..db import db
+from ..db import db, shared_connection
 from ..logs import remember_secrets
 from ..models import Payment, PaymentMethod
 from ..paymodule import ModuleInfo
+from ..prepared import PreparedLookup
 
 
 @lru_cache(maxsize=256)
@@ -70,17 +71,32 @@ _CALLBACK_QUERY = (
                                         PaymentMethod.__table__.c.id == Payment.__table__.c.paymethod_id))
     .where(Payment.__table__.c.id == bindparam("payment_id"))
 )
+_CALLBACK_LOOKUP = PreparedLookup(_CALLBACK_QUERY)
 
 
 def callback_context(payment_id: int) -> CallbackContext | None:
-    """The payment and its method's settings in one statement on a connection of its own (None when
-    there is no such payment): a notification's cheap first look, before the service locks anything."""
-    with db.engine.connect() as conn:
-        # One SELECT needs no transaction: on PostgreSQL autocommit spares a BEGIN and a ROLLBACK round
-        # trip; on SQLite (whose connections already run in autocommit) the option skips billcore's BEGIN.
-        conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
-                                  else {"isolation_level": "AUTOCOMMIT"}))
-        row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+    """The payment and its method's settings in one statement (None when there is no such payment): a
+    notification's cheap first look, before the service locks anything.
+
+    Inside :func:`billcore.db.request_connection` (a gateway callback) it reads on the block's connection,
+    which the payment service's transaction then uses too; elsewhere on a connection of its own.
+    """
+    shared = shared_connection()
+    if shared is None:
+        with db.engine.connect() as conn:
+            # One SELECT needs no transaction: on PostgreSQL autocommit spares a BEGIN and a ROLLBACK round
+            # trip; on SQLite (whose connections already run in autocommit) the option skips billcore's BEGIN.
+            conn.execution_options(**({"billcore_single_read": True} if conn.dialect.name == "sqlite"
+                                      else {"isolation_level": "AUTOCOMMIT"}))
+            row = conn.execute(_CALLBACK_QUERY, {"payment_id": payment_id}).one_or_none()
+    else:
+        # On the DBAPI cursor (billcore.prepared), as the service's locking read. On SQLite a read in
+        # autocommit that takes no lock (the option keeps it so if the statement goes through SQLAlchemy);
+        # the service's write transaction then begins IMMEDIATE. On PostgreSQL the read opens the
+        # transaction (a plain SELECT locks no row) that the service's write transaction continues: one
+        # BEGIN for both; the pool rolls it back when no write follows.
+        shared.execution_options(billcore_single_read=True, billcore_write=False)
+        row = _CALLBACK_LOOKUP.one_or_none(shared, {"payment_id": payment_id})
     return context_of_row(row) if row is not None else None
 
 
