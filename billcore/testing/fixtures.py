@@ -5,9 +5,12 @@ the billcore source tree. ``BILLCORE_TEST_DATABASE_URL`` (a PostgreSQL URL) adds
 """
 from __future__ import annotations
 
+import atexit
 import html
 import os
 import re
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +28,7 @@ from alembic import command
 from billcore import create_app, migrate
 from billcore.config import normalise_database_url
 from billcore.db import db
+from billcore.i18n import compile_catalogs
 from billcore.models import PaymentMethod
 from billcore.paymethods import store_settings
 from billcore.plugins import get_registry
@@ -69,6 +73,26 @@ def _reuse_route_builders() -> None:
 _reuse_route_builders()
 
 
+_COMPILED_CATALOGS: list[Path] = []
+
+
+def _seed_catalogs(instance_path: Path) -> None:
+    """Put up-to-date compiled catalogues into a new instance folder, copied from one compiled per process.
+
+    Every app compiles the ``.po`` catalogues into its instance folder unless a newer ``.mo`` is there;
+    each test has a new instance folder, and compiling costs ~60 ms an app. The copy keeps the
+    modification times, so the app's own check (still run) finds them current.
+    """
+    target = instance_path / "translations"
+    if target.exists():
+        return
+    if not _COMPILED_CATALOGS:
+        compiled = Path(tempfile.mkdtemp(prefix="billcore-catalogs-"))
+        atexit.register(shutil.rmtree, compiled, ignore_errors=True)
+        _COMPILED_CATALOGS.append(compiled)
+    shutil.copytree(compile_catalogs(_COMPILED_CATALOGS[0]), target)
+
+
 def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
     """A testing app with its own instance folder and database (schema created from the models).
 
@@ -88,6 +112,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "TEST_CHEAP_PASSWORD_HASH": True,
     }
     settings.update(config)
+    if settings.get("INSTANCE_PATH"):
+        _seed_catalogs(Path(settings["INSTANCE_PATH"]))
     app = create_app(settings)
     # Tests keep an app context pushed, and Flask reuses it for test-client requests, so ``g`` (where
     # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
