@@ -40,6 +40,9 @@ ADMIN = ("admin@test.example", "admin-pass-1")
 CLIENT = ("client@test.example", "client-pass-1")
 OTHER_CLIENT = ("other@test.example", "other-pass-1")
 BASE_URL = "https://billing.example.com"
+# ``serve_forever`` arguments for test servers run in a thread: ``shutdown()`` waits for the serving loop
+# to notice, which polls every 0.5 s by default, so every test with a server lost ~0.25-0.5 s stopping it.
+FAST_SHUTDOWN: dict[str, float] = {"poll_interval": 0.02}
 
 
 def _reuse_route_builders() -> None:
