@@ -25,10 +25,9 @@ from werkzeug.routing import Rule
 
 from alembic import command
 
-from billcore import create_app, migrate
+from billcore import create_app, i18n, migrate
 from billcore.config import normalise_database_url
 from billcore.db import db
-from billcore.i18n import compile_catalogs
 from billcore.models import PaymentMethod
 from billcore.paymethods import store_settings
 from billcore.plugins import get_registry
@@ -77,23 +76,31 @@ _reuse_route_builders()
 
 
 _COMPILED_CATALOGS: list[Path] = []
+_compile_catalogs = i18n.compile_catalogs
+_SEEDING = threading.local()
 
 
-def _seed_catalogs(instance_path: Path) -> None:
-    """Put up-to-date compiled catalogues into a new instance folder, copied from one compiled per process.
+def _compile_catalogs_once(target: Path) -> Path:
+    """``compile_catalogs`` for apps made by :func:`make_app`: copy the catalogues compiled once per
+    process into the new instance folder, then let the real function check them.
 
     Every app compiles the ``.po`` catalogues into its instance folder unless a newer ``.mo`` is there;
     each test has a new instance folder, and compiling costs ~60 ms an app. The copy keeps the
-    modification times, so the app's own check (still run) finds them current.
+    modification times, so the app's own check finds them current. It runs where the app would compile,
+    after the app made its instance folder (private, as the tests of the app's files check). Other apps
+    (``create_app`` called directly) compile as usual.
     """
-    target = instance_path / "translations"
-    if target.exists():
-        return
-    if not _COMPILED_CATALOGS:
-        compiled = Path(tempfile.mkdtemp(prefix="billcore-catalogs-"))
-        atexit.register(shutil.rmtree, compiled, ignore_errors=True)
-        _COMPILED_CATALOGS.append(compiled)
-    shutil.copytree(compile_catalogs(_COMPILED_CATALOGS[0]), target)
+    if getattr(_SEEDING, "active", False) and not target.exists():
+        if not _COMPILED_CATALOGS:
+            compiled = Path(tempfile.mkdtemp(prefix="billcore-catalogs-"))
+            atexit.register(shutil.rmtree, compiled, ignore_errors=True)
+            # a folder the real function creates (with its modes, which the copy keeps)
+            _COMPILED_CATALOGS.append(compiled / "translations")
+        shutil.copytree(_compile_catalogs(_COMPILED_CATALOGS[0]), target)
+    return _compile_catalogs(target)
+
+
+i18n.compile_catalogs = _compile_catalogs_once
 
 
 def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
@@ -115,9 +122,11 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "TEST_CHEAP_PASSWORD_HASH": True,
     }
     settings.update(config)
-    if settings.get("INSTANCE_PATH"):
-        _seed_catalogs(Path(settings["INSTANCE_PATH"]))
-    app = create_app(settings)
+    _SEEDING.active = True
+    try:
+        app = create_app(settings)
+    finally:
+        _SEEDING.active = False
     # Tests keep an app context pushed, and Flask reuses it for test-client requests, so ``g`` (where
     # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
     request_started.connect(_forget_login_user, app, weak=False)
