@@ -20,6 +20,8 @@ from typing import Any
 
 from flask import Flask, g, request_started
 from flask_babel import refresh
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
 from sqlalchemy import create_engine, text
 from werkzeug.routing import Rule
 
@@ -103,6 +105,30 @@ def _compile_catalogs_once(target: Path) -> Path:
 i18n.compile_catalogs = _compile_catalogs_once
 
 
+class _SharedTemplateCode(BytecodeCache):
+    """Jinja's compiled templates, kept in memory for every app :func:`make_app` creates in this process.
+
+    Each app has its own Jinja environment, which compiles a template the first time the app renders it:
+    tens of milliseconds a template, and each test renders several on a new app. Jinja checks the
+    source's checksum before using the stored code, so an edited template is compiled again. The apps
+    share one configuration (filters, globals, extensions), which is what the compiled code relies on.
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_TEMPLATE_CODE = _SharedTemplateCode()
+
+
 def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
     """A testing app with its own instance folder and database (schema created from the models).
 
@@ -127,6 +153,7 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         app = create_app(settings)
     finally:
         _SEEDING.active = False
+    app.jinja_env.bytecode_cache = _TEMPLATE_CODE
     # Tests keep an app context pushed, and Flask reuses it for test-client requests, so ``g`` (where
     # Flask-Login caches the current user) would leak from one client to the next: forget it per request.
     request_started.connect(_forget_login_user, app, weak=False)
