@@ -1,6 +1,7 @@
 """Flask-Babel wiring: the user's language, else the browser's; catalogues compiled on start."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from babel.messages.mofile import write_mo
@@ -35,7 +36,8 @@ def compile_catalogs(target: Path) -> Path:
         mo_path.parent.mkdir(parents=True, exist_ok=True)
         with po_path.open("rb") as fh:
             catalog = read_po(fh)
-        tmp = mo_path.with_suffix(f".mo.{id(catalog)}")
+        # per process: ids repeat across forked processes, and two writers of one file lose it to rename
+        tmp = mo_path.with_suffix(f".mo.{os.getpid()}.{id(catalog)}")
         with tmp.open("wb") as fh:
             write_mo(fh, catalog)
         tmp.replace(mo_path)  # atomic: several workers may compile at once

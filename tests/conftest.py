@@ -16,8 +16,8 @@ from billcore.db import db
 from billcore.testing.fixtures import (ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, PG_URL,  # noqa: F401
                                        add_paymethod, database_urls, login, make_app)
 from billcore.testing.pytest_plugin import (admin_client, admin_user, app, app_config,  # noqa: F401
-                                            client_client, client_user, other_client_client,
-                                            other_client_user)
+                                            billcore_reused_schema, client_client, client_user,
+                                            other_client_client, other_client_user)
 
 # the name older tests use for database_urls
 _database_url_for = database_urls

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from flask import Flask
 from werkzeug.serving import make_server
 
+from billcore.testing.fixtures import FAST_SHUTDOWN
+
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the test output
 
 
@@ -17,7 +19,7 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request i
 def serve(app: Flask) -> Iterator[str]:
     """Serve ``app`` while the block runs; yields its base URL (``http://127.0.0.1:<port>``)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -7,6 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from billcore.testing.fixtures import FAST_SHUTDOWN
+
 
 class Receiver:
     """Serve on a free port of 127.0.0.1; ``url`` is where to send. ``fail_first`` requests get a 500;
@@ -59,7 +61,7 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True)
 
     def release(self):
         self.hang.clear()

@@ -22,10 +22,10 @@ import pytest
 from billcore.accounts import create_admin, create_client
 from billcore.db import db
 
-from .fixtures import (ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, add_paymethod, database_urls, login,  # noqa: F401
-                       make_app)
+from .fixtures import (ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, add_paymethod, database_urls,  # noqa: F401
+                       drop_reused_schema, login, make_app, reused_database_urls)
 
-__all__ = ["app_config", "app", "admin_user", "client_user", "other_client_user", "admin_client",
+__all__ = ["app_config", "billcore_reused_schema", "app", "admin_user", "client_user", "other_client_user", "admin_client",
            "client_client", "other_client_client", "add_paymethod", "login", "ADMIN", "CLIENT", "OTHER_CLIENT"]
 
 
@@ -35,10 +35,18 @@ def app_config() -> dict:
     return {}
 
 
+@pytest.fixture(scope="session")
+def billcore_reused_schema():
+    """Drops, at the end of the session, the PostgreSQL schema the ``app`` fixture reuses test after test."""
+    yield
+    drop_reused_schema()
+
+
 @pytest.fixture(params=BACKENDS)
-def app(request, tmp_path, app_config):
-    """The app on each configured database backend, with an app context pushed."""
-    urls = database_urls(request.param, tmp_path)
+def app(request, tmp_path, app_config, billcore_reused_schema):
+    """The app on each configured database backend, with an app context pushed (on PostgreSQL a schema
+    reused from test to test, emptied before each: no rows, sequences restarted)."""
+    urls = reused_database_urls(request.param, tmp_path)
     application = make_app(tmp_path, next(urls), **app_config)
     ctx = application.app_context()
     ctx.push()
@@ -47,7 +55,7 @@ def app(request, tmp_path, app_config):
     ctx.pop()
     with application.app_context():
         db.engine.dispose()
-    for _ in urls:  # drop the PostgreSQL schema
+    for _ in urls:  # release the PostgreSQL schema
         pass
 
 

@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 
 from billcore.accounts import create_admin, create_client
 from billcore.db import db
+from billcore.testing.fixtures import FAST_SHUTDOWN
 from tests.conftest import ADMIN, CLIENT, make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,7 +61,7 @@ def live_server(tmp_path, request):
         create_admin(*ADMIN)
         create_client(*CLIENT, currency="RUB")
         db.session.remove()
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, name="live-server", daemon=True)
     thread.start()
     try:
         yield LiveServer(url=url, app=app)

@@ -15,6 +15,7 @@ from typing import Any
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from billcore.testing.fixtures import FAST_SHUTDOWN
 from pmrobokassa import protocol
 
 from .helpers import LOGIN, P1, P2, P3
@@ -116,7 +117,7 @@ class Server:
     def __init__(self, wsgi_app, threaded: bool = True):
         self.server = make_server("127.0.0.1", 0, wsgi_app, threaded=threaded)
         self.base = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True)
 
     def __enter__(self) -> Server:
         self.thread.start()

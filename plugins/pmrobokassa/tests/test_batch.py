@@ -15,7 +15,7 @@ from flask import Flask
 from billcore.db import db, is_sqlite
 from billcore.payments import service
 from billcore.payments.sweep import sweep
-from billcore.testing.fixtures import add_paymethod, run_together
+from billcore.testing.fixtures import FAST_SHUTDOWN, add_paymethod, run_together
 from pmrobokassa import gateway, protocol
 from pmrobokassa.sandbox import latency
 
@@ -96,7 +96,7 @@ class _KeepAlive(BaseHTTPRequestHandler):
 def test_calls_reuse_one_connection_per_thread(app):
     _KeepAlive.ports = set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True).start()
     settings = {**SETTINGS, "url": f"http://127.0.0.1:{server.server_port}/rk/Merchant/Index.aspx"}
     gateway.close_http_session()
     try:

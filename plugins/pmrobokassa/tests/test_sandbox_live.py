@@ -23,6 +23,7 @@ from billcore.db import db
 from billcore.models import Account, LedgerEntry, Payment, Refund
 from billcore.payments import service
 from billcore.payments.polling import check_payment
+from billcore.testing.fixtures import FAST_SHUTDOWN
 from pmrobokassa.demo import demo_settings
 from pmrobokassa.sandbox import delivery
 from pmrobokassa.sandbox.shops import DEFAULT_SHOP
@@ -73,7 +74,7 @@ def serve(tmp_path, database_url: str, *, threaded: bool = True):
                    PMROBOKASSA_SANDBOX_RETRY_DELAYS=[0, 0.3, 0.6, 1.0], PMROBOKASSA_SANDBOX_LATE_SECONDS=1.5,
                    PMROBOKASSA_SANDBOX_PARALLEL=6, PMROBOKASSA_SANDBOX_REFUND_SECONDS=0)
     server.app = app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True)
     thread.start()
     ctx = app.app_context()
     ctx.push()

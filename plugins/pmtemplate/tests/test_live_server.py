@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 from billcore.accounts import create_client
 from billcore.db import db
 from billcore.payments import service
-from billcore.testing.fixtures import CLIENT, add_paymethod, make_app
+from billcore.testing.fixtures import CLIENT, FAST_SHUTDOWN, add_paymethod, make_app
 
 from .helpers import SETTINGS, balance, fresh
 
@@ -22,7 +22,7 @@ def test_http_notification_on_a_single_threaded_server(tmp_path):
     server = make_server("127.0.0.1", 0, app, threaded=False)  # one request at a time
     base = f"http://127.0.0.1:{server.server_port}"
     app.config["BASE_URL"] = base
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True)
     thread.start()
     try:
         with app.app_context():
