@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 POLL_LOCK = 0x626370  # "bcp"
 REFUND_LOCK = 0x626372  # "bcr"
 SOURCE = "cron"
+# The first key as locked: advisory locks are per database, not per schema, so two installations in
+# schemas of one database (or parallel test processes) would otherwise hold each other's payment ids. The
+# schema goes into the namespace key (SQL taking the namespace as ``:ns``).
+SCOPED_NAMESPACE = "hashtext(current_schema() || ':' || CAST(:ns AS text))"
 
 
 @dataclass
@@ -117,15 +121,16 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
         yield True
         return
     key = object_id % 2_147_483_647  # the two-key form takes int4; a rare collision only skips a row
+    scoped = SCOPED_NAMESPACE
     with db.engine.connect() as conn:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"),
+        got = bool(conn.execute(text(f"SELECT pg_try_advisory_lock({scoped}, :key)"),
                                 {"ns": namespace, "key": key}).scalar())
         conn.commit()
         try:
             yield got
         finally:
             if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), {"ns": namespace, "key": key})
+                conn.execute(text(f"SELECT pg_advisory_unlock({scoped}, :key)"), {"ns": namespace, "key": key})
                 conn.commit()
 
 

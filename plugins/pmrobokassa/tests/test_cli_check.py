@@ -9,7 +9,7 @@ from sqlalchemy import text
 from billcore.db import db, is_sqlite
 from billcore.models import Refund
 from billcore.payments import service
-from billcore.payments.sweep import POLL_LOCK
+from billcore.payments.sweep import POLL_LOCK, SCOPED_NAMESPACE
 from pmrobokassa import protocol
 from billcore.testing.fixtures import add_paymethod
 
@@ -77,11 +77,34 @@ def test_check_skips_payment_claimed_by_another_host(app, fake, client_user):
     p = _inpay(client_user, method)
     fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
     with db.engine.connect() as other_host:
-        other_host.execute(text("SELECT pg_advisory_lock(:ns, :key)"), {"ns": POLL_LOCK, "key": p.id})
+        other_host.execute(text(f"SELECT pg_advisory_lock({SCOPED_NAMESPACE}, :key)"), {"ns": POLL_LOCK, "key": p.id})
         result = app.test_cli_runner().invoke(args=["payments", "check"])
         assert "0 payment(s) checked" in result.output and "1 skipped" in result.output
         assert reload(p.id).status == "inpay"
-        other_host.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), {"ns": POLL_LOCK, "key": p.id})
+        other_host.execute(text(f"SELECT pg_advisory_unlock({SCOPED_NAMESPACE}, :key)"),
+                           {"ns": POLL_LOCK, "key": p.id})
         other_host.commit()
     result = app.test_cli_runner().invoke(args=["payments", "check"])
     assert "1 payment(s) checked: 1 paid" in result.output
+
+
+def test_a_lock_of_another_installation_in_the_same_database_does_not_skip(app, fake, client_user):
+    """Advisory locks are per database: the same payment id locked by an installation in another schema
+    (or a parallel test process) is not this installation's claim."""
+    if is_sqlite(db.engine):
+        pytest.skip("advisory locks exist on PostgreSQL only; SQLite serves a single host")
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
+    p = _inpay(client_user, method)
+    fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
+    with db.engine.connect() as other_installation:
+        # the other installation's tables live in another schema of the same database
+        other_installation.execute(text("SET search_path TO public"))
+        other_installation.execute(text(f"SELECT pg_advisory_lock({SCOPED_NAMESPACE}, :key)"),
+                                   {"ns": POLL_LOCK, "key": p.id})
+        try:
+            result = app.test_cli_runner().invoke(args=["payments", "check"])
+            assert "1 payment(s) checked: 1 paid" in result.output and " 0 skipped" in result.output
+        finally:
+            other_installation.execute(text(f"SELECT pg_advisory_unlock({SCOPED_NAMESPACE}, :key)"),
+                                       {"ns": POLL_LOCK, "key": p.id})
+            other_installation.commit()
