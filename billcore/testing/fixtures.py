@@ -173,6 +173,13 @@ def _forget_login_user(sender: Flask, **extra: Any) -> None:
     refresh()  # Flask-Babel caches the locale in the same context
 
 
+def _schema_url(schema: str) -> str:
+    """The test database's URL with ``schema`` as the connections' search path."""
+    url = normalise_database_url(PG_URL or "")
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
 def database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
     """Yield a fresh, empty database URL for ``backend`` (a SQLite file, or a new PostgreSQL schema that
     is dropped when the generator is exhausted)."""
@@ -184,19 +191,11 @@ def database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
     with admin_engine.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     try:
-        url = normalise_database_url(PG_URL)
-        sep = "&" if "?" in url else "?"
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+        yield _schema_url(schema)
     finally:
         with admin_engine.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin_engine.dispose()
-
-
-def _schema_url(schema: str) -> str:
-    url = normalise_database_url(PG_URL or "")
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
 # What a schema holds besides rows: its tables, sequences and indexes with their columns, constraints,

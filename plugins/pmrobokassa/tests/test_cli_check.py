@@ -65,17 +65,23 @@ def test_check_follows_pending_refunds(app, fake, client_user):
     assert reload(p.id).status == "paid" and reload(p.id).refunded_amount == Decimal("30.00")
 
 
+def _paid_at_the_gateway(fake, client_user):
+    """An inpay payment the gateway reports paid (PostgreSQL only: the tests using it hold advisory locks)."""
+    if is_sqlite(db.engine):
+        pytest.skip("advisory locks exist on PostgreSQL only; SQLite serves a single host")
+    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
+    p = _inpay(client_user, method)
+    fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
+    return p
+
+
 def test_check_unknown_module(app):
     result = app.test_cli_runner().invoke(args=["payments", "check", "--module", "nosuch"])
     assert result.exit_code != 0 and "unknown payment module" in result.output
 
 
 def test_check_skips_payment_claimed_by_another_host(app, fake, client_user):
-    if is_sqlite(db.engine):
-        pytest.skip("advisory locks exist on PostgreSQL only; SQLite serves a single host")
-    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
-    p = _inpay(client_user, method)
-    fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
+    p = _paid_at_the_gateway(fake, client_user)
     with db.engine.connect() as other_host:
         other_host.execute(text(f"SELECT pg_advisory_lock({SCOPED_NAMESPACE}, :key)"), {"ns": POLL_LOCK, "key": p.id})
         result = app.test_cli_runner().invoke(args=["payments", "check"])
@@ -91,11 +97,7 @@ def test_check_skips_payment_claimed_by_another_host(app, fake, client_user):
 def test_a_lock_of_another_installation_in_the_same_database_does_not_skip(app, fake, client_user):
     """Advisory locks are per database: the same payment id locked by an installation in another schema
     (or a parallel test process) is not this installation's claim."""
-    if is_sqlite(db.engine):
-        pytest.skip("advisory locks exist on PostgreSQL only; SQLite serves a single host")
-    method = add_paymethod("pmrobokassa", {**SETTINGS, "url": fake.url})
-    p = _inpay(client_user, method)
-    fake.states[p.id] = protocol.OpState(0, state_code=100, op_key="K", out_sum=Decimal("100"))
+    p = _paid_at_the_gateway(fake, client_user)
     with db.engine.connect() as other_installation:
         # the other installation's tables live in another schema of the same database
         other_installation.execute(text("SET search_path TO public"))
