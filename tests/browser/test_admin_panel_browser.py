@@ -75,6 +75,15 @@ def _data(server) -> dict:
     return ids
 
 
+def _adjust_balance(page, amount: str, reason: str) -> None:
+    """Submit the account page's balance correction (the direction chosen beforehand) and confirm it."""
+    page.fill("#adjust-amount", amount)
+    page.fill("#adjust-reason", reason)
+    page.once("dialog", lambda d: d.accept())
+    page.click("[data-testid=adjust-submit]")
+    page.wait_for_selector(".flash-success")
+
+
 @pytest.mark.parametrize("width,lang", VIEWS)
 def test_admin_panel(live_server, browser, artifacts, width, lang):
     text = TEXT[lang]
@@ -158,22 +167,14 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
 
         # the account: a credit with its reason
         page.goto(f"{live_server.url}/admin/accounts/{ids['account']}")
-        page.fill("#adjust-amount", "1000")
-        page.fill("#adjust-reason", "Bank transfer 17")
-        page.once("dialog", lambda d: d.accept())
-        page.click("[data-testid=adjust-submit]")
-        page.wait_for_selector(".flash-success")
+        _adjust_balance(page, "1000", "Bank transfer 17")
         assert page.inner_text("[data-testid=balance]") == text["balance_after"]
         assert "Bank transfer 17" in page.inner_text("[data-testid=ledger]")
         # the balance is labelled, not a bare figure
         assert page.inner_text("section:has([data-testid=balance]) h2") == text["balance"]
         # and a debit, with its own reason
         page.check("input[name=direction][value=debit]")
-        page.fill("#adjust-amount", "300")
-        page.fill("#adjust-reason", "Domain renewal")
-        page.once("dialog", lambda d: d.accept())
-        page.click("[data-testid=adjust-submit]")
-        page.wait_for_selector(".flash-success")
+        _adjust_balance(page, "300", "Domain renewal")
         assert page.inner_text("[data-testid=balance]") == text["balance_debited"]
         assert "Domain renewal" in page.inner_text("[data-testid=ledger]")
         check_page(page, artifacts, "5-account")
