@@ -100,6 +100,31 @@ class _NoCookies(cookiejar.DefaultCookiePolicy):
         return False
 
 
+class _GatewaySession(requests.Session):
+    """A ``requests.Session`` that reads the environment's proxy and CA settings once per URL.
+
+    requests looks them up on every call (each a scan of the whole environment, a good part of a small
+    call's cost); Robokassa's web services are a few fixed URLs, and a batch job's environment does not
+    change while it runs.
+    """
+
+    _MAX_REMEMBERED = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
+        key = (url, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+        found = self._environment.get(key)
+        if found is None:
+            found = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if len(self._environment) < self._MAX_REMEMBERED:
+                self._environment[key] = found
+        # a copy, down to the proxies' mapping: what requests does with it must not change what is kept
+        return {name: dict(value) if isinstance(value, dict) else value for name, value in found.items()}
+
+
 def http_session() -> requests.Session:
     """This thread's HTTP session for Robokassa's web services.
 
@@ -110,7 +135,7 @@ def http_session() -> requests.Session:
     """
     session = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
+        session = _GatewaySession()
         size = max(1, int(config("PMROBOKASSA_HTTP_POOL")))
         adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)

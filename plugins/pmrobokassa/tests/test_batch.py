@@ -121,6 +121,30 @@ def test_calls_reuse_one_connection_per_thread(app):
         server.server_close()
 
 
+
+def test_the_environment_is_read_once_per_url_and_its_proxy_still_applies(app, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    gateway.close_http_session()
+    try:
+        session = gateway.http_session()
+        url = "https://auth.robokassa.ru/Merchant/WebService/Service.asmx/OpStateExt"
+        first = session.merge_environment_settings(url, {}, None, None, None)
+        assert first["proxies"]["https"] == "http://proxy.example:3128"
+        monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
+        # the same URL: remembered (a batch job's environment does not change while it runs)
+        assert session.merge_environment_settings(url, {}, None, None, None) == first
+        # another URL: read afresh
+        other = session.merge_environment_settings("https://example.org/", {}, None, None, None)
+        assert other["proxies"]["https"] == "http://other.example:3128"
+        # what a caller does with the answer does not change what is remembered
+        first["proxies"].clear()
+        assert session.merge_environment_settings(url, {}, None, None, None)["proxies"]["https"] \
+            == "http://proxy.example:3128"
+    finally:
+        gateway.close_http_session()
+
 def test_sweep_asks_concurrently_within_the_bound_and_each_payment_once(app, slow, client_user):
     method = add_paymethod("pmrobokassa", {**SETTINGS, "url": slow.url})
     ids = [_inpay(client_user.account_id, method.id) for _ in range(12)]
