@@ -33,7 +33,7 @@ from functools import cached_property
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,13 +45,14 @@ from ..paymodule import ChargeResult
 from ..payments import service
 from ..payments.service import write_transaction
 from ..plugins import get_registry
+from ..prepared import PreparedLookup, PreparedWrite
 from ..states import ChargeState
-from .base import (ABANDONED, ACCEPTED, ACTIVE, CLAIMED, FAILED, FIXED, FLAGGED, LEASE, PAID, PAID_CHILD,
-                   SOURCE, SUSPENDED, THRESHOLD, UNKNOWN, charge_total, lock_profile)
+from .base import (ABANDONED, ACCEPTED, ACTIVE, CLAIMED, COUNTED, FAILED, FIXED, FLAGGED, LEASE, PAID, PAID_CHILD,
+                   SOURCE, SUSPENDED, THRESHOLD, UNKNOWN, UNSETTLED, charge_total, lock_profile)
 from .decisions import CHARGES, ChildKind, ClaimAction, PendingAction, classify_child, decide_claim, decide_pending
 from .errors import TEXT, Err, set_error, text_error
-from .periods import book_failed, book_paid, held_error, hold, month_total, reconcile
-from .schedule import aware, check_interval, fixed_period, next_fixed_due, next_month_start
+from .periods import book_failed, book_paid, held_error, hold, reconcile
+from .schedule import aware, check_interval, fixed_period, month_start, next_fixed_due, next_month_start
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,45 @@ def _write_turn() -> Iterator[None]:
 
 # --- step 1: the claim ----------------------------------------------------------------------------------
 
+_PROFILES, _CHARGES = RecurringProfile.__table__, RecurringCharge.__table__
+
+# What the claim reads of a profile's periods, in one statement, for three facts at once: the latest
+# unsettled period, whether the period to claim exists, and this month's children (monthly maximum).
+_PERIOD_ROWS = (
+    select(_CHARGES.c.id, _CHARGES.c.period, _CHARGES.c.state, _CHARGES.c.charged_at,
+           Payment.__table__.c.total, Payment.__table__.c.status)
+    .select_from(_CHARGES.outerjoin(Payment.__table__, Payment.__table__.c.id == _CHARGES.c.payment_id))
+    .where(_CHARGES.c.profile_id == bindparam("profile_id"),
+           or_(_CHARGES.c.state.in_([state.value for state in UNSETTLED]), _CHARGES.c.period == bindparam("period"),
+               and_(_CHARGES.c.charged_at >= bindparam("month_start"),
+                    _CHARGES.c.charged_at < bindparam("next_month_start"))))
+)
+
+
+def _lock_claimed_profile(session: Session, profile_id: int) -> Any:
+    """The profile locked for the claim (``FOR UPDATE SKIP LOCKED``: None while another host holds it),
+    with its account, method and parent payment read in the same statement: ``(profile, account, method,
+    parent)``. While the caller keeps them, the payment service and the module find them in the session
+    without a query of their own (the session holds its objects only weakly)."""
+    query = (select(RecurringProfile, Account, PaymentMethod, Payment)
+             .join(Account, Account.id == RecurringProfile.account_id)
+             .join(PaymentMethod, PaymentMethod.id == RecurringProfile.paymethod_id)
+             .join(Payment, Payment.id == RecurringProfile.parent_payment_id)
+             .where(RecurringProfile.id == profile_id)
+             .with_for_update(of=RecurringProfile, skip_locked=True))
+    return session.execute(query).first()
+
+
 class _ProfileFacts:
     """The :class:`~billcore.recurring.decisions.ClaimFacts` of a locked profile, each read from the
     claim's session on first use (the table asks only for the facts its rows get to)."""
 
-    def __init__(self, session: Session, profile: RecurringProfile | None, now: datetime):
-        self.session, self.profile, self.now = session, profile, now
+    def __init__(self, session: Session, locked: Any, now: datetime):
+        """``locked``: what :func:`_lock_claimed_profile` read (None: the profile is locked elsewhere)."""
+        self.session, self.now = session, now
+        self.profile: RecurringProfile | None = None
+        if locked is not None:
+            self.profile, self.account, self.method, self.parent = locked
 
     @cached_property
     def due(self) -> bool:
@@ -121,12 +155,17 @@ class _ProfileFacts:
             and aware(profile.next_charge_at) <= self.now
 
     @cached_property
+    def _periods(self) -> list[Any]:
+        """The profile's periods that the period facts look at (see :data:`_PERIOD_ROWS`)."""
+        return list(self.session.execute(_PERIOD_ROWS, {
+            "profile_id": self.profile.id, "period": self.period, "month_start": month_start(self.now),
+            "next_month_start": next_month_start(self.now)}))
+
+    @cached_property
     def pending_charge(self) -> RecurringCharge | None:
         """The profile's latest unsettled period."""
-        return self.session.execute(select(RecurringCharge).where(
-            RecurringCharge.profile_id == self.profile.id,
-            RecurringCharge.state.in_((CLAIMED, ACCEPTED, FAILED)))
-            .order_by(RecurringCharge.id.desc()).limit(1)).scalars().first()
+        unsettled = [row.id for row in self._periods if row.state in UNSETTLED]
+        return self.session.get(RecurringCharge, max(unsettled)) if unsettled else None
 
     @cached_property
     def old_child(self) -> Payment | None:
@@ -142,16 +181,6 @@ class _ProfileFacts:
                               child.status if child is not None else None)
 
     @cached_property
-    def account(self) -> Account:
-        """The profile's account (its balance for the threshold rule, its currency for the maximum)."""
-        return self.session.get(Account, self.profile.account_id)
-
-    @cached_property
-    def method(self) -> PaymentMethod:
-        """The profile's payment method."""
-        return self.session.get(PaymentMethod, self.profile.paymethod_id)
-
-    @cached_property
     def period(self) -> str:
         """The key of the next period: the charge date's month (fixed) or the next sequence (threshold)."""
         if self.profile.rule == FIXED:
@@ -163,9 +192,7 @@ class _ProfileFacts:
         """Fixed rule: the next period exists already. A threshold period's key is always new."""
         if self.profile.rule != FIXED:
             return False
-        return self.session.execute(select(RecurringCharge.id).where(
-            RecurringCharge.profile_id == self.profile.id, RecurringCharge.period == self.period)).first() \
-            is not None
+        return any(row.period == self.period for row in self._periods)
 
     @cached_property
     def held(self) -> Err | None:
@@ -190,9 +217,18 @@ class _ProfileFacts:
         return charge_total(self.method, self.profile.amount, self.account.currency)
 
     @cached_property
+    def month_total(self) -> Decimal:
+        """What the profile's children charged (or are charging) the customer this calendar month, as
+        :func:`billcore.recurring.periods.month_total` counts it."""
+        start, end = month_start(self.now), next_month_start(self.now)
+        return sum((row.total for row in self._periods
+                    if row.status in COUNTED and row.charged_at is not None and start <= aware(row.charged_at) < end),
+                   Decimal("0"))
+
+    @cached_property
     def over_max(self) -> bool:
         """One more child would take this calendar month's children over the monthly maximum."""
-        return month_total(self.session, self.profile, self.now) + self.next_total > self.profile.monthly_max
+        return self.month_total + self.next_total > self.profile.monthly_max
 
 
 def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
@@ -201,7 +237,7 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
     :class:`Ticket` to charge, or None when there is nothing to charge now."""
     try:
         with _write_turn(), write_transaction() as session:
-            facts = _ProfileFacts(session, lock_profile(session, profile_id, skip_locked=True), now)
+            facts = _ProfileFacts(session, _lock_claimed_profile(session, profile_id), now)
             action = decide_claim(facts)
             if action == ClaimAction.SKIP:
                 return None  # another host has it, or it is no longer due
@@ -293,8 +329,7 @@ def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, n
         result.charges.append((profile.id, charge.period, None, FAILED))
         return None
     return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id, profile.paymethod_id,
-                  profile.parent_payment_id, child.id, child=child,
-                  parent=session.get(Payment, profile.parent_payment_id), method=facts.method)
+                  profile.parent_payment_id, child.id, child=child, parent=facts.parent, method=facts.method)
 
 
 def _creation_error(exc: service.PaymentCreateError) -> Err:
@@ -355,6 +390,15 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
 
 # --- step 3: the booking --------------------------------------------------------------------------------
 
+# The booking's lock on the profile (taken before the service locks the child, as the claim does) and
+# the writes of an accepted charge, compiled once and run on the DBAPI cursor (billcore.prepared).
+_LOCK_PROFILE_STATUS = PreparedLookup(select(_PROFILES.c.status).where(_PROFILES.c.id == bindparam("profile_id"))
+                                      .with_for_update())
+_ACCEPT_CHARGE = PreparedWrite(update(_CHARGES).where(_CHARGES.c.id == bindparam("charge_id"))
+                               .values(state=bindparam("state"), updated_at=bindparam("updated_at")))
+_RECHECK_PROFILE = PreparedWrite(update(_PROFILES).where(_PROFILES.c.id == bindparam("profile_id"))
+                                 .values(next_charge_at=bindparam("next_charge_at")))
+
 def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer: ChargeResult, now: datetime,
                  result: RunResult) -> str:
     """Book the module's ``answer`` on the child (through the payment service), the period and the
@@ -362,10 +406,20 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
     locks the child and, for a credit, the account)."""
     child_id = ticket.payment_id
     with _write_turn(), write_transaction() as session:
-        profile = lock_profile(session, ticket.profile_id, skip_locked=False)
-        charge = session.get(RecurringCharge, ticket.charge_id)
+        conn = session.connection()
+        status = _LOCK_PROFILE_STATUS.one_or_none(conn, {"profile_id": ticket.profile_id})
         data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
         outcome = _apply_answer(session, module, child_id, asked, answer, data)
+        if outcome == ACCEPTED and status is not None:
+            # the usual answer of a gateway that settles later by notification: two statements on the
+            # locked rows instead of loading the profile and period into the session
+            _ACCEPT_CHARGE.execute(conn, {"charge_id": ticket.charge_id, "state": ACCEPTED.value, "updated_at": now})
+            if status.status == ACTIVE:
+                _RECHECK_PROFILE.execute(conn, {"profile_id": ticket.profile_id,
+                                                "next_charge_at": now + check_interval()})
+            return outcome
+        profile = lock_profile(session, ticket.profile_id, skip_locked=False)  # held already: a plain read
+        charge = session.get(RecurringCharge, ticket.charge_id)
         suspension = "suspended after failed charges"
         suspended = False
         if outcome == FLAGGED:  # charged another amount: a new child could charge the customer twice
@@ -381,9 +435,9 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
             outcome = FAILED
         elif outcome == PAID:
             book_paid(profile, charge, now)
-        elif outcome == ACCEPTED:
+        elif outcome == ACCEPTED:  # a profile that vanished meanwhile (the usual case returned above)
             charge.state, charge.updated_at = ACCEPTED, now
-            if profile.status == ACTIVE:
+            if profile is not None and profile.status == ACTIVE:
                 profile.next_charge_at = now + check_interval()  # then the outcome is booked
         else:
             error = ("unsupported", {}) if answer is NO_ANSWER else text_error(answer.info, ("refused", {}))
