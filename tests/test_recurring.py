@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from billcore import recurring
+from billcore.recurring import run as recurring_run
 from billcore.accounts import create_admin, create_client
 from billcore.cli.payments import cancel_expired_payments
 from billcore.db import db
@@ -810,6 +811,27 @@ def test_admin_list_resume_and_cancel(app, client_user):
     login(c, *CLIENT)
     assert c.get("/admin/recurring").status_code == 403
 
+
+
+def test_cli_run_reads_due_profiles_in_batches_and_prints_every_charge_as_json(app, client_user, monkeypatch):
+    monkeypatch.setattr(recurring_run, "DUE_BATCH", 2)  # 5 due profiles: three batches
+    profiles = []
+    for _ in range(5):
+        _, parent = paid_parent(client_user)
+        profiles.append(recurring.create_profile(parent.id, account_id=client_user.account_id, rule="fixed",
+                                                 amount="50", monthly_max="1000", now=T0))
+    runner = app.test_cli_runner()
+    out = runner.invoke(args=["recurring", "run", "--now", "2026-02-28T00:10:00+00:00", "--limit", "4", "--json"])
+    assert out.exit_code == 0, out.output
+    document = json.loads(out.output)
+    assert sorted(row["profile_id"] for row in document["charges"]) == [p.id for p in profiles[:4]]
+    assert {row["outcome"] for row in document["charges"]} == {"paid"}
+    assert document["suspended"] == [] and document["errors"] == []
+    out = runner.invoke(args=["recurring", "run", "--now", "2026-02-28T00:10:00+00:00"])
+    assert out.exit_code == 0, out.output
+    assert f"profile {profiles[4].id} period 2026-02" in out.output and "1 charge(s): 1 paid" in out.output
+    out = runner.invoke(args=["recurring", "run", "--now", "2026-02-28T00:10:00+00:00", "--json"])
+    assert json.loads(out.output) == {"charges": [], "suspended": [], "errors": []}  # each charged once
 
 def test_cli_run_and_list(app, client_user):
     _, parent = paid_parent(client_user)

@@ -32,25 +32,44 @@ def _parse_now(value: str | None) -> datetime | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run_command(now_text: str | None, limit: int, as_json: bool) -> None:
     """Charge the due auto-payments (cron, e.g. every 10 minutes; safe on several hosts at once)."""
-    result = recurring.run_due(_parse_now(now_text), limit=limit)
-    rows = [{"profile_id": p, "period": period, "payment_id": pay, "outcome": outcome}
-            for p, period, pay, outcome in result.charges]
+    now = _parse_now(now_text)
+    # Each charge is printed as it happens rather than kept until the end: a run of any --limit holds
+    # only counts (the JSON is written as it goes, with the same shape as a document built at the end).
     if as_json:
-        click.echo(json.dumps({"charges": rows, "suspended": result.suspended,
-                               "errors": [{"profile_id": p, "error": e} for p, e in result.errors]}, indent=2))
+        click.echo('{\n  "charges": [', nl=False)
+        first = [True]
+
+        def print_json(charge: recurring.Charge) -> None:
+            click.echo(("\n" if first[0] else ",\n") + "    " + json.dumps(_charge_row(charge)), nl=False)
+            first[0] = False
+
+        result = recurring.run_due(now, limit=limit, on_charge=print_json)
+        click.echo(("" if first[0] else "\n  ") + "],")
+        click.echo('  "suspended": ' + json.dumps(result.suspended) + ",")
+        click.echo('  "errors": ' + json.dumps([{"profile_id": p, "error": e} for p, e in result.errors]))
+        click.echo("}")
         if result.errors:
             raise SystemExit(1)
         return
-    for row in rows:
+
+    def print_line(charge: recurring.Charge) -> None:
+        row = _charge_row(charge)
         click.echo(f"profile {row['profile_id']} period {row['period']}: payment {row['payment_id']} {row['outcome']}")
+
+    result = recurring.run_due(now, limit=limit, on_charge=print_line)
     for profile_id in result.suspended:
         click.echo(f"profile {profile_id} suspended")
     for profile_id, error in result.errors:
         click.echo(f"profile {profile_id} ERROR: {error}", err=True)
-    click.echo(f"{len(rows)} charge(s): {result.count('paid')} paid, {result.count('accepted')} accepted, "
+    click.echo(f"{result.total} charge(s): {result.count('paid')} paid, {result.count('accepted')} accepted, "
                f"{result.count('failed')} failed")
     if result.errors:
         raise SystemExit(1)  # cron mails the operator
+
+
+def _charge_row(charge: recurring.Charge) -> dict[str, object]:
+    profile_id, period, payment_id, outcome = charge
+    return {"profile_id": profile_id, "period": period, "payment_id": payment_id, "outcome": str(outcome)}
 
 
 @recurring_cli.command("list")

@@ -36,7 +36,7 @@ from .periods import book_failed as _failed
 from .periods import held_child_clause, is_held_child
 from .profiles import (_offer_refusal, can_mark_parent, cancel_profile, create_profile, mark_parent, method_refusal,
                        offer_refusal, resume_profile, suspend_profile)
-from .run import NO_ANSWER, RunResult, Ticket, _claim, _link, charge_ticket, due_profile_ids, run_due
+from .run import NO_ANSWER, Charge, RunResult, Ticket, _claim, _link, charge_ticket, due_profile_ids, run_due
 from .schedule import (charge_date, fixed_period, max_failures, month_start, next_fixed_due, next_month_start,
                        retry_delay)
 
@@ -45,7 +45,7 @@ __all__ = [
     "DEFAULT_CHECK_MINUTES", "DEFAULT_MAX_FAILURES", "DEFAULT_RETRY_HOURS", "FAILED", "FIXED", "FLAGGED", "LEASE",
     "LIVE", "LOCAL_CANCEL_KINDS", "NO_ANSWER", "OPEN", "PAID", "PAID_CHILD", "PARENT_FLAG", "PENDING_TABLE", "RULES",
     "SOURCE", "SUSPENDED", "TEXT", "THRESHOLD", "UNKNOWN", "UNSETTLED",
-    "ChildKind", "ClaimAction", "ClaimFacts", "Err", "Facts", "PendingAction", "RecurringError", "RunResult",
+    "Charge", "ChildKind", "ClaimAction", "ClaimFacts", "Err", "Facts", "PendingAction", "RecurringError", "RunResult",
     "Ticket",
     "_claim", "_failed", "_link", "_offer_refusal",
     "can_mark_parent", "cancel_profile", "charge_date", "charge_ticket", "charge_total", "create_profile",

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,17 +76,39 @@ class Ticket:
     method: PaymentMethod | None = field(default=None, repr=False)
 
 
+Charge = tuple[int, str, int | None, str]  # (profile id, period, payment id, outcome) of a charge tried
+
+
 @dataclass
 class RunResult:
-    """What one :func:`run_due` did: ``(profile id, period, payment id, outcome)`` per charge tried."""
+    """What one :func:`run_due` did: ``(profile id, period, payment id, outcome)`` per charge tried
+    (in ``charges``, or handed to ``on_charge`` as it happens, see :func:`run_due`), and the count per
+    outcome."""
 
-    charges: list[tuple[int, str, int | None, str]] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (profile id, what went wrong)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    on_charge: Callable[[Charge], None] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, charge: Charge) -> None:
+        """Count a charge tried, and keep it (or hand it to ``on_charge``). Called from the pool's threads."""
+        with self._lock:
+            self.outcomes[charge[3]] += 1
+            if self.on_charge is None:
+                self.charges.append(charge)
+            else:
+                self.on_charge(charge)
+
+    @property
+    def total(self) -> int:
+        """How many charges were tried."""
+        return sum(self.outcomes.values())
 
     def count(self, outcome: str) -> int:
         """How many charges ended with ``outcome`` (paid, accepted, failed)."""
-        return sum(1 for c in self.charges if c[3] == outcome)
+        return self.outcomes[outcome]
 
 
 # On SQLite one write transaction at a time holds the database's write lock, and a writer waiting for it
@@ -256,7 +279,7 @@ def _apply_claim(session: Session, facts: _ProfileFacts, action: ClaimAction, no
         return None
     if action == ClaimAction.RECONCILE:
         outcome = reconcile(session, profile, pending, facts.old_child, now)
-        result.charges.append((profile.id, pending.period, pending.payment_id, outcome))
+        result.add((profile.id, pending.period, pending.payment_id, outcome))
         if profile.status == SUSPENDED:
             result.suspended.append(profile.id)
         return None
@@ -271,7 +294,7 @@ def _apply_claim(session: Session, facts: _ProfileFacts, action: ClaimAction, no
     if action == ClaimAction.HOLD:
         # a failed period whose child was cancelled here, not by the gateway, or flagged fraud
         hold(profile, pending, now, facts.held)
-        result.charges.append((profile.id, pending.period, facts.old_child.id, UNKNOWN))
+        result.add((profile.id, pending.period, facts.old_child.id, UNKNOWN))
         result.suspended.append(profile.id)
         return None
     if action == ClaimAction.ABANDON:  # topped up meanwhile (by hand): the failed top-up is no longer needed
@@ -326,7 +349,7 @@ def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, n
     if child is None:  # the payment service refused to create it (``error`` says why)
         if book_failed(profile, charge, now, error or ("refused", {})):
             result.suspended.append(profile.id)
-        result.charges.append((profile.id, charge.period, None, FAILED))
+        result.add((profile.id, charge.period, None, FAILED))
         return None
     return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id, profile.paymethod_id,
                   profile.parent_payment_id, child.id, child=child, parent=facts.parent, method=facts.method)
@@ -384,7 +407,7 @@ def charge_ticket(ticket: Ticket, now: datetime, result: RunResult) -> str:
     answer = _ask_module(method, child, parent)
     outcome = _book_answer(ticket, method.module, asked, answer, now, result)
     db.session.expire_all()  # the caller's session sees the booked child when it looks again
-    result.charges.append((ticket.profile_id, ticket.period, ticket.payment_id, outcome))
+    result.add((ticket.profile_id, ticket.period, ticket.payment_id, outcome))
     return outcome
 
 
@@ -488,34 +511,52 @@ def _apply_answer(session: Session, module: str, child_id: int, asked: tuple[Dec
 
 # --- the run --------------------------------------------------------------------------------------------
 
+# Due profiles are read in batches of this many (oldest due first), so a run of any size holds one
+# batch of ids at a time.
+DUE_BATCH = 1000
+
+
 def due_profile_ids(now: datetime, limit: int = 500) -> list[int]:
     """Ids of active profiles due at ``now``, oldest due first."""
-    return [profile_id for profile_id, _module in _due_profiles(now, limit)]
+    return [profile_id for batch in _due_batches(now, limit) for profile_id, _module in batch]
 
 
-def _due_profiles(now: datetime, limit: int) -> list[tuple[int, str]]:
-    """``(profile id, module key)`` of active profiles due at ``now``, oldest due first."""
-    rows = [(row[0], row[1]) for row in db.session.execute(
-        select(RecurringProfile.id, PaymentMethod.module)
-        .join(PaymentMethod, PaymentMethod.id == RecurringProfile.paymethod_id)
-        .where(RecurringProfile.status == ACTIVE, RecurringProfile.next_charge_at <= now)
-        .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(limit))]
-    db.session.commit()  # end the read snapshot before the claims
-    return rows
+def _due_batches(now: datetime, limit: int) -> Iterator[list[tuple[int, str]]]:
+    """``(profile id, module key)`` of active profiles due at ``now``, oldest due first, at most ``limit``
+    in all, in batches of :data:`DUE_BATCH` read one after another (keyset: each batch starts after the last one's
+    ``(next_charge_at, id)``, so a profile another host holds is not read again)."""
+    after: tuple[datetime, int] | None = None
+    size = DUE_BATCH
+    while limit > 0:
+        query = (select(RecurringProfile.id, PaymentMethod.module, RecurringProfile.next_charge_at)
+                 .join(PaymentMethod, PaymentMethod.id == RecurringProfile.paymethod_id)
+                 .where(RecurringProfile.status == ACTIVE, RecurringProfile.next_charge_at <= now)
+                 .order_by(RecurringProfile.next_charge_at, RecurringProfile.id).limit(min(size, limit)))
+        if after is not None:
+            query = query.where(or_(RecurringProfile.next_charge_at > after[0],
+                                    and_(RecurringProfile.next_charge_at == after[0], RecurringProfile.id > after[1])))
+        rows = db.session.execute(query).all()
+        db.session.commit()  # end the read snapshot before the claims
+        if not rows:
+            return
+        yield [(row[0], row[1]) for row in rows]
+        limit -= len(rows)
+        after = (rows[-1][2], rows[-1][0])
 
 
-def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
+def run_due(now: datetime | None = None, limit: int = 500,
+            on_charge: Callable[[Charge], None] | None = None) -> RunResult:
     """Charge every due profile once (the cron job). Safe to run on several hosts at once.
 
     The profiles of each module are charged concurrently by that module's pool of threads
     (:func:`billcore.gateway_pool.workers_for`); each claim and each booking is one short transaction,
     and the gateway is asked with nothing locked (the claim's lease keeps other hosts off the profile).
+    The due profiles are read in batches (:data:`DUE_BATCH`), oldest due first. With ``on_charge``, each
+    charge tried is handed to it as it happens (from the pool's threads, one at a time) instead of being
+    kept in the result's ``charges``: a run of any size then holds only counts.
     """
     now = aware(now or utcnow())
-    result = RunResult()
-    by_module: dict[str, list[int]] = {}
-    for profile_id, module in _due_profiles(now, limit):
-        by_module.setdefault(module, []).append(profile_id)
+    result = RunResult(on_charge=on_charge)
 
     def charge(profile_id: int) -> None:
         ticket = _claim(profile_id, now, result)
@@ -528,6 +569,10 @@ def run_due(now: datetime | None = None, limit: int = 500) -> RunResult:
                   exc_info=(type(exc), exc, exc.__traceback__))
         result.errors.append((profile_id, f"{type(exc).__name__}: {exc}"[:300]))
 
-    for module, profile_ids in by_module.items():
-        run_each(profile_ids, charge, workers_for(module), failed)
+    for batch in _due_batches(now, limit):
+        by_module: dict[str, list[int]] = {}
+        for profile_id, module in batch:
+            by_module.setdefault(module, []).append(profile_id)
+        for module, profile_ids in by_module.items():
+            run_each(profile_ids, charge, workers_for(module), failed)
     return result
