@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_babel import gettext as _
+from sqlalchemy import select
 
 from ..db import db
 from ..gateway_pool import release_read_transaction
@@ -72,17 +73,28 @@ def can_check(paymethod: PaymentMethod | None) -> bool:
     return paymethod is not None and get_registry().has_feature(paymethod.module, FEATURE_CHECKPAY)
 
 
-def check_payment(payment_id: int, source: str, *, actor: str | None = None) -> service.Outcome | None:
+def load_for_check(payment_id: int, *where: Any) -> tuple[Payment, PaymentMethod] | None:
+    """The payment and its method as they are now, in one statement (None when there is no such
+    payment, or it does not match the further ``where`` clauses, e.g. "still in pay"). Hand the pair to
+    :func:`check_payment` as ``loaded``."""
+    db.session.expire_all()  # the service commits in its own sessions; read the current row
+    row = db.session.execute(select(Payment, PaymentMethod).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+                             .where(Payment.id == payment_id, *where)).first()
+    return None if row is None else (row[0], row[1])
+
+
+def check_payment(payment_id: int, source: str, *, actor: str | None = None,
+                  loaded: tuple[Payment, PaymentMethod] | None = None) -> service.Outcome | None:
     """Ask the payment's module about it now and apply the answer (see :func:`apply_gateway_status`).
 
+    ``loaded``: what :func:`load_for_check` just read for ``payment_id`` (read here otherwise).
     Raises :class:`PollError` when the module cannot poll or the gateway call fails (the failure is
     recorded in the payment's history first), :class:`service.PaymentNotFound` for an unknown id.
     """
-    db.session.expire_all()  # the service commits in its own sessions; read the current row
-    payment = db.session.get(Payment, payment_id)
-    if payment is None:
+    loaded = loaded or load_for_check(payment_id)
+    if loaded is None:
         raise service.PaymentNotFound(f"no payment {payment_id}")
-    method = db.session.get(PaymentMethod, payment.paymethod_id)
+    payment, method = loaded
     if not can_check(method):
         raise PollError(_("the module %(module)s cannot check payments", module=method.module if method else "?"))
     settings = full_settings(method)

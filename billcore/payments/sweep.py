@@ -41,7 +41,7 @@ from ..models import Payment, PaymentEvent, PaymentMethod, Refund, utcnow
 from ..paymodule import FEATURE_CHECKPAY, FEATURE_REFUND
 from ..plugins import get_registry
 from . import service
-from .polling import PollError, check_payment
+from .polling import PollError, check_payment, load_for_check
 from .refunds import ATTENTION, attention_after, follow_refund
 
 log = logging.getLogger(__name__)
@@ -193,17 +193,15 @@ def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
                        ~_polled_since(started))
                 .order_by(Payment.id))
 
-    def still_due(payment_id: int) -> bool:
-        # read after the claim: a host that asked about it first has released the claim by now
-        due = db.session.execute(select(Payment.id).where(Payment.id == payment_id, Payment.status == service.INPAY,
-                                                          ~_polled_since(started))).first() is not None
-        db.session.commit()  # end the read: check_payment starts from a fresh snapshot
-        return due
-
     def process(payment_id: int) -> None:
+        # read after the claim: a host that asked about it first has released the claim by now
+        loaded = load_for_check(payment_id, Payment.status == service.INPAY, ~_polled_since(started))
+        if loaded is None:
+            result.bump("skipped")
+            return
         result.bump("checked")
         try:
-            outcome = check_payment(payment_id, SOURCE)
+            outcome = check_payment(payment_id, SOURCE, loaded=loaded)
         except (PollError, service.PaymentError) as exc:
             result.error(f"payment {payment_id}: {exc}")
             return
@@ -216,7 +214,7 @@ def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
         if echo:
             echo(f"payment {payment_id}: {outcome.status}")
 
-    return Pass("payment", POLL_LOCK, query, process, still_due)
+    return Pass("payment", POLL_LOCK, query, process)
 
 
 def _refund_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:

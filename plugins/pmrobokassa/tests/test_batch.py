@@ -176,10 +176,10 @@ def test_an_exception_in_one_item_does_not_stop_the_pool(app, slow, client_user,
     real = sweep_module.check_payment
     broken = ids[2]
 
-    def flaky(payment_id, source):
+    def flaky(payment_id, source, **options):
         if payment_id == broken:
             raise RuntimeError("a module bug")
-        return real(payment_id, source)
+        return real(payment_id, source, **options)
 
     monkeypatch.setattr(sweep_module, "check_payment", flaky)
     result = sweep(["pmrobokassa"])
