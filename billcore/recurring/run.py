@@ -34,7 +34,7 @@ from functools import cached_property
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -143,6 +143,10 @@ _PERIOD_ROWS = (
                and_(_CHARGES.c.charged_at >= bindparam("month_start"),
                     _CHARGES.c.charged_at < bindparam("next_month_start"))))
 )
+
+
+_LEASE_PROFILE = PreparedWrite(update(_PROFILES).where(_PROFILES.c.id == bindparam("profile_id")).values(
+    next_charge_at=bindparam("next_charge_at"), updated_at=bindparam("updated_at"), sequence=bindparam("sequence")))
 
 
 def _lock_claimed_profile(session: Session, profile_id: int) -> Any:
@@ -333,6 +337,8 @@ def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, n
                               "recurring_parent_id": profile.parent_payment_id})
         except service.PaymentCreateError as exc:
             error = _creation_error(exc)
+    if action == ClaimAction.CHARGE_NEW_PERIOD and child is not None:
+        return _claim_new_period(session, facts, period, child, now)
     if action == ClaimAction.CHARGE_NEW_PERIOD:
         charge = RecurringCharge(profile_id=profile.id, period=period, attempts=0, created_at=now)
         session.add(charge)
@@ -352,6 +358,22 @@ def _claim_charge(session: Session, facts: _ProfileFacts, action: ClaimAction, n
         result.add((profile.id, charge.period, None, FAILED))
         return None
     return Ticket(profile.id, charge.id, charge.period, profile.amount, profile.account_id, profile.paymethod_id,
+                  profile.parent_payment_id, child.id, child=child, parent=facts.parent, method=facts.method)
+
+
+def _claim_new_period(session: Session, facts: _ProfileFacts, period: str, child: Payment, now: datetime) -> Ticket:
+    """The usual claim: write the new period with its child and lease the profile, as two statements on
+    the claim's connection (the profile loaded in the session is not used after the claim, so it is not
+    updated through it). A concurrent claim of the same period fails on the unique constraint here."""
+    profile = facts.profile
+    conn = session.connection()
+    charge_id = conn.execute(insert(_CHARGES).returning(_CHARGES.c.id), {
+        "profile_id": profile.id, "period": period, "payment_id": child.id, "state": CLAIMED.value, "attempts": 1,
+        "charged_at": now, "created_at": now, "updated_at": now}).scalar_one()
+    sequence = (profile.sequence or 0) + 1 if profile.rule == THRESHOLD else profile.sequence
+    _LEASE_PROFILE.execute(conn, {"profile_id": profile.id, "next_charge_at": now + LEASE, "updated_at": now,
+                                  "sequence": sequence})
+    return Ticket(profile.id, charge_id, period, profile.amount, profile.account_id, profile.paymethod_id,
                   profile.parent_payment_id, child.id, child=child, parent=facts.parent, method=facts.method)
 
 
