@@ -148,7 +148,8 @@ NGINX_SITE = """\
 class Proxy:
     """nginx in front of the pages' and the callbacks' gunicorns, as in production; stopped on exit."""
 
-    def __init__(self, nginx: str, pages_port: int, callbacks_port: int, workdir: Path, name: str) -> None:
+    def __init__(self, nginx: str, pages_port: int, callbacks_port: int, workdir: Path, name: str,
+                 cpus: str | None = None) -> None:
         # plain http on 127.0.0.1 like the runs without a proxy (no X-Forwarded-Proto: https would add
         # Flask-WTF's Referer check to the guessers' posts, which the direct runs do not have)
         from bench.notify import free_port
@@ -159,7 +160,10 @@ class Proxy:
         conf = folder / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=folder, pages=pages_port, callbacks=callbacks_port, port=self.port,
                                           site=NGINX_SITE))
-        self.process = subprocess.Popen([nginx, "-c", str(conf), "-p", str(folder)],
+        command = [nginx, "-c", str(conf), "-p", str(folder)]
+        if cpus:
+            command = ["taskset", "-c", cpus, *command]
+        self.process = subprocess.Popen(command,
                                         stdout=subprocess.DEVNULL, stderr=(folder / "stderr.log").open("wb"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -352,17 +356,17 @@ def run(kind: str, args, workdir: Path) -> dict:
                "BILLCORE_RATELIMIT_STORAGE_URI": args.redis, "BILLCORE_RATELIMIT_KEY_PREFIX": uuid.uuid4().hex}
         print(f"{kind}:", flush=True)
         pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}",
-                       nice=args.pages_nice if args.callback_workers else 0)
+                       nice=args.pages_nice if args.callback_workers else 0, cpus=args.server_cpus)
         callbacks = pages
         if args.callback_workers:  # the gateways' callbacks served by workers of their own
             callbacks = Server("billcore:create_app()", env,
                                argparse.Namespace(**{**vars(args), "workers": args.callback_workers}),
-                               workdir, f"hardening-callbacks-{kind}")
+                               workdir, f"hardening-callbacks-{kind}", cpus=args.server_cpus)
         with pages, callbacks:
             pages_port, callbacks_port = pages.port, callbacks.port
             proxy = None
             if args.proxy:  # everyone, genuine or not, reaches billcore through the proxy
-                proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind)
+                proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind, cpus=args.server_cpus)
                 pages_port = callbacks_port = proxy.port
             try:
                 paced_notifications(callbacks_port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
@@ -408,6 +412,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attacker-nice", type=int, default=0,
                         help="run the attacking process at this nice level (its CPU stands for another "
                              "machine's; 0: it competes with the server as an equal)")
+    parser.add_argument("--server-cpus", metavar="LIST",
+                        help="run billcore's gunicorns (and nginx) on these CPUs only (taskset's list, e.g. 0)")
+    parser.add_argument("--client-cpus", metavar="LIST",
+                        help="run the attackers and the genuine notifications' sender on these CPUs only "
+                             "(e.g. 1: a core of their own stands for the other machines they run on)")
     parser.add_argument("--proxy", metavar="NGINX",
                         help="with --callback-workers: put this nginx binary in front, as docs/security.md "
                              "recommends (/mancgi/ to the callbacks' workers with a 16 KB body cap)")
@@ -422,9 +431,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def cpu_list(text: str) -> set[int]:
+    """CPUs of a taskset-style list ("1", "0,2", "0-3")."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when exactly-once failed."""
     args = parse_args(argv)
+    if args.client_cpus:  # this process sends the genuine notifications; the attack's process inherits it
+        os.sched_setaffinity(0, cpu_list(args.client_cpus))
     print(f"machine: {machine()}")
     print(f"settings: gunicorn {args.workers} x {args.worker_class}, {args.rate:g} genuine notifications/s for "
           f"{args.seconds:g} s per phase; attack: {args.flood} x 10 MB flood, {args.forged} x forged, "

@@ -406,7 +406,8 @@ def free_port() -> int:
 class Server:
     """A gunicorn serving ``app_spec`` on 127.0.0.1 with the given settings, stopped on exit."""
 
-    def __init__(self, app_spec: str, env: dict[str, str], args, workdir: Path, name: str, nice: int = 0):
+    def __init__(self, app_spec: str, env: dict[str, str], args, workdir: Path, name: str, nice: int = 0,
+                 cpus: str | None = None):
         self.port = free_port()
         self.log = workdir / f"gunicorn-{name}.log"
         # ``nice``: a lower CPU priority for this server's processes (e.g. the pages' workers beside the
@@ -417,6 +418,8 @@ class Server:
                    app_spec]
         if nice:
             command = ["nice", "-n", str(nice), *command]
+        if cpus:  # ``cpus``: keep this server's processes on these CPUs (taskset's list, e.g. "0")
+            command = ["taskset", "-c", cpus, *command]
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(command, env=full_env, stdout=self.log.open("wb"),
                                         stderr=subprocess.STDOUT)
