@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
 
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, object_session
@@ -11,10 +10,10 @@ from sqlalchemy.orm import Session, object_session
 from .. import outbox
 from ..db import db
 from ..models import Payment, PaymentEvent, RecurringCharge, RecurringProfile, Status
-from .base import (ACTIVE, COUNTED, FAILED, FIXED, LOCAL_CANCEL_KINDS, OPEN, PAID, PAID_CHILD, SUSPENDED,
+from .base import (ACTIVE, FAILED, FIXED, LOCAL_CANCEL_KINDS, OPEN, PAID, PAID_CHILD, SUSPENDED,
                    UNKNOWN, UNSETTLED)
 from .errors import Err, set_error, text_error
-from .schedule import check_interval, max_failures, month_start, next_fixed_due, next_month_start, retry_delay
+from .schedule import check_interval, max_failures, next_fixed_due, retry_delay
 
 
 def held_child_clause():
@@ -56,16 +55,6 @@ def held_error(session: Session, payment: Payment) -> Err | None:
     if cancelled_here(session, payment):
         return ("unknown_outcome", {"id": payment.id})
     return None
-
-
-def month_total(session: Session, profile: RecurringProfile, now: datetime) -> Decimal:
-    """What the profile's children charged (or are charging) the customer this calendar month."""
-    amounts = session.execute(
-        select(Payment.total).join(RecurringCharge, RecurringCharge.payment_id == Payment.id)
-        .where(RecurringCharge.profile_id == profile.id, Payment.status.in_(COUNTED),
-               RecurringCharge.charged_at >= month_start(now),
-               RecurringCharge.charged_at < next_month_start(now))).scalars()
-    return sum(amounts, Decimal("0"))
 
 
 def announce(profile: RecurringProfile, charge: RecurringCharge, type_: str) -> None:

@@ -245,8 +245,9 @@ class _ProfileFacts:
 
     @cached_property
     def month_total(self) -> Decimal:
-        """What the profile's children charged (or are charging) the customer this calendar month, as
-        :func:`billcore.recurring.periods.month_total` counts it."""
+        """What the profile's children charged (or are charging) the customer this calendar month: the
+        totals of the children in a :data:`~billcore.recurring.base.COUNTED` status whose period was
+        charged (last attempted) this month."""
         start, end = month_start(self.now), next_month_start(self.now)
         return sum((row.total for row in self._periods
                     if row.status in COUNTED and row.charged_at is not None and start <= aware(row.charged_at) < end),
