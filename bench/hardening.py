@@ -21,6 +21,9 @@ under gunicorn (bench/notify.py's server: ``--workers 4``, sync workers; login l
 Run from the repository root (Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432)::
 
     .venv/bin/python bench/hardening.py --db sqlite --db postgresql
+    # callbacks on workers of their own, the attackers on a CPU of their own (as if on other machines)
+    .venv/bin/python bench/hardening.py --workers 2 --callback-workers 2 --pages-nice 10 --attacker-nice 19 \
+        --server-cpus 0 --client-cpus 1
 
 Only 127.0.0.1 is contacted, for ``--seconds`` per phase. This is a benchmark, not a test: it prints
 figures and exits non-zero only when exactly-once fails.
