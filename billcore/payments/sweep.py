@@ -122,16 +122,16 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
         return
     key = object_id % 2_147_483_647  # the two-key form takes int4; a rare collision only skips a row
     scoped = SCOPED_NAMESPACE
-    with db.engine.connect() as conn:
+    # autocommit: the lock belongs to the connection, not to a transaction, so no BEGIN and COMMIT
+    # round trips around taking and releasing it (and no transaction left open meanwhile)
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         got = bool(conn.execute(text(f"SELECT pg_try_advisory_lock({scoped}, :key)"),
                                 {"ns": namespace, "key": key}).scalar())
-        conn.commit()
         try:
             yield got
         finally:
             if got:
                 conn.execute(text(f"SELECT pg_advisory_unlock({scoped}, :key)"), {"ns": namespace, "key": key})
-                conn.commit()
 
 
 @dataclass(frozen=True)
