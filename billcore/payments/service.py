@@ -298,8 +298,10 @@ _UPDATE_BALANCE = PreparedWrite(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindpa
 # inline(): the new ids are not fetched back (no RETURNING on PostgreSQL): nothing needs them
 _INSERT_LEDGER, _INSERT_EVENT = PreparedWrite(insert(_LEDGER).inline()), PreparedWrite(insert(_EVENTS).inline())
 _METHOD_TOKEN = select(_METHODS.c.secrets_encrypted).where(_METHODS.c.id == bindparam("b_paymethod_id"))
-_PAYMENT_METHOD_ROW = (select(_PAYMENTS.c.id, _PAYMENTS.c.paymethod_id, _METHODS.c.secrets_encrypted)
-                       .select_from(_PAYMENT_WITH_METHOD).where(_PAYMENTS.c.id == bindparam("b_payment_id")))
+# what an event recorded without a status change needs of its payment (every poll that finds nothing new)
+_PAYMENT_METHOD_ROW = PreparedLookup(select(_PAYMENTS.c.id, _PAYMENTS.c.paymethod_id, _METHODS.c.secrets_encrypted)
+                                     .select_from(_PAYMENT_WITH_METHOD)
+                                     .where(_PAYMENTS.c.id == bindparam("b_payment_id")))
 
 
 def _secret_values_of(token: str | None) -> list[str]:
@@ -611,8 +613,7 @@ def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str
 
 
 def _record_event_on(conn: Connection, payment_id: int | None, **event: Any) -> None:
-    payment = conn.execute(_PAYMENT_METHOD_ROW, {"b_payment_id": payment_id}).one_or_none() \
-        if payment_id is not None else None
+    payment = _PAYMENT_METHOD_ROW.one_or_none(conn, {"b_payment_id": payment_id}) if payment_id is not None else None
     _event(conn, payment, secrets=_secret_values_of(payment.secrets_encrypted) if payment is not None else [],
            **event)
 
