@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,6 +150,26 @@ def _most_gateway_workers(app: Flask) -> int:
         return min(MAX_WORKERS, max(int(v) for v in values))
     except (TypeError, ValueError):
         return DEFAULT_WORKERS  # a bad value is refused with a clear error when a job starts
+
+
+# On SQLite one write transaction at a time holds the database's write lock, and a writer waiting for it
+# polls every millisecond or less (_begin_immediate): with a batch job's 40 gateway threads that polling
+# cost more CPU than their work, and starved the web workers' notifications of the lock and the CPU. The
+# payment service's write transactions of one process take turns on this lock instead (a thread waiting
+# on it costs nothing), so at most one thread per process polls. Reentrant: a status change made from a
+# hook inside another runs in the same thread.
+_SQLITE_WRITE_TURN = threading.RLock()
+
+
+@contextmanager
+def sqlite_write_turn(engine: Engine | None = None) -> Iterator[None]:
+    """Wait for this process's turn to open a write transaction on SQLite, held for the block (no-op on
+    other databases, where writers lock only their own rows)."""
+    if not is_sqlite(engine or db.engine):
+        yield
+        return
+    with _SQLITE_WRITE_TURN:
+        yield
 
 
 def is_sqlite(engine: Engine) -> bool:

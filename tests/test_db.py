@@ -1,10 +1,15 @@
-"""billcore.db: SQLite's WAL is checkpointed every SQLITE_CHECKPOINT_EVERY commits, after the commit."""
+"""billcore.db: SQLite's WAL is checkpointed every SQLITE_CHECKPOINT_EVERY commits, after the commit; the write
+transactions of one process take turns."""
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import text
+import threading
+import time
 
-from billcore.db import SQLITE_AUTOCHECKPOINT_PAGES, checkpoint_every_commits, db
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from billcore.db import (_SQLITE_WRITE_TURN, SQLITE_AUTOCHECKPOINT_PAGES, checkpoint_every_commits, db,
+                         sqlite_write_turn)
 from billcore.testing.fixtures import make_app
 
 
@@ -54,3 +59,57 @@ def test_an_engine_with_its_own_pool_class_gets_no_pool_size(tmp_path):
     with app.app_context():
         assert isinstance(db.engine.pool, NullPool)
         assert db.session.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_write_transactions_of_one_process_take_turns_instead_of_polling_sqlites_lock(sqlite_app):
+    from billcore.payments.service import write_connection, write_transaction
+
+    begins: list[str] = []
+    event.listen(db.engine, "begin", lambda conn: begins.append(threading.current_thread().name))
+    inside, release, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with sqlite_app.app_context(), write_transaction():
+            inside.set()
+            release.wait(5)
+
+    def second() -> None:
+        inside.wait(5)
+        with sqlite_app.app_context(), write_connection():
+            second_done.set()
+
+    threads = [threading.Thread(target=first, name="first"), threading.Thread(target=second, name="second")]
+    for thread in threads:
+        thread.start()
+    assert inside.wait(5)
+    time.sleep(0.2)
+    # the second waits for its turn: it has not begun a transaction (nor polled the lock meanwhile)
+    assert begins == ["first"] and not second_done.is_set()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert second_done.is_set() and begins == ["first", "second"]
+
+
+def _turn_free_for_another_thread() -> bool:
+    free: list[bool] = []
+
+    def probe() -> None:
+        got = _SQLITE_WRITE_TURN.acquire(timeout=0.5)
+        if got:
+            _SQLITE_WRITE_TURN.release()
+        free.append(got)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join(5)
+    return free == [True]
+
+
+def test_the_write_turn_is_reentrant_and_only_for_sqlite(sqlite_app):
+    with sqlite_write_turn(), sqlite_write_turn():  # a status change made from a hook inside another
+        assert not _turn_free_for_another_thread()
+    assert _turn_free_for_another_thread()
+    postgres = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connected
+    with sqlite_write_turn(postgres):
+        assert _turn_free_for_another_thread()

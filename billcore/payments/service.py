@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..crypto import scrub
-from ..db import db, is_sqlite, writing_on_shared_connection
+from ..db import db, is_sqlite, sqlite_write_turn, writing_on_shared_connection
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..states import RefundStatus
 from .. import outbox
@@ -135,13 +135,14 @@ def write_transaction() -> Iterator[Session]:
     try:
         with Session(db.engine, expire_on_commit=False) as session:
             session.info[_AFTER_COMMIT] = []
-            session.connection(execution_options={"billcore_write": True})
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+            with sqlite_write_turn():  # held until the commit, not while the broadcasts run
+                session.connection(execution_options={"billcore_write": True})
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
             mark_committed()
             for outcome, old, kind in session.info.pop(_AFTER_COMMIT):
                 _broadcast(outcome, old, kind)
@@ -204,7 +205,7 @@ def write_connection() -> Iterator[Connection]:
     payment, instead of on a connection of its own.
     """
     try:
-        with writing_on_shared_connection() as shared:
+        with sqlite_write_turn(), writing_on_shared_connection() as shared:
             if shared is None:
                 with db.engine.connect() as conn:
                     conn.execution_options(billcore_write=True)

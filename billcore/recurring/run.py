@@ -26,7 +26,6 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -109,23 +108,6 @@ class RunResult:
     def count(self, outcome: str) -> int:
         """How many charges ended with ``outcome`` (paid, accepted, failed)."""
         return self.outcomes[outcome]
-
-
-# On SQLite one write transaction at a time holds the database's write lock, and a writer waiting for it
-# polls every millisecond or so (billcore.db._begin_immediate): with 40 gateway threads that polling cost
-# more CPU than the charges. The run's threads of one process take turns on this lock instead (a thread
-# waiting on it costs nothing); on PostgreSQL they write at once, each under its own rows' locks.
-_SQLITE_TURN = threading.Lock()
-
-
-@contextmanager
-def _write_turn() -> Iterator[None]:
-    """Wait for this process's turn to write on SQLite (no-op on other databases)."""
-    if db.engine.dialect.name != "sqlite":
-        yield
-        return
-    with _SQLITE_TURN:
-        yield
 
 
 # --- step 1: the claim ----------------------------------------------------------------------------------
@@ -264,7 +246,7 @@ def _claim(profile_id: int, now: datetime, result: RunResult) -> Ticket | None:
     it; for a charge, claim the period and create its child in this one transaction. Returns the
     :class:`Ticket` to charge, or None when there is nothing to charge now."""
     try:
-        with _write_turn(), write_transaction() as session:
+        with write_transaction() as session:
             facts = _ProfileFacts(session, _lock_claimed_profile(session, profile_id), now)
             action = decide_claim(facts)
             if action == ClaimAction.SKIP:
@@ -451,7 +433,7 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
     profile, in one transaction under the profile's lock (taken first, as the claim does; the service then
     locks the child and, for a credit, the account)."""
     child_id = ticket.payment_id
-    with _write_turn(), write_transaction() as session:
+    with write_transaction() as session:
         conn = session.connection()
         status = _LOCK_PROFILE_STATUS.one_or_none(conn, {"profile_id": ticket.profile_id})
         data = {"state": answer.state, "info": answer.info, **(answer.data or {})}
