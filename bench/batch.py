@@ -320,12 +320,18 @@ class Run:
     cpu_s: float = 0.0  # user + system CPU of the command's process
 
 
+JOB_NICE = [0]  # --job-nice: the jobs' CPU priority below the web workers'
+
+
 def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """Start ``flask --app billcore ARGS`` through bench/peak.py, which writes the command's own peak
     resident memory to a file at exit (``ru_maxrss`` would include this process's: see bench/peak.py)."""
     fd, peak_file = tempfile.mkstemp(prefix="billcore-peak-")
     os.close(fd)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "peak.py"), peak_file, "--app", "billcore", *args],
+    command = [sys.executable, str(ROOT / "bench" / "peak.py"), peak_file, "--app", "billcore", *args]
+    if JOB_NICE[0]:  # as a cron entry would run it: ``nice -n 10 flask --app billcore ...``
+        command = ["nice", "-n", str(JOB_NICE[0]), *command]
+    proc = subprocess.Popen(command,
                             cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.peak_file = peak_file  # type: ignore[attr-defined]
@@ -520,17 +526,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-cleanup", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
     parser.add_argument("--big-check", type=int, nargs="+", default=[10_000], help="sizes besides 1,000")
     parser.add_argument("--big-recurring", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
+    parser.add_argument("--job-nice", type=int, default=0,
+                        help="run the jobs at this nice value (e.g. 10, as a cron entry beside the web workers)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    JOB_NICE[0] = args.job_nice
     kinds = args.db or ["sqlite", "postgresql"]
     print(f"machine: {machine()}", flush=True)
     print(f"settings: N={args.n:,}, sandbox latency {args.latency * 1000:.0f} ms, GATEWAY_WORKERS "
           f"{{pmrobokassa: {args.workers}}}, sandbox gunicorn {args.sandbox_workers} x {args.sandbox_threads} "
-          f"threads", flush=True)
+          f"threads, jobs at nice {args.job_nice}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="billcore-batch-") as tmp:
         for kind in kinds:
