@@ -67,12 +67,22 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+# The address the attackers' connections come from (--attacker-address; None: 127.0.0.1 like everyone),
+# set in the attack's own process only.
+SOURCE: list[str | None] = [None]
+
+
+def _connection(port: int, timeout: float) -> http.client.HTTPConnection:
+    source = (SOURCE[0], 0) if SOURCE[0] else None
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=source)
+
+
 def post(port: int, path: str, body: bytes | str, headers: dict[str, str] | None = None,
          timeout: float = 60) -> tuple[int, str, dict[str, str]]:
     """One POST on its own connection: (status, first 200 characters, headers); status 0 on an OSError."""
     data = body.encode() if isinstance(body, str) else body
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn = _connection(port, timeout)
         conn.request("POST", path, body=data, headers={"Content-Type": "application/x-www-form-urlencoded",
                                                         **(headers or {})})
         response = conn.getresponse()
@@ -139,7 +149,7 @@ http {{
 # no lingering close for what is refused (the proxy does not read a 10 MB body it has refused).
 NGINX_SITE = """\
         location /mancgi/ {
-            client_max_body_size 16k;
+{allow}            client_max_body_size 16k;
             lingering_close off;
             proxy_pass http://billcore_callbacks;
         }
@@ -152,7 +162,7 @@ class Proxy:
     """nginx in front of the pages' and the callbacks' gunicorns, as in production; stopped on exit."""
 
     def __init__(self, nginx: str, pages_port: int, callbacks_port: int, workdir: Path, name: str,
-                 cpus: str | None = None) -> None:
+                 cpus: str | None = None, allow: tuple[str, ...] = ()) -> None:
         # plain http on 127.0.0.1 like the runs without a proxy (no X-Forwarded-Proto: https would add
         # Flask-WTF's Referer check to the guessers' posts, which the direct runs do not have)
         from bench.notify import free_port
@@ -161,8 +171,12 @@ class Proxy:
         folder = workdir / f"nginx-{name}"
         folder.mkdir()
         conf = folder / "nginx.conf"
+        # ``allow``: the gateway's published addresses, the only ones whose callbacks reach billcore (the
+        # module's own allow-list, e.g. PMROBOKASSA_ALLOWED_IPS, enforced by the proxy too: refused there)
+        rules = "".join(f"            allow {address};\n" for address in allow)
+        site = NGINX_SITE.replace("{allow}", rules + ("            deny all;\n" if allow else ""))
         conf.write_text(NGINX_CONF.format(dir=folder, pages=pages_port, callbacks=callbacks_port, port=self.port,
-                                          site=NGINX_SITE))
+                                          site=site))
         command = [nginx, "-c", str(conf), "-p", str(folder)]
         if cpus:
             command = ["taskset", "-c", cpus, *command]
@@ -224,7 +238,7 @@ class Attackers:
 
     def _session(self, address: str) -> tuple[str, str]:
         """A login page's session cookie and CSRF token."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = _connection(self.port, 30)
         conn.request("GET", "/login", headers={"X-Forwarded-For": address})
         response = conn.getresponse()
         html = response.read().decode()
@@ -249,7 +263,8 @@ class Attackers:
 
 
 def _attack_process(port: int, callback_port: int, targets: list[int], flood: int, forged: int, guessers: int,
-                    nice: int, stop, out) -> None:
+                    nice: int, source: str | None, stop, out) -> None:
+    SOURCE[0] = source
     if nice:  # the attackers' own CPU is not the server's in real life: on a shared box, let it yield
         os.nice(nice)
     attackers = Attackers(port, callback_port, targets, flood, forged, guessers)
@@ -269,8 +284,8 @@ class Attack:
         self.stop = multiprocessing.Event()
         self.out = multiprocessing.Queue()
         self.process = multiprocessing.Process(target=_attack_process, daemon=True, args=(
-            port, callback_port, targets, args.flood, args.forged, args.guessers, args.attacker_nice, self.stop,
-            self.out))
+            port, callback_port, targets, args.flood, args.forged, args.guessers, args.attacker_nice,
+            args.attacker_address, self.stop, self.out))
         self.counts: dict[str, dict[str, int]] = {}
 
     def __enter__(self) -> Attack:
@@ -369,7 +384,8 @@ def run(kind: str, args, workdir: Path) -> dict:
             pages_port, callbacks_port = pages.port, callbacks.port
             proxy = None
             if args.proxy:  # everyone, genuine or not, reaches billcore through the proxy
-                proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind, cpus=args.server_cpus)
+                proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind, cpus=args.server_cpus,
+                              allow=tuple(args.callbacks_from or ()))
                 pages_port = callbacks_port = proxy.port
             try:
                 paced_notifications(callbacks_port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
@@ -420,6 +436,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-cpus", metavar="LIST",
                         help="run the attackers and the genuine notifications' sender on these CPUs only "
                              "(e.g. 1: a core of their own stands for the other machines they run on)")
+    parser.add_argument("--attacker-address", metavar="IP",
+                        help="the attackers connect from this loopback address (e.g. 127.0.0.2), the genuine "
+                             "notifications from 127.0.0.1")
+    parser.add_argument("--callbacks-from", metavar="IP", action="append",
+                        help="with --proxy: only these addresses reach the callbacks (the gateway's published "
+                             "addresses; repeatable); the proxy refuses the others with 403")
     parser.add_argument("--proxy", metavar="NGINX",
                         help="with --callback-workers: put this nginx binary in front, as docs/security.md "
                              "recommends (/mancgi/ to the callbacks' workers with a 16 KB body cap)")
