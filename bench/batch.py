@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -422,7 +423,11 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 return run
 
             if "check" in args.jobs:
-                during("check", ["payments", "check"])
+                check = during("check", ["payments", "check"])
+                passes = re.search(r"took ([\d.]+) s \+ ([\d.]+) s", check.output)
+                if passes:  # the command's own wall time of each pass: the payments polled, the refunds
+                    figures["check_payments_pass_s"] = float(passes.group(1))
+                    figures["check_refunds_pass_s"] = float(passes.group(2))
             if "check" in args.jobs and target.kind != "sqlite":
                 # two hosts: two processes sweep the same (still open) payments at once, each with
                 # --host-workers threads, against one process with as many (PostgreSQL's connection

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal
 
 from billcore.db import db
@@ -61,6 +62,7 @@ def test_one_failing_item_does_not_stop_the_run(capp, monkeypatch, caplog):  # n
     assert result.exit_code == 0, result.output
     assert "3 payment(s) checked: 2 paid" in result.output
     assert "1 refund(s) followed: 1 finished" in result.output and "2 error(s)" in result.output
+    assert re.search(r"2 error\(s\); took \d+\.\d s \+ \d+\.\d s\n", result.output)  # each pass's wall time
     assert f"payment {broken}: unexpected RuntimeError" in result.output
     assert f"refund {refund_ids[0]}: unexpected KeyError" in result.output
     assert (_status(first), _status(broken), _status(last)) == ("paid", "inpay", "paid")

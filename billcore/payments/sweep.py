@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class SweepResult:
     refunds_failed: int = 0
     refunds_attention: int = 0
     errors: list[str] = field(default_factory=list)
+    # how long each pass took (wall time): the payments polled, then the refunds followed
+    payments_seconds: float = 0.0
+    refunds_seconds: float = 0.0
     # the pool's threads update the counters of one result
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -259,8 +263,12 @@ def follow_refunds(modules: list[str], result: SweepResult, batch: int, echo=Non
 def sweep(only_modules: Iterable[str] = (), batch: int = 200, echo=None) -> SweepResult:
     """Poll open payments and follow pending refunds of every module able to (or only ``only_modules``)."""
     result = SweepResult()
+    started = time.monotonic()
     poll_payments(modules_with(FEATURE_CHECKPAY, only_modules), result, batch, echo)
+    result.payments_seconds = time.monotonic() - started
+    started = time.monotonic()
     follow_refunds(modules_with(FEATURE_REFUND, only_modules), result, batch, echo)
+    result.refunds_seconds = time.monotonic() - started
     db.session.expire_all()
     return result
 
@@ -286,6 +294,6 @@ def check_command(modules: tuple[str, ...], batch: int, verbose: bool) -> None:
                f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host); "
                f"{result.refunds_followed} refund(s) followed: {result.refunds_finished} finished, "
                f"{result.refunds_failed} failed, {result.refunds_attention} need an admin; "
-               f"{result.error_count} error(s)")
+               f"{result.error_count} error(s); took {result.payments_seconds:.1f} s + {result.refunds_seconds:.1f} s")
     for line in result.errors:
         click.echo(f"error: {line}", err=True)
