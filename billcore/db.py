@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from flask import Flask
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints so Alembic migrations can alter them on every backend.
@@ -159,17 +160,34 @@ def _most_gateway_workers(app: Flask) -> int:
 # on it costs nothing), so at most one thread per process polls. Reentrant: a status change made from a
 # hook inside another runs in the same thread.
 _SQLITE_WRITE_TURN = threading.RLock()
+# The moment this thread's wait for the write lock must end (its turn and then BEGIN IMMEDIATE share one
+# busy timeout, so a caller still gets billcore's 503 well before the worker is killed).
+_WRITE_DEADLINE = threading.local()
 
 
 @contextmanager
 def sqlite_write_turn(engine: Engine | None = None) -> Iterator[None]:
     """Wait for this process's turn to open a write transaction on SQLite, held for the block (no-op on
-    other databases, where writers lock only their own rows)."""
+    other databases, where writers lock only their own rows). Waiting for the turn and then for SQLite's
+    lock take at most ``SQLITE_BUSY_TIMEOUT_MS`` together; past it, SQLAlchemy's OperationalError
+    ("database is locked") is raised, as a busy SQLite would."""
     if not is_sqlite(engine or db.engine):
         yield
         return
-    with _SQLITE_WRITE_TURN:
-        yield
+    outermost = getattr(_WRITE_DEADLINE, "at", None) is None
+    if outermost:
+        _WRITE_DEADLINE.at = time.monotonic() + current_app.config.get("SQLITE_BUSY_TIMEOUT_MS", 10000) / 1000
+    try:
+        if not _SQLITE_WRITE_TURN.acquire(timeout=max(0.0, _WRITE_DEADLINE.at - time.monotonic())):
+            raise OperationalError("waiting for this process's turn to write", None,
+                                   sqlite3.OperationalError("database is locked"))
+        try:
+            yield
+        finally:
+            _SQLITE_WRITE_TURN.release()
+    finally:
+        if outermost:
+            _WRITE_DEADLINE.at = None
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -251,6 +269,9 @@ def _begin_immediate(connection, busy_timeout_ms: int) -> None:
     """
     raw = connection.connection.driver_connection
     deadline = time.monotonic() + busy_timeout_ms / 1000
+    turn_deadline = getattr(_WRITE_DEADLINE, "at", None)
+    if turn_deadline is not None:  # what is left of the budget after waiting for this process's turn
+        deadline = min(deadline, turn_deadline)
     delay = 0.0002
     raw.execute("PRAGMA busy_timeout=0")
     try:

@@ -113,3 +113,33 @@ def test_the_write_turn_is_reentrant_and_only_for_sqlite(sqlite_app):
     postgres = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connected
     with sqlite_write_turn(postgres):
         assert _turn_free_for_another_thread()
+
+
+def test_waiting_for_the_turn_ends_with_sqlites_own_error_within_the_busy_timeout(sqlite_app):
+    from sqlalchemy.exc import OperationalError
+
+    from billcore.payments.service import write_connection, write_transaction
+
+    sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"] = 300
+    inside, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with sqlite_app.app_context(), write_transaction():
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert inside.wait(5)
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            with write_connection():
+                pass
+        # the turn and SQLite's lock share one budget: a caller answers 503 well before a worker timeout
+        assert 0.25 < time.monotonic() - started < 1.5
+    finally:
+        release.set()
+        thread.join(5)
+    with write_connection() as conn:  # the turn is free again once the holder committed
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
