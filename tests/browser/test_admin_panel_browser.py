@@ -161,7 +161,8 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
         check_page(page, artifacts, "3-payment")
         page.fill("#amount", "40")
         page.click("[data-testid=refund]")
-        assert page.is_visible("[data-testid=refund-confirm]")
+        # the click posts the form: wait for the confirmation page (is_visible would look only once)
+        expect(page.locator("[data-testid=refund-confirm]")).to_be_visible()
         assert f"#{ids['account']}" in page.inner_text("[data-testid=refund-confirm]")
         check_page(page, artifacts, "4-refund-confirm")
 
@@ -203,7 +204,8 @@ def test_admin_panel(live_server, browser, artifacts, width, lang):
         assert page.is_visible("#receipt_tax")
         page.uncheck("#receipt_enabled")
         page.click("button[value=next]")
-        assert page.locator(".has-error").count() >= 3  # identifier and both passwords together
+        # identifier and both passwords together (waited for: the click posts the form)
+        expect(page.locator(".has-error").nth(2)).to_be_visible()
         check_page(page, artifacts, "9-wizard-step2")
         page.goto(f"{live_server.url}/admin/recurring")
         check_page(page, artifacts, "10-auto-payments")
