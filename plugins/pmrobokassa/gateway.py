@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from http import cookiejar
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -101,11 +102,12 @@ class _NoCookies(cookiejar.DefaultCookiePolicy):
 
 
 class _GatewaySession(requests.Session):
-    """A ``requests.Session`` that reads the environment's proxy and CA settings once per URL.
+    """A ``requests.Session`` that reads the environment's proxy and CA settings once per scheme and host.
 
     requests looks them up on every call (each a scan of the whole environment, a good part of a small
-    call's cost); Robokassa's web services are a few fixed URLs, and a batch job's environment does not
-    change while it runs.
+    call's cost); which proxy applies depends only on the URL's scheme and host (``no_proxy`` included),
+    Robokassa's web services are on a few hosts, and a batch job's environment does not change while it
+    runs.
     """
 
     _MAX_REMEMBERED = 64
@@ -115,7 +117,7 @@ class _GatewaySession(requests.Session):
         self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
-        key = (url, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+        key = (*urlsplit(url)[:2], tuple(sorted((proxies or {}).items())), stream, verify, cert)
         found = self._environment.get(key)
         if found is None:
             found = super().merge_environment_settings(url, proxies, stream, verify, cert)

@@ -122,9 +122,9 @@ def test_calls_reuse_one_connection_per_thread(app):
 
 
 
-def test_the_environment_is_read_once_per_url_and_its_proxy_still_applies(app, monkeypatch):
+def test_the_environment_is_read_once_per_host_and_its_proxy_still_applies(app, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("NO_PROXY", "internal.example")
     monkeypatch.delenv("no_proxy", raising=False)
     gateway.close_http_session()
     try:
@@ -133,8 +133,13 @@ def test_the_environment_is_read_once_per_url_and_its_proxy_still_applies(app, m
         first = session.merge_environment_settings(url, {}, None, None, None)
         assert first["proxies"]["https"] == "http://proxy.example:3128"
         monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
-        # the same URL: remembered (a batch job's environment does not change while it runs)
+        # the same host: remembered (a batch job's environment does not change while it runs)
         assert session.merge_environment_settings(url, {}, None, None, None) == first
+        assert session.merge_environment_settings("https://auth.robokassa.ru/Merchant/Index.aspx?a=1", {}, None,
+                                                  None, None) == first
+        # a host the environment exempts goes without the proxy
+        exempt = session.merge_environment_settings("https://internal.example/x", {}, None, None, None)
+        assert "https" not in exempt["proxies"]
         # another URL: read afresh
         other = session.merge_environment_settings("https://example.org/", {}, None, None, None)
         assert other["proxies"]["https"] == "http://other.example:3128"
