@@ -364,6 +364,13 @@ def timed(args: list[str], env: dict[str, str]) -> Run:
     return finish(flask(args, env), started)
 
 
+def charges_made(target: Target) -> dict[str, int]:
+    """Periods charged, and profiles charged more than once (each has one due period: must be 0)."""
+    return {"charged": count(target, "SELECT count(*) FROM recurring_charges"),
+            "charged_twice": count(target, "SELECT count(*) FROM (SELECT profile_id FROM recurring_charges "
+                                           "GROUP BY profile_id HAVING count(*) > 1) twice")}
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line and not line.startswith(("error:", "profile "))]
     return lines[-1] if lines else ""
@@ -456,14 +463,12 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                       flush=True)
             if "recurring" in args.jobs:
                 during("recurring", ["recurring", "run", "--limit", str(data.profiles)])
-                figures["charged"] = count(target, "SELECT count(*) FROM recurring_charges")
-                figures["charged_twice"] = count(target, "SELECT count(*) FROM (SELECT profile_id FROM "
-                                                 "recurring_charges GROUP BY profile_id HAVING count(*) > 1) twice")
+                figures.update(charges_made(target))
                 figures["children"] = count(target, "SELECT count(*) FROM payments WHERE description LIKE "
                                             "'Automatic payment%'")
             if "recurring-two-hosts" in args.jobs:
                 # two processes run the same cron job at once over the same due profiles (instead of one
-                # process: run it in a database of its own, e.g. --jobs recurring-two-hosts alone)
+                # process: the two jobs cannot share a run, see main)
                 with Notifier(billcore.port, busy_payments) as notifier:
                     started = time.perf_counter()
                     procs = [flask(["recurring", "run", "--limit", str(data.profiles)], env) for _ in range(2)]
@@ -473,9 +478,7 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 figures["recurring_two_hosts_cpu_s"] = [round(r.cpu_s, 1) for r in runs]
                 figures["recurring_two_hosts_says"] = [last_line(r.output) for r in runs]
                 figures["recurring_two_hosts_notify_p99_ms"] = notifier.p99()
-                figures["charged"] = count(target, "SELECT count(*) FROM recurring_charges")
-                figures["charged_twice"] = count(target, "SELECT count(*) FROM (SELECT profile_id FROM "
-                                                 "recurring_charges GROUP BY profile_id HAVING count(*) > 1) twice")
+                figures.update(charges_made(target))
                 print(f"  {target.kind} recurring on two hosts: {figures['recurring_two_hosts_s']} s "
                       f"(CPU {figures['recurring_two_hosts_cpu_s']}), {figures['charged']} charged, "
                       f"{figures['charged_twice']} charged twice, notification p99 {notifier.p99() or float('nan'):.1f} ms "
@@ -558,6 +561,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if {"recurring", "recurring-two-hosts"} <= set(args.jobs):
+        sys.exit("--jobs: recurring and recurring-two-hosts charge the same due profiles; run them apart")
     JOB_NICE[0] = args.job_nice
     kinds = args.db or ["sqlite", "postgresql"]
     print(f"machine: {machine()}", flush=True)

@@ -141,14 +141,13 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
 @dataclass(frozen=True)
 class Pass:
     """One kind of row the sweep goes through for one module: ``query(after_id)`` selects candidate ids
-    in id order, ``process(id)`` handles one claimed row (and updates the result); ``still_due(id)``, asked
-    once the row is claimed, says whether it still needs asking (another host may have done it)."""
+    in id order, ``process(id)`` handles one claimed row (and updates the result), reading it again first
+    (another host may have handled it meanwhile)."""
 
     what: str  # "payment" or "refund", for the error lines and the log
     lock: int
     query: Callable[[int], Select]
     process: Callable[[int], None]
-    still_due: Callable[[int], bool] = lambda _id: True
 
 
 def _candidate_ids(job: Pass, batch: int) -> Iterator[int]:
@@ -169,7 +168,7 @@ def run_pass(job: Pass, result: SweepResult, batch: int, workers: int = 1) -> No
     """
     def work(object_id: int) -> None:
         with claim(job.lock, object_id) as mine:
-            if not mine or not job.still_due(object_id):
+            if not mine:
                 result.bump("skipped")
                 return
             job.process(object_id)

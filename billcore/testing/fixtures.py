@@ -206,8 +206,10 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         "TEST_CHEAP_PASSWORD_HASH": True,
     }
     settings.update(config)
-    sqlite_file = _SqliteTemplates.path_of(database_url)
-    new_sqlite_file = sqlite_file is not None and not sqlite_file.exists()
+    # a SQLite file this app is about to create: its tables may come from the process's template
+    new_sqlite_file = _SqliteTemplates.path_of(database_url)
+    if new_sqlite_file is not None and new_sqlite_file.exists():
+        new_sqlite_file = None
     _SEEDING.active = True
     try:
         app = create_app(settings)
@@ -221,10 +223,10 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         # create_all is much faster than running the migrations for every test (and copying the tables
         # made by an earlier create_all faster still). Stamping the schema as current (for tests of
         # ``init``/``demo``) costs half a second a test, so only on request.
-        if not (new_sqlite_file and sqlite_file is not None and _SQLITE_TEMPLATES.copy_to(sqlite_file)):
+        if new_sqlite_file is None or not _SQLITE_TEMPLATES.copy_to(new_sqlite_file):
             db.create_all()
-            if new_sqlite_file and sqlite_file is not None:
-                _SQLITE_TEMPLATES.keep(sqlite_file)
+            if new_sqlite_file is not None:
+                _SQLITE_TEMPLATES.keep(new_sqlite_file)
         if stamp:
             command.stamp(migrate.alembic_config(), "head")
     return app

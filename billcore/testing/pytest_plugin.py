@@ -25,8 +25,9 @@ from billcore.db import db
 from .fixtures import (ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, add_paymethod, database_urls,  # noqa: F401
                        drop_reused_schema, login, make_app, reused_database_urls)
 
-__all__ = ["app_config", "billcore_reused_schema", "app", "admin_user", "client_user", "other_client_user", "admin_client",
-           "client_client", "other_client_client", "add_paymethod", "login", "ADMIN", "CLIENT", "OTHER_CLIENT"]
+__all__ = ["app_config", "billcore_reused_schema", "app", "admin_user", "client_user", "other_client_user",
+           "admin_client", "client_client", "other_client_client", "add_paymethod", "login", "ADMIN", "CLIENT",
+           "OTHER_CLIENT"]
 
 
 @pytest.fixture
