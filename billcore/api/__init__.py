@@ -44,7 +44,7 @@ class Api(SmorestApi):
         self._spec_lock = threading.RLock()  # the building thread reads ``spec`` itself
         super().__init__(app, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def spec(self) -> Any:
         """The OpenAPI document (``apispec.APISpec``), built on first use; other threads wait for it."""
         if not self._spec_ready and self._spec_arguments is not None:
