@@ -308,6 +308,89 @@ class Notifier:
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
 
+class CpuShares:
+    """Where the machine's CPU went while a job ran: the job's own process (from ``wait4``; the benchmark's
+    other children are the job), the benchmark itself, the sandbox's and billcore's gunicorn (each a
+    process tree), PostgreSQL's processes and everything else.
+
+    Samples ``/proc`` every ``every`` s and keeps, per process, its first and last CPU time seen: a
+    process that exits (a PostgreSQL backend of the job's connections) keeps what it used until its last
+    sample. A process born meanwhile counts from zero.
+    """
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, roots: dict[str, int], every: float = 0.25):
+        self.roots, self.every = roots, every
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = 0.0
+        self.seconds = 0.0
+
+    @classmethod
+    def _processes(cls) -> dict[int, tuple[int, str, float]]:
+        found = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    raw = stat.read().decode()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2:].split()
+            found[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / cls.TICK)
+        return found
+
+    def _group(self, pid: int, processes: dict[int, tuple[int, str, float]]) -> str:
+        if pid == os.getpid():
+            return "bench"  # the notifications' senders and this sampler
+        seen = pid
+        while seen in processes and seen > 1:
+            for group, root in self.roots.items():
+                if seen == root:
+                    return group
+            seen = processes[seen][0]
+        return "postgres" if processes.get(pid, (0, "", 0))[1] == "postgres" else "other"
+
+    def _sample(self, first: bool) -> None:
+        processes = self._processes()
+        for pid, (_, _, cpu) in processes.items():
+            if first:
+                self.first[pid] = cpu
+            else:
+                self.first.setdefault(pid, 0.0)
+            self.last[pid] = (self._group(pid, processes), cpu)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self._sample(False)
+
+    def __enter__(self) -> CpuShares:
+        self._sample(True)
+        self.started = time.perf_counter()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample(False)
+        self.seconds = time.perf_counter() - self.started
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds per group (``job`` excluded: the caller has it exactly), and the cores' total."""
+        totals: dict[str, float] = {}
+        for pid, (group, cpu) in self.last.items():
+            totals[group] = totals.get(group, 0.0) + cpu - self.first.get(pid, 0.0)
+        totals.pop("job", None)
+        totals["available"] = self.seconds * (os.cpu_count() or 1)
+        return {group: round(value, 1) for group, value in totals.items()}
+
+
 # --------------------------------------------------------------------------------------------------
 # The jobs
 # --------------------------------------------------------------------------------------------------
@@ -411,9 +494,13 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
             busy_payments = list(data.notify_busy)
 
             def during(name: str, command: list[str], job_env: dict[str, str] = env) -> Run:
-                with Notifier(billcore.port, busy_payments) as notifier:
+                with Notifier(billcore.port, busy_payments) as notifier, \
+                        CpuShares({"sandbox": sandbox.process.pid, "billcore web": billcore.process.pid,
+                                   "job": os.getpid()}) as cpu:
                     run = timed(command, job_env)
                 busy_payments[:] = notifier.todo
+                shares = {"job": round(run.cpu_s, 1), **cpu.used()}
+                figures[f"{name}_cpu_shares_s"] = shares
                 figures[f"{name}_s"] = round(run.seconds, 1)
                 figures[f"{name}_peak_mb"] = round(run.peak_mb, 1)
                 figures[f"{name}_cpu_s"] = round(run.cpu_s, 1)
@@ -427,6 +514,7 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 print(f"  {target.kind} {name}: {run.seconds:.1f} s (CPU {run.cpu_s:.1f} s), peak {run.peak_mb:.0f} MB, "
                       f"notification p99 "
                       f"{notifier.p99() or float('nan'):.1f} ms -- {last_line(run.output)}", flush=True)
+                print(f"    CPU seconds meanwhile: {', '.join(f'{k} {v}' for k, v in shares.items())}", flush=True)
                 return run
 
             if "check" in args.jobs:
