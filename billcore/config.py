@@ -84,6 +84,10 @@ DEFAULTS: dict[str, Any] = {
     # recurring run): {module: threads}, and the number for modules not listed (billcore.gateway_pool).
     "GATEWAY_WORKERS": {},
     "GATEWAY_WORKERS_DEFAULT": 8,
+    # `payments check` does not ask again about a payment it (on any host) asked about less than this many
+    # seconds ago. Two hosts whose cron starts the job a moment apart would otherwise each ask about the
+    # payments the other polled before it began. 0: ask about every open payment on every run.
+    "CHECK_AGAIN_AFTER_SECONDS": 60,
 }
 
 SECRET_KEY_FILE = "secret_key"

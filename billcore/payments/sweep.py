@@ -18,7 +18,8 @@ Safe on several hosts at once: candidate rows are selected ``FOR UPDATE SKIP LOC
 transaction-independent advisory lock for the duration of the gateway call, so two hosts never ask about
 the same payment at the same time. Once a payment is claimed, it is skipped when it is no longer
 ``inpay`` or another host already asked about it during this run (its history has a poll since the run
-started), so two hosts sweeping together share the work instead of each asking about everything.
+started, or less than ``CHECK_AGAIN_AFTER_SECONDS`` before it: the other host's cron may have started a
+moment earlier), so two hosts sweeping together share the work instead of each asking about everything.
 Correctness never depends on these locks: the service re-reads each payment under its own row lock and
 reports a repeat as ``already``.
 """
@@ -30,11 +31,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Select, exists, or_, select, text
+from sqlalchemy import Select, exists, func, or_, select, text
 
 from ..db import db, is_sqlite
 from ..gateway_pool import run_each, workers_for
@@ -67,6 +69,8 @@ class SweepResult:
     fraud: int = 0
     unchanged: int = 0
     skipped: int = 0
+    # in pay, but asked about less than CHECK_AGAIN_AFTER_SECONDS ago: left for a later run
+    asked_recently: int = 0
     refunds_followed: int = 0
     refunds_finished: int = 0
     refunds_failed: int = 0
@@ -188,12 +192,18 @@ def _polled_since(started: datetime):
 
 
 def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
-    started = utcnow()
+    # polled "during this run" includes the moments before it began (CHECK_AGAIN_AFTER_SECONDS): a second
+    # host starting a little later must not ask again about what the first asked before it started
+    started = utcnow() - timedelta(seconds=max(0, int(current_app.config["CHECK_AGAIN_AFTER_SECONDS"])))
+    in_pay = (PaymentMethod.module.in_(modules), Payment.status == service.INPAY)
+    recent = db.session.execute(select(func.count(Payment.id)).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+                                .where(*in_pay, _polled_since(started))).scalar_one()
+    result.bump("asked_recently", recent)
+    db.session.commit()
 
     def query(after_id: int) -> Select:
         return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                .where(PaymentMethod.module.in_(modules), Payment.status == service.INPAY, Payment.id > after_id,
-                       ~_polled_since(started))
+                .where(*in_pay, Payment.id > after_id, ~_polled_since(started))
                 .order_by(Payment.id))
 
     def process(payment_id: int) -> None:
@@ -290,7 +300,8 @@ def check_command(modules: tuple[str, ...], batch: int, verbose: bool) -> None:
         raise click.ClickException(f"unknown payment module(s): {', '.join(unknown)}")
     result = sweep(modules, batch=batch, echo=click.echo if verbose else None)
     click.echo(f"{result.checked} payment(s) checked: {result.paid} paid, {result.cancelled} cancelled, "
-               f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host); "
+               f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host), "
+               f"{result.asked_recently} asked less than {current_app.config['CHECK_AGAIN_AFTER_SECONDS']} s ago; "
                f"{result.refunds_followed} refund(s) followed: {result.refunds_finished} finished, "
                f"{result.refunds_failed} failed, {result.refunds_attention} need an admin; "
                f"{result.error_count} error(s); took {result.payments_seconds:.1f} s + {result.refunds_seconds:.1f} s")

@@ -42,9 +42,18 @@ def test_check_settles_inpay_payments(app, fake, client_user):
     assert reload(untouched.id).status == "new"
     polled = [params["InvoiceID"] for path, params in fake.requests if path.endswith("OpStateExt")]
     assert sorted(polled) == sorted(str(p.id) for p in (paid, cancelled, waiting, wrong))
-    # A second run asks only about what is still open, and changes nothing.
+    # A second run at once leaves the payment it asked about a moment ago for later (a second host's cron
+    # starting a little after the first must not ask again)...
+    soon = app.test_cli_runner().invoke(args=["payments", "check"])
+    assert "0 payment(s) checked: 0 paid" in soon.output
+    assert "1 asked less than 60 s ago" in soon.output
+    assert len(fake.requests) == len(polled)
+    # ... and once that interval has passed, it asks only about what is still open, and changes nothing.
+    app.config["CHECK_AGAIN_AFTER_SECONDS"] = 0
     again = app.test_cli_runner().invoke(args=["payments", "check"])
     assert "1 payment(s) checked: 0 paid" in again.output
+    assert "0 asked less than 0 s ago" in again.output
+    assert [params["InvoiceID"] for path, params in fake.requests[len(polled):]] == [str(waiting.id)]
 
 
 def test_check_follows_pending_refunds(app, fake, client_user):
