@@ -44,7 +44,8 @@ def audit(page) -> list[str]:
     assert AXE_JS.exists(), f"{AXE_JS} is missing: run `make axe` (installs axe-core from the npm registry)"
     if not page.evaluate("typeof window.axe !== 'undefined'"):
         page.add_script_tag(path=str(AXE_JS))
-    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})", AXE_TAGS)
+    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, "
+                           "resultTypes: ['violations']})", AXE_TAGS)
     found = []
     for v in result["violations"]:
         if v["impact"] in ("serious", "critical"):
