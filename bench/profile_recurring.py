@@ -1,11 +1,14 @@
-"""In-process profile of ``recurring run`` against the Robokassa sandbox (one gateway thread).
+"""In-process profile of ``recurring run`` (or, ``--job check``, of ``payments check``) against the
+Robokassa sandbox (one gateway thread).
 
 Starts the sandbox under gunicorn as ``bench/batch.py`` does, fills a fresh database with ``--n`` due
-auto-payment profiles (``bench.batch.fill``), then calls :func:`billcore.recurring.run_due` in this
-process with one gateway thread, so cProfile sees every call, and prints the CPU time per charge and
-(with ``--profile``) the functions that cost most. A development aid, not a test.
+auto-payment profiles (or ``inpay`` payments; ``bench.batch.fill``), then calls
+:func:`billcore.recurring.run_due` (or :func:`billcore.payments.sweep.sweep`) in this process with one
+gateway thread, so cProfile sees every call, and prints the CPU time per item and (with ``--profile``)
+the functions that cost most. A development aid, not a test.
 
     .venv/bin/python bench/profile_recurring.py --db sqlite --n 300 --latency 0 [--profile | --count-sql]
+    .venv/bin/python bench/profile_recurring.py --job check --db postgresql --n 300 --profile
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ def _count_sql(app) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     """Fill, run and print the CPU milliseconds per charge (and the profile with ``--profile``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", choices=["recurring", "check"], default="recurring")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--n", type=int, default=300)
@@ -62,27 +66,35 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_dir.mkdir()
             with batch.Gunicorn("sandbox", batch.sandbox_env(sandbox_dir, args.latency), workdir,
                                 workers=1, threads=8) as sandbox:
-                batch.fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", 0, notify=0, expired=0,
-                           profiles=args.n, refunds=0)
+                check = args.job == "check"
+                batch.fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", args.n if check else 0,
+                           notify=0, expired=0, profiles=0 if check else args.n, refunds=0)
                 from billcore import recurring
+                from billcore.payments.sweep import sweep
 
                 app = batch._app(target, workers=1)
                 with app.app_context():
                     counts = _count_sql(app) if args.count_sql else None
-                    profiler = cProfile.Profile() if args.profile else None
+                    profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not waiting
                     wall, cpu = time.perf_counter(), time.process_time()
                     if profiler is not None:
                         profiler.enable()
-                    result = recurring.run_due(limit=args.n)
+                    if check:
+                        swept = sweep(["pmrobokassa"])
+                        done, what = swept.checked, (f"payments checked ({swept.unchanged} unchanged), "
+                                                     f"{swept.error_count} errors")
+                    else:
+                        result = recurring.run_due(limit=args.n)
+                        done, what = result.total, (f"charges ({result.count('paid')} paid), "
+                                                    f"{len(result.errors)} errors")
                     if profiler is not None:
                         profiler.disable()
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                    n = max(len(result.charges), 1)
-                    print(f"{args.db}: {len(result.charges)} charges ({result.count('paid')} paid), "
-                          f"{len(result.errors)} errors; {wall / n * 1000:.2f} ms wall, "
-                          f"{cpu / n * 1000:.2f} ms CPU per charge")
+                    n = max(done, 1)
+                    print(f"{args.db}: {done} {what}; {wall / n * 1000:.2f} ms wall, "
+                          f"{cpu / n * 1000:.2f} ms CPU per item")
                     if counts is not None:
-                        print(f"per charge: {counts['statements'] / n:.1f} SQL statements, "
+                        print(f"per item: {counts['statements'] / n:.1f} SQL statements, "
                               f"{counts['commits'] / n:.1f} commits (the run's own selection included)")
                     if profiler is not None:
                         stats = pstats.Stats(profiler)

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT_MS": 10000,
     "POSTGRES_LOCK_TIMEOUT_MS": 10000,  # PostgreSQL lock_timeout: waiting for a row or table lock
     "POSTGRES_STATEMENT_TIMEOUT_MS": 15000,  # PostgreSQL statement_timeout: any one statement
+    # A pooled PostgreSQL connection idle for longer than this is tested before use (one it finds
+    # closed, e.g. by a server restart, is replaced); one in steady use is not (billcore.db).
+    "POSTGRES_PING_AFTER_IDLE_SECONDS": 10,
     "WORKER_TIMEOUT_SECONDS": 30,  # the documented gunicorn --timeout the limits above stay under
     # Request bodies: every request, and the gateways' callbacks (a few fields) much less.
     "MAX_CONTENT_LENGTH": 1024 * 1024,

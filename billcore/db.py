@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints so Alembic migrations can alter them on every backend.
@@ -106,8 +106,7 @@ def init_app(app: Flask) -> None:
     """Bind the database to ``app`` and configure SQLite connections (WAL, busy timeout, foreign keys)."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    if url.startswith("postgresql"):
-        options.setdefault("pool_pre_ping", True)
+    ping_when_idle = url.startswith("postgresql") and not options.get("pool_pre_ping")
     # The batch jobs' gateway threads each hold up to two connections (a claim and a transaction):
     # keep that many, so a thread never waits for a connection (or opens and closes one per item).
     if "poolclass" not in options:  # NullPool, StaticPool... take no pool_size
@@ -122,6 +121,35 @@ def init_app(app: Flask) -> None:
         with app.app_context():
             postgres_timeouts(db.engine, app.config["POSTGRES_LOCK_TIMEOUT_MS"],
                               app.config["POSTGRES_STATEMENT_TIMEOUT_MS"])
+            if ping_when_idle:
+                ping_idle_connections(db.engine, float(app.config["POSTGRES_PING_AFTER_IDLE_SECONDS"]))
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Test a pooled connection of ``engine`` before use when it sat in the pool longer than
+    ``idle_seconds``; one the server closed meanwhile (a restart, an idle timeout) is replaced, unseen.
+
+    SQLAlchemy's ``pool_pre_ping`` tests every connection on every checkout: a round trip for each
+    notification and three for each payment a batch job polls, about 6 % of the job's CPU, to guard
+    against what happens to a connection left unused. A connection in steady use is not tested; one
+    that breaks while in use fails that one request or item (the job logs it and goes on) and the pool
+    then replaces every connection of that age.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # just opened, or back in use after a moment
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # the pool discards this connection and checks out another (SQLAlchemy's PoolEvents.checkout)
+            raise DisconnectionError(f"idle connection closed by the server: {type(exc).__name__}") from exc
 
 
 def postgres_timeouts(engine: Engine, lock_timeout_ms: int, statement_timeout_ms: int) -> None:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
 
 from billcore.db import (_SQLITE_WRITE_TURN, SQLITE_AUTOCHECKPOINT_PAGES, checkpoint_every_commits, db,
                          sqlite_write_turn)
@@ -143,3 +144,53 @@ def test_waiting_for_the_turn_ends_with_sqlites_own_error_within_the_busy_timeou
         thread.join(5)
     with write_connection() as conn:  # the turn is free again once the holder committed
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+@pytest.fixture
+def pings(monkeypatch):
+    """The pings the engine's dialect makes from now on (a list that grows)."""
+    made: list[int] = []
+    original = db.engine.dialect.do_ping
+
+    def counted(dbapi_connection):
+        made.append(1)
+        return original(dbapi_connection)
+
+    monkeypatch.setattr(db.engine.dialect, "do_ping", counted)
+    return made
+
+
+def test_postgresql_connections_in_steady_use_are_not_pinged_and_idle_ones_are(app, pings, monkeypatch):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to lose a connection to")
+    assert not db.engine.pool._pre_ping  # replaced by the idle ping
+    for _ in range(5):
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    assert pings == []
+    clock = [time.monotonic()]
+    monkeypatch.setattr("billcore.db.time.monotonic", lambda: clock[0])
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    clock[0] += app.config["POSTGRES_PING_AFTER_IDLE_SECONDS"] + 1  # it sat in the pool that long
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 2").scalar() == 2
+    assert pings == [1]
+
+
+def test_an_idle_postgresql_connection_the_server_closed_is_replaced_unseen(app, pings, monkeypatch):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to lose a connection to")
+    db.engine.dispose()
+    with db.engine.connect() as conn:
+        old_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    # the server ends that connection while it sits in the pool (a restart, an idle timeout)
+    outside = create_engine(db.engine.url, poolclass=NullPool)
+    with outside.connect() as other:
+        assert other.exec_driver_sql(f"SELECT pg_terminate_backend({int(old_pid)})").scalar()
+    outside.dispose()
+    clock = [time.monotonic() + app.config["POSTGRES_PING_AFTER_IDLE_SECONDS"] + 1]
+    monkeypatch.setattr("billcore.db.time.monotonic", lambda: clock[0])
+    with db.engine.connect() as conn:
+        new_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    assert new_pid != old_pid and pings
