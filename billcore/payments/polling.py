@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from ..db import db
 from ..gateway_pool import release_read_transaction
@@ -73,13 +73,20 @@ def can_check(paymethod: PaymentMethod | None) -> bool:
     return paymethod is not None and get_registry().has_feature(paymethod.module, FEATURE_CHECKPAY)
 
 
-def load_for_check(payment_id: int, *where: Any) -> tuple[Payment, PaymentMethod] | None:
+def check_query(*where: Any) -> Select:
+    """The statement :func:`load_for_check` runs: a payment (the ``payment_id`` parameter) and its method,
+    further limited by ``where``. A sweep builds it once and passes it for every payment it loads."""
+    return (select(Payment, PaymentMethod).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
+            .where(Payment.id == bindparam("payment_id"), *where))
+
+
+def load_for_check(payment_id: int, *where: Any, query: Select | None = None) -> tuple[Payment, PaymentMethod] | None:
     """The payment and its method as they are now, in one statement (None when there is no such
-    payment, or it does not match the further ``where`` clauses, e.g. "still in pay"). Hand the pair to
-    :func:`check_payment` as ``loaded``."""
+    payment, or it does not match the further ``where`` clauses, e.g. "still in pay", or those ``query``
+    was built with by :func:`check_query`). Hand the pair to :func:`check_payment` as ``loaded``."""
     db.session.expire_all()  # the service commits in its own sessions; read the current row
-    row = db.session.execute(select(Payment, PaymentMethod).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                             .where(Payment.id == payment_id, *where)).first()
+    statement = query if query is not None else check_query(*where)
+    row = db.session.execute(statement, {"payment_id": payment_id}).first()
     return None if row is None else (row[0], row[1])
 
 

@@ -44,7 +44,7 @@ from ..models import Payment, PaymentEvent, PaymentMethod, Refund, utcnow
 from ..paymodule import FEATURE_CHECKPAY, FEATURE_REFUND
 from ..plugins import get_registry
 from . import service
-from .polling import PollError, check_payment, load_for_check
+from .polling import PollError, check_payment, check_query, load_for_check
 from .refunds import ATTENTION, attention_after, follow_refund
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,9 @@ def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
     result.bump("asked_recently", recent)
     db.session.commit()
 
+    # a claimed payment is read again, still in pay and not asked about meanwhile (built once per pass)
+    still_due = check_query(Payment.status == service.INPAY, ~_polled_since(started))
+
     def query(after_id: int) -> Select:
         return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
                 .where(*in_pay, Payment.id > after_id, ~_polled_since(started))
@@ -208,7 +211,7 @@ def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
 
     def process(payment_id: int) -> None:
         # read after the claim: a host that asked about it first has released the claim by now
-        loaded = load_for_check(payment_id, Payment.status == service.INPAY, ~_polled_since(started))
+        loaded = load_for_check(payment_id, query=still_due)
         if loaded is None:
             result.bump("skipped")
             return
