@@ -131,9 +131,11 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
 
     SQLAlchemy's ``pool_pre_ping`` tests every connection on every checkout: a round trip for each
     notification and three for each payment a batch job polls, about 6 % of the job's CPU, to guard
-    against what happens to a connection left unused. A connection in steady use is not tested; one
-    that breaks while in use fails that one request or item (the job logs it and goes on) and the pool
-    then replaces every connection of that age.
+    against what happens to a connection left unused. A connection in steady use is not tested. One the
+    server closed after a shorter pause (a restart between two requests a second apart), or while it was
+    in use, fails that one request or item: a gateway gets billcore's 503 and sends its notification
+    again, a batch job logs the item and goes on, and the pool then replaces every connection opened
+    before the failure (SQLAlchemy invalidates the pool on a disconnect).
     """
 
     @event.listens_for(engine, "checkin")

@@ -199,7 +199,7 @@ def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
     recent = db.session.execute(select(func.count(Payment.id)).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
                                 .where(*in_pay, _polled_since(started))).scalar_one()
     result.bump("asked_recently", recent)
-    db.session.commit()
+    db.session.commit()  # no read transaction left open while the pass runs
 
     # a claimed payment is read again, still in pay and not asked about meanwhile (built once per pass)
     still_due = check_query(Payment.status == service.INPAY, ~_polled_since(started))
