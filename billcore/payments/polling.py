@@ -80,12 +80,12 @@ def check_query(*where: Any) -> Select:
             .where(Payment.id == bindparam("payment_id"), *where))
 
 
-def load_for_check(payment_id: int, *where: Any, query: Select | None = None) -> tuple[Payment, PaymentMethod] | None:
+def load_for_check(payment_id: int, query: Select | None = None) -> tuple[Payment, PaymentMethod] | None:
     """The payment and its method as they are now, in one statement (None when there is no such
-    payment, or it does not match the further ``where`` clauses, e.g. "still in pay", or those ``query``
-    was built with by :func:`check_query`). Hand the pair to :func:`check_payment` as ``loaded``."""
+    payment, or it does not match what ``query``, built by :func:`check_query`, further asks, e.g. "still
+    in pay"). Hand the pair to :func:`check_payment` as ``loaded``."""
     db.session.expire_all()  # the service commits in its own sessions; read the current row
-    statement = query if query is not None else check_query(*where)
+    statement = query if query is not None else check_query()
     row = db.session.execute(statement, {"payment_id": payment_id}).first()
     return None if row is None else (row[0], row[1])
 

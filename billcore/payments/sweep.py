@@ -191,22 +191,28 @@ def _polled_since(started: datetime):
                           PaymentEvent.source == SOURCE, PaymentEvent.created_at >= started)
 
 
+def check_again_after() -> int:
+    """Seconds before `payments check` asks again about a payment it (on any host) asked about: the
+    ``CHECK_AGAIN_AFTER_SECONDS`` setting, never below 0."""
+    return max(0, int(current_app.config["CHECK_AGAIN_AFTER_SECONDS"]))
+
+
 def _payment_pass(modules: list[str], result: SweepResult, echo=None) -> Pass:
     # polled "during this run" includes the moments before it began (CHECK_AGAIN_AFTER_SECONDS): a second
     # host starting a little later must not ask again about what the first asked before it started
-    started = utcnow() - timedelta(seconds=max(0, int(current_app.config["CHECK_AGAIN_AFTER_SECONDS"])))
+    polled = _polled_since(utcnow() - timedelta(seconds=check_again_after()))
     in_pay = (PaymentMethod.module.in_(modules), Payment.status == service.INPAY)
     recent = db.session.execute(select(func.count(Payment.id)).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                                .where(*in_pay, _polled_since(started))).scalar_one()
+                                .where(*in_pay, polled)).scalar_one()
     result.bump("asked_recently", recent)
     db.session.commit()  # no read transaction left open while the pass runs
 
     # a claimed payment is read again, still in pay and not asked about meanwhile (built once per pass)
-    still_due = check_query(Payment.status == service.INPAY, ~_polled_since(started))
+    still_due = check_query(Payment.status == service.INPAY, ~polled)
 
     def query(after_id: int) -> Select:
         return (select(Payment.id).join(PaymentMethod, PaymentMethod.id == Payment.paymethod_id)
-                .where(*in_pay, Payment.id > after_id, ~_polled_since(started))
+                .where(*in_pay, Payment.id > after_id, ~polled)
                 .order_by(Payment.id))
 
     def process(payment_id: int) -> None:
@@ -302,9 +308,10 @@ def check_command(modules: tuple[str, ...], batch: int, verbose: bool) -> None:
     if unknown:
         raise click.ClickException(f"unknown payment module(s): {', '.join(unknown)}")
     result = sweep(modules, batch=batch, echo=click.echo if verbose else None)
+    interval = check_again_after()
+    left = f", {result.asked_recently} asked less than {interval} s ago" if interval else ""
     click.echo(f"{result.checked} payment(s) checked: {result.paid} paid, {result.cancelled} cancelled, "
-               f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host), "
-               f"{result.asked_recently} asked less than {current_app.config['CHECK_AGAIN_AFTER_SECONDS']} s ago; "
+               f"{result.fraud} flagged, {result.unchanged} unchanged, {result.skipped} skipped (another host){left}; "
                f"{result.refunds_followed} refund(s) followed: {result.refunds_finished} finished, "
                f"{result.refunds_failed} failed, {result.refunds_attention} need an admin; "
                f"{result.error_count} error(s); took {result.payments_seconds:.1f} s + {result.refunds_seconds:.1f} s")

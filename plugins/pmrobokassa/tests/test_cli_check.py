@@ -52,7 +52,7 @@ def test_check_settles_inpay_payments(app, fake, client_user):
     app.config["CHECK_AGAIN_AFTER_SECONDS"] = 0
     again = app.test_cli_runner().invoke(args=["payments", "check"])
     assert "1 payment(s) checked: 0 paid" in again.output
-    assert "0 asked less than 0 s ago" in again.output
+    assert "asked less than" not in again.output  # with 0 nothing is left for later
     assert [params["InvoiceID"] for path, params in fake.requests[len(polled):]] == [str(waiting.id)]
 
 
