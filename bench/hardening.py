@@ -12,6 +12,8 @@ under gunicorn (bench/notify.py's server: ``--workers 4``, sync workers; login l
    and ``--guessers`` threads guess passwords at ``/login``: half at the demo client's e-mail from one
    address, half at random e-mails from a new address each time (``X-Forwarded-For`` behind one trusted
    proxy), which no per-address or per-account limit stops;
+   Quiet and attack phases take turns, ``--rounds`` attacks between quiet phases (one by default), and
+   each kind's latencies are pooled;
 3. reports both latency sets, p99 attack/quiet, what the attackers got back, and how much the database
    grew during the attack (SQLite: the file and its WAL; PostgreSQL: ``pg_database_size``), with the
    number of events recorded;
@@ -21,9 +23,11 @@ under gunicorn (bench/notify.py's server: ``--workers 4``, sync workers; login l
 Run from the repository root (Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432)::
 
     .venv/bin/python bench/hardening.py --db sqlite --db postgresql
-    # callbacks on workers of their own, the attackers on a CPU of their own (as if on other machines)
-    .venv/bin/python bench/hardening.py --workers 2 --callback-workers 2 --pages-nice 10 --attacker-nice 19 \
-        --server-cpus 0 --client-cpus 1
+    # as a production host runs it (docs/security.md, "Deployment"): nginx in front, the callbacks
+    # only from the gateway's address and on workers of their own with a higher CPU weight; the
+    # attackers, whose CPU stands for other machines', with the least weight (root, for the cgroups)
+    .venv/bin/python bench/hardening.py --workers 2 --callback-workers 2 --callbacks-weight 1000 \
+        --attacker-weight 1 --proxy /usr/sbin/nginx --attacker-address 127.0.0.2 --callbacks-from 127.0.0.1
 
 Only 127.0.0.1 is contacted, for ``--seconds`` per phase. This is a benchmark, not a test: it prints
 figures and exits non-zero only when exactly-once fails.
@@ -52,6 +56,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpugroup import CpuGroup  # noqa: E402
 from bench.notify import (PG_ADMIN_URL, PASSWORD2, Server, create_payments,  # noqa: E402
                           create_schema, drop_target, machine, make_target, notification, setup_app)
 
@@ -263,8 +268,10 @@ class Attackers:
 
 
 def _attack_process(port: int, callback_port: int, targets: list[int], flood: int, forged: int, guessers: int,
-                    nice: int, source: str | None, stop, out) -> None:
+                    nice: int, source: str | None, group: CpuGroup | None, stop, out) -> None:
     SOURCE[0] = source
+    if group is not None:  # the attackers' CPU stands for other machines': the least weight the host gives
+        group.enter()
     if nice:  # the attackers' own CPU is not the server's in real life: on a shared box, let it yield
         os.nice(nice)
     attackers = Attackers(port, callback_port, targets, flood, forged, guessers)
@@ -283,9 +290,10 @@ class Attack:
     def __init__(self, port: int, callback_port: int, targets: list[int], args) -> None:
         self.stop = multiprocessing.Event()
         self.out = multiprocessing.Queue()
+        self.group = CpuGroup("bench-attackers", args.attacker_weight) if args.attacker_weight else None
         self.process = multiprocessing.Process(target=_attack_process, daemon=True, args=(
             port, callback_port, targets, args.flood, args.forged, args.guessers, args.attacker_nice,
-            args.attacker_address, self.stop, self.out))
+            args.attacker_address, self.group, self.stop, self.out))
         self.counts: dict[str, dict[str, int]] = {}
 
     def __enter__(self) -> Attack:
@@ -296,6 +304,8 @@ class Attack:
         self.stop.set()
         self.counts = self.out.get(timeout=120)
         self.process.join(30)
+        if self.group is not None:
+            self.group.remove()
 
 
 def database_size(app, target) -> int:
@@ -354,18 +364,21 @@ def summary(label: str, results: list[tuple[int, float, int, str]]) -> dict:
 
 
 def run(kind: str, args, workdir: Path) -> dict:
-    """Both phases on one database."""
+    """The quiet and attack phases on one database."""
     from billcore.accounts import create_client
 
     target = make_target(kind, workdir, args.pg_url)
+    pages_group = callbacks_group = None
     try:
         app = setup_app(target)
         method_id, account_ids = create_schema(app)
         with app.app_context():
             create_client(CLIENT_EMAIL, CLIENT_PASSWORD)
         per_phase = int(args.rate * args.seconds)
-        payments = create_payments(app, method_id, account_ids, 2 * per_phase + 200)
-        warm, quiet_payments, attack_payments = payments[:40], payments[200:200 + per_phase], payments[200 + per_phase:]
+        phases = 2 * args.rounds + 1  # quiet, then (attack, quiet) per round
+        payments = create_payments(app, method_id, account_ids, phases * per_phase + 200)
+        warm = payments[:40]
+        batches = [payments[200 + i * per_phase:200 + (i + 1) * per_phase] for i in range(phases)]
         targets = [pid for pid, _ in payments[40:200]]  # what the attackers name: real payments
         env = {"BILLCORE_INSTANCE_PATH": str(target.instance), "BILLCORE_DATABASE_URL": target.url,
                "BILLCORE_BASE_URL": "https://billing.example.com",
@@ -373,13 +386,19 @@ def run(kind: str, args, workdir: Path) -> dict:
                "BILLCORE_TRUSTED_PROXIES": "2" if args.proxy else "1",
                "BILLCORE_RATELIMIT_STORAGE_URI": args.redis, "BILLCORE_RATELIMIT_KEY_PREFIX": uuid.uuid4().hex}
         print(f"{kind}:", flush=True)
+        if args.pages_weight and args.callback_workers:
+            pages_group = CpuGroup("bench-pages", args.pages_weight)
+        if args.callbacks_weight and args.callback_workers:
+            callbacks_group = CpuGroup("bench-callbacks", args.callbacks_weight)
         pages = Server("billcore:create_app()", env, args, workdir, f"hardening-{kind}",
-                       nice=args.pages_nice if args.callback_workers else 0, cpus=args.server_cpus)
+                       nice=args.pages_nice if args.callback_workers else 0, cpus=args.server_cpus,
+                       group=pages_group)
         callbacks = pages
         if args.callback_workers:  # the gateways' callbacks served by workers of their own
             callbacks = Server("billcore:create_app()", env,
                                argparse.Namespace(**{**vars(args), "workers": args.callback_workers}),
-                               workdir, f"hardening-callbacks-{kind}", cpus=args.server_cpus)
+                               workdir, f"hardening-callbacks-{kind}", cpus=args.server_cpus,
+                               group=callbacks_group)
         with pages, callbacks:
             pages_port, callbacks_port = pages.port, callbacks.port
             proxy = None
@@ -387,30 +406,49 @@ def run(kind: str, args, workdir: Path) -> dict:
                 proxy = Proxy(args.proxy, pages.port, callbacks.port, workdir, kind, cpus=args.server_cpus,
                               allow=tuple(args.callbacks_from or ()))
                 pages_port = callbacks_port = proxy.port
+            quiet: list[tuple[int, float, int, str]] = []
+            loud: list[tuple[int, float, int, str]] = []
+            counts: dict[str, dict[str, int]] = {}
+            growth = events_added = 0
             try:
                 paced_notifications(callbacks_port, warm, args.rate, len(warm) / args.rate)  # untimed warm-up
-                quiet = paced_notifications(callbacks_port, quiet_payments, args.rate, args.seconds)
-                size_before, events_before = database_size(app, target), event_count(app)
-                with Attack(pages_port, callbacks_port, targets, args) as attack:
-                    time.sleep(1)  # the attack is under way before the genuine ones start
-                    loud = paced_notifications(callbacks_port, attack_payments, args.rate, args.seconds)
+                # quiet and attack phases take turns, so that a slow spell of the machine (a checkpoint,
+                # the disk's flush) lands in either kind alike instead of deciding the ratio
+                quiet += paced_notifications(callbacks_port, batches[0], args.rate, args.seconds)
+                for round_ in range(args.rounds):
+                    size_before, events_before = database_size(app, target), event_count(app)
+                    with Attack(pages_port, callbacks_port, targets, args) as attack:
+                        time.sleep(1)  # the attack is under way before the genuine ones start
+                        loud += paced_notifications(callbacks_port, batches[1 + 2 * round_], args.rate,
+                                                    args.seconds)
+                    growth += database_size(app, target) - size_before
+                    events_added += event_count(app) - events_before
+                    for name, statuses in attack.counts.items():
+                        for status, number in statuses.items():
+                            counts.setdefault(name, {}).setdefault(status, 0)
+                            counts[name][status] += number
+                    time.sleep(2)  # the attack's connections are closed before the next quiet phase
+                    quiet += paced_notifications(callbacks_port, batches[2 + 2 * round_], args.rate, args.seconds)
             finally:
                 if proxy is not None:
                     proxy.__exit__()
-            size_after, events_after = database_size(app, target), event_count(app)
         quiet_figures, loud_figures = summary("quiet", quiet), summary("attack", loud)
         ratio = loud_figures["p99"] / quiet_figures["p99"] if quiet_figures["p99"] else 0.0
         problems = exactly_once(app, quiet + loud)
-        print(f"  p99 attack / quiet: {ratio:.2f}", flush=True)
-        for name, statuses in sorted(attack.counts.items()):
+        print(f"  p99 attack / quiet: {ratio:.2f} ({args.rounds} attack phase(s) between {args.rounds + 1} quiet ones)",
+              flush=True)
+        for name, statuses in sorted(counts.items()):
             print(f"  {name:<36} {sum(statuses.values()):>6} requests, answers {json.dumps(statuses, sort_keys=True)}")
-        print(f"  database grew {(size_after - size_before) / 1024:.0f} KiB during the attack "
-              f"({events_after - events_before} events recorded, {len(loud)} of them genuine credits)")
+        print(f"  database grew {growth / 1024:.0f} KiB during the attack "
+              f"({events_added} events recorded, {len(loud)} of them genuine credits)")
         print(f"  exactly-once: {'OK' if not problems else problems[:5]}", flush=True)
         return {"db": kind, "quiet": quiet_figures, "attack": loud_figures, "p99_ratio": ratio,
-                "attackers": attack.counts, "growth_bytes": size_after - size_before,
-                "events_added": events_after - events_before, "problems": problems}
+                "rounds": args.rounds, "attackers": counts, "growth_bytes": growth,
+                "events_added": events_added, "problems": problems}
     finally:
+        for group in (pages_group, callbacks_group):
+            if group is not None:
+                group.remove()
         drop_target(target, args.pg_url)
 
 
@@ -431,6 +469,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attacker-nice", type=int, default=0,
                         help="run the attacking process at this nice level (its CPU stands for another "
                              "machine's; 0: it competes with the server as an equal)")
+    parser.add_argument("--attacker-weight", type=int, default=0, metavar="W",
+                        help="run the attacking process in a control group of CPU weight W (1-10000; every "
+                             "service's default is 100): its CPU stands for other machines'. Needs root")
+    parser.add_argument("--pages-weight", type=int, default=0, metavar="W",
+                        help="with --callback-workers: the pages' gunicorn in a control group of CPU weight W, as "
+                             "CPUWeight=W in its systemd unit would. Needs root")
+    parser.add_argument("--callbacks-weight", type=int, default=0, metavar="W",
+                        help="with --callback-workers: the callbacks' gunicorn in a control group of CPU weight W. "
+                             "Needs root")
     parser.add_argument("--server-cpus", metavar="LIST",
                         help="run billcore's gunicorns (and nginx) on these CPUs only (taskset's list, e.g. 0)")
     parser.add_argument("--client-cpus", metavar="LIST",
@@ -452,6 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flood", type=int, default=4, help="threads posting 10 MB refused callbacks")
     parser.add_argument("--forged", type=int, default=2, help="threads posting refused callbacks under the cap")
     parser.add_argument("--guessers", type=int, default=8, help="threads guessing passwords")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="attack phases, each followed by a quiet one (the first quiet phase comes before)")
     parser.add_argument("--json", help="write the figures to this file too")
     return parser.parse_args(argv)
 
