@@ -57,6 +57,7 @@ VENV_BIN = Path(sys.executable).parent
 SHOP = {"login": "bench", "password1": "bench-pass-1", "password2": "bench-pass-2",
         "password3": "bench-pass-3", "hash_algorithm": "md5"}
 
+from bench.cpugroup import CpuGroup  # noqa: E402
 from bench.notify import Target, _psycopg, drop_target, free_port, make_target  # noqa: E402
 
 
@@ -68,7 +69,8 @@ from bench.notify import Target, _psycopg, drop_target, free_port, make_target  
 class Gunicorn:
     """billcore under gunicorn on 127.0.0.1 with ``env``; stopped on exit."""
 
-    def __init__(self, name: str, env: dict[str, str], workdir: Path, *, workers: int, threads: int):
+    def __init__(self, name: str, env: dict[str, str], workdir: Path, *, workers: int, threads: int,
+                 group: CpuGroup | None = None):
         self.port = free_port()
         self.log = workdir / f"gunicorn-{name}.log"
         command = [str(VENV_BIN / "gunicorn"), "--workers", str(workers), "--worker-class", "gthread",
@@ -76,7 +78,8 @@ class Gunicorn:
                    "--backlog", "2048", "--timeout", "120", "--log-level", "warning", "--chdir", str(ROOT),
                    "billcore:create_app()"]
         self.process = subprocess.Popen(command, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                                        stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+                                        stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                        preexec_fn=group.enter if group else None)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Gunicorn:
@@ -411,6 +414,9 @@ class Run:
 
 
 JOB_NICE = [0]  # --job-nice: the jobs' CPU priority below the web workers'
+JOB_GROUP: list[CpuGroup | None] = [None]  # --job-weight: the jobs' control group
+GATEWAY_GROUP: list[CpuGroup | None] = [None]  # --gateway-weight: the sandbox's
+WEB_GROUP: list[CpuGroup | None] = [None]  # --web-weight: billcore's web workers'
 
 
 def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -421,9 +427,11 @@ def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "bench" / "peak.py"), peak_file, "--app", "billcore", *args]
     if JOB_NICE[0]:  # as a cron entry would run it: ``nice -n 10 flask --app billcore ...``
         command = ["nice", "-n", str(JOB_NICE[0]), *command]
+    group = JOB_GROUP[0]  # as a timer unit with CPUWeight= would run it
     proc = subprocess.Popen(command,
                             cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=group.enter if group else None)
     proc.peak_file = peak_file  # type: ignore[attr-defined]
     return proc
 
@@ -489,11 +497,12 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
     sandbox_dir.mkdir()
     env = billcore_env(target, args.workers)
     with Gunicorn(f"sandbox-{target.kind}", sandbox_env(sandbox_dir, args.latency), workdir,
-                  workers=args.sandbox_workers, threads=args.sandbox_threads) as sandbox:
+                  workers=args.sandbox_workers, threads=args.sandbox_threads, group=GATEWAY_GROUP[0]) as sandbox:
         started = time.perf_counter()
         data = fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", args.n)
         figures["fill_s"] = round(time.perf_counter() - started, 1)
-        with Gunicorn(f"billcore-{target.kind}", env, workdir, workers=2, threads=1) as billcore:
+        with Gunicorn(f"billcore-{target.kind}", env, workdir, workers=2, threads=1,
+                      group=WEB_GROUP[0]) as billcore:
             with Notifier(billcore.port, data.notify_quiet) as quiet:
                 time.sleep(args.quiet_seconds)
             figures["notify_p99_quiet_ms"] = quiet.p99()
@@ -649,6 +658,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-cleanup", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
     parser.add_argument("--big-check", type=int, nargs="+", default=[10_000], help="sizes besides 1,000")
     parser.add_argument("--big-recurring", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
+    parser.add_argument("--job-weight", type=int, default=0, metavar="W",
+                        help="run the jobs in a control group of CPU weight W (1-10000, every service's default "
+                             "is 100), as a systemd timer unit with CPUWeight=W would. Needs root")
+    parser.add_argument("--web-weight", type=int, default=0, metavar="W",
+                        help="billcore's web workers in a control group of CPU weight W. Needs root")
+    parser.add_argument("--gateway-weight", type=int, default=0, metavar="W",
+                        help="the sandbox in a control group of CPU weight W: its CPU stands for the gateway's "
+                             "machines. Needs root")
     parser.add_argument("--job-nice", type=int, default=0,
                         help="run the jobs at this nice value (e.g. 10, as a cron entry beside the web workers)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -660,11 +677,25 @@ def main(argv: list[str] | None = None) -> int:
     if {"recurring", "recurring-two-hosts"} <= set(args.jobs):
         sys.exit("--jobs: recurring and recurring-two-hosts charge the same due profiles; run them apart")
     JOB_NICE[0] = args.job_nice
+    for holder, name, weight in ((JOB_GROUP, "bench-jobs", args.job_weight),
+                                 (GATEWAY_GROUP, "bench-gateway", args.gateway_weight),
+                                 (WEB_GROUP, "bench-web", args.web_weight)):
+        holder[0] = CpuGroup(name, weight) if weight else None
+    try:
+        return _main(args)
+    finally:
+        for holder in (JOB_GROUP, GATEWAY_GROUP, WEB_GROUP):
+            if holder[0] is not None:
+                holder[0].remove()
+
+
+def _main(args: argparse.Namespace) -> int:
     kinds = args.db or ["sqlite", "postgresql"]
     print(f"machine: {machine()}", flush=True)
     print(f"settings: N={args.n:,}, sandbox latency {args.latency * 1000:.0f} ms, GATEWAY_WORKERS "
           f"{{pmrobokassa: {args.workers}}}, sandbox gunicorn {args.sandbox_workers} x {args.sandbox_threads} "
-          f"threads, jobs at nice {args.job_nice}", flush=True)
+          f"threads, jobs at nice {args.job_nice}, CPU weights: jobs {args.job_weight or 'none'}, "
+          f"web {args.web_weight or 'none'}, sandbox {args.gateway_weight or 'none'}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="billcore-batch-") as tmp:
         for kind in kinds:

@@ -24,10 +24,11 @@ Run from the repository root (Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5
 
     .venv/bin/python bench/hardening.py --db sqlite --db postgresql
     # as a production host runs it (docs/security.md, "Deployment"): nginx in front, the callbacks
-    # only from the gateway's address and on workers of their own with a higher CPU weight; the
-    # attackers, whose CPU stands for other machines', with the least weight (root, for the cgroups)
-    .venv/bin/python bench/hardening.py --workers 2 --callback-workers 2 --callbacks-weight 1000 \
-        --attacker-weight 1 --proxy /usr/sbin/nginx --attacker-address 127.0.0.2 --callbacks-from 127.0.0.1
+    # only from the gateway's address and on workers of their own with a higher CPU weight than the
+    # pages'; the attackers, whose CPU stands for other machines', with the least (root, for the cgroups)
+    .venv/bin/python bench/hardening.py --rounds 3 --seconds 15 --workers 2 --callback-workers 2 \
+        --callbacks-weight 1000 --pages-weight 10 --attacker-weight 1 \
+        --proxy /usr/sbin/nginx --attacker-address 127.0.0.2 --callbacks-from 127.0.0.1
 
 Only 127.0.0.1 is contacted, for ``--seconds`` per phase. This is a benchmark, not a test: it prints
 figures and exits non-zero only when exactly-once fails.
