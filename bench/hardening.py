@@ -503,7 +503,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="attack phases, each followed by a quiet one (the first quiet phase comes before)")
     parser.add_argument("--json", help="write the figures to this file too")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: at least one attack phase")
+    return args
 
 
 def cpu_list(text: str) -> set[int]:
