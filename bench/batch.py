@@ -57,7 +57,7 @@ VENV_BIN = Path(sys.executable).parent
 SHOP = {"login": "bench", "password1": "bench-pass-1", "password2": "bench-pass-2",
         "password3": "bench-pass-3", "hash_algorithm": "md5"}
 
-from bench.cpugroup import CpuGroup  # noqa: E402
+from bench.cpugroup import CpuGroup, entering  # noqa: E402
 from bench.notify import Target, _psycopg, drop_target, free_port, make_target  # noqa: E402
 
 
@@ -79,7 +79,7 @@ class Gunicorn:
                    "billcore:create_app()"]
         self.process = subprocess.Popen(command, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                                         stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                        preexec_fn=group.enter if group else None)
+                                        preexec_fn=entering(group))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Gunicorn:
@@ -414,9 +414,9 @@ class Run:
 
 
 JOB_NICE = [0]  # --job-nice: the jobs' CPU priority below the web workers'
-JOB_GROUP: list[CpuGroup | None] = [None]  # --job-weight: the jobs' control group
-GATEWAY_GROUP: list[CpuGroup | None] = [None]  # --gateway-weight: the sandbox's
-WEB_GROUP: list[CpuGroup | None] = [None]  # --web-weight: billcore's web workers'
+# --job-weight, --gateway-weight, --web-weight: the control groups of the jobs, the sandbox and
+# billcore's web workers ("jobs", "gateway", "web"), made by main
+GROUPS: dict[str, CpuGroup] = {}
 
 
 def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -427,11 +427,10 @@ def flask(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "bench" / "peak.py"), peak_file, "--app", "billcore", *args]
     if JOB_NICE[0]:  # as a cron entry would run it: ``nice -n 10 flask --app billcore ...``
         command = ["nice", "-n", str(JOB_NICE[0]), *command]
-    group = JOB_GROUP[0]  # as a timer unit with CPUWeight= would run it
-    proc = subprocess.Popen(command,
+    proc = subprocess.Popen(command,  # in the jobs' group, as a timer unit with CPUWeight= would run it
                             cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=group.enter if group else None)
+                            preexec_fn=entering(GROUPS.get("jobs")))
     proc.peak_file = peak_file  # type: ignore[attr-defined]
     return proc
 
@@ -497,13 +496,13 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
     sandbox_dir.mkdir()
     env = billcore_env(target, args.workers)
     with Gunicorn(f"sandbox-{target.kind}", sandbox_env(sandbox_dir, args.latency), workdir,
-                  workers=args.sandbox_workers, threads=args.sandbox_threads, group=GATEWAY_GROUP[0]) as sandbox:
+                  workers=args.sandbox_workers, threads=args.sandbox_threads, group=GROUPS.get("gateway")) as sandbox:
         started = time.perf_counter()
         data = fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", args.n)
         figures["fill_s"] = round(time.perf_counter() - started, 1)
         settle(target)
         with Gunicorn(f"billcore-{target.kind}", env, workdir, workers=2, threads=1,
-                      group=WEB_GROUP[0]) as billcore:
+                      group=GROUPS.get("web")) as billcore:
             with Notifier(billcore.port, data.notify_quiet) as quiet:
                 time.sleep(args.quiet_seconds)
             figures["notify_p99_quiet_ms"] = quiet.p99()
@@ -624,7 +623,7 @@ def settle(target: Target) -> None:
         return
     import psycopg
 
-    with psycopg.connect(target.url, autocommit=True) as conn:  # CHECKPOINT: a superuser, as the bench's
+    with psycopg.connect(target.url, autocommit=True) as conn:  # CHECKPOINT needs a superuser: the bench's is
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
 
@@ -713,16 +712,14 @@ def main(argv: list[str] | None = None) -> int:
     if {"recurring", "recurring-two-hosts"} <= set(args.jobs):
         sys.exit("--jobs: recurring and recurring-two-hosts charge the same due profiles; run them apart")
     JOB_NICE[0] = args.job_nice
-    for holder, name, weight in ((JOB_GROUP, "bench-jobs", args.job_weight),
-                                 (GATEWAY_GROUP, "bench-gateway", args.gateway_weight),
-                                 (WEB_GROUP, "bench-web", args.web_weight)):
-        holder[0] = CpuGroup(name, weight) if weight else None
     try:
+        for name, weight in (("jobs", args.job_weight), ("gateway", args.gateway_weight), ("web", args.web_weight)):
+            if weight:
+                GROUPS[name] = CpuGroup(f"bench-{name}", weight)
         return _main(args)
     finally:
-        for holder in (JOB_GROUP, GATEWAY_GROUP, WEB_GROUP):
-            if holder[0] is not None:
-                holder[0].remove()
+        for group in GROUPS.values():
+            group.remove()
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -9,13 +9,14 @@ processes that stand for other machines (an attacker, a gateway) the least weigh
 
 Works with cgroup v2 (``cpu.weight``) and with v1's ``cpu`` controller (``cpu.shares``, converted as
 systemd does: weight × 1024 / 100). Needs write access to the cgroup file system (root, or a delegated
-subtree); :func:`available` says whether it has it, and a benchmark says so instead of measuring
-something else.
+subtree): without it :class:`CpuGroup` refuses to start, so a benchmark asked for weights never measures
+without them.
 """
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -30,11 +31,6 @@ def _hierarchy() -> tuple[Path, str] | None:
     if controllers.exists() and "cpu" in controllers.read_text().split() and os.access(CGROUP_ROOT, os.W_OK):
         return CGROUP_ROOT, "v2"
     return None
-
-
-def available() -> bool:
-    """Whether this process may make CPU-weighted groups."""
-    return _hierarchy() is not None
 
 
 class CpuGroup:
@@ -52,7 +48,6 @@ class CpuGroup:
         parent, self.version = found
         if not 1 <= weight <= 10000:
             raise ValueError("a CPU weight is between 1 and 10000")
-        self.weight = weight
         self.path = parent / f"{name}-{uuid.uuid4().hex[:8]}"
         if self.version == "v2":
             subtree = parent / "cgroup.subtree_control"
@@ -70,11 +65,6 @@ class CpuGroup:
         with open(self._procs, "w") as procs:  # "0": the writing process itself
             procs.write("0")
 
-    def add(self, pid: int) -> None:
-        """Move process ``pid`` (not the children it has already started) into the group."""
-        with open(self._procs, "w") as procs:
-            procs.write(str(pid))
-
     def remove(self) -> None:
         """Move any process still in the group to the parent, then delete the group."""
         parent_procs = self.path.parent / "cgroup.procs"
@@ -86,10 +76,9 @@ class CpuGroup:
                     pass  # it ended meanwhile
             self.path.rmdir()
         except OSError:
-            pass  # already gone, or a process refused to move: the kernel frees an empty group later
+            pass  # already gone, or a process that would not move keeps it: left for the operator
 
-    def __enter__(self) -> CpuGroup:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.remove()
+def entering(group: CpuGroup | None) -> Callable[[], None] | None:
+    """``preexec_fn`` for ``subprocess.Popen``: the child enters ``group`` before it runs (None: no group)."""
+    return group.enter if group is not None else None

@@ -11,9 +11,9 @@ under gunicorn (bench/notify.py's server: ``--workers 4``, sync workers; login l
    ``--forged`` threads post refused callbacks just under the body cap (8 KB of junk, bad signature),
    and ``--guessers`` threads guess passwords at ``/login``: half at the demo client's e-mail from one
    address, half at random e-mails from a new address each time (``X-Forwarded-For`` behind one trusted
-   proxy), which no per-address or per-account limit stops;
-   Quiet and attack phases take turns, ``--rounds`` attacks between quiet phases (one by default), and
-   each kind's latencies are pooled;
+   proxy), which no per-address or per-account limit stops. Quiet and attack phases take turns
+   (``--rounds`` attacks, one by default, each followed by a quiet phase), and each kind's latencies are
+   pooled;
 3. reports both latency sets, p99 attack/quiet, what the attackers got back, and how much the database
    grew during the attack (SQLite: the file and its WAL; PostgreSQL: ``pg_database_size``), with the
    number of events recorded;

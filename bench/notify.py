@@ -50,6 +50,9 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.cpugroup import CpuGroup, entering  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 PASSWORD1, PASSWORD2 = "bench-pass-1", "bench-pass-2"
 WRONG_PASSWORD2 = "forged-pass-2"
@@ -407,7 +410,7 @@ class Server:
     """A gunicorn serving ``app_spec`` on 127.0.0.1 with the given settings, stopped on exit."""
 
     def __init__(self, app_spec: str, env: dict[str, str], args, workdir: Path, name: str, nice: int = 0,
-                 cpus: str | None = None, group=None):
+                 cpus: str | None = None, group: CpuGroup | None = None):
         self.port = free_port()
         self.log = workdir / f"gunicorn-{name}.log"
         # ``nice``: a lower CPU priority for this server's processes (e.g. the pages' workers beside the
@@ -421,9 +424,9 @@ class Server:
         if cpus:  # ``cpus``: keep this server's processes on these CPUs (taskset's list, e.g. "0")
             command = ["taskset", "-c", cpus, *command]
         full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-        # ``group``: a bench.cpugroup.CpuGroup this server runs in (its CPU weight, as a systemd unit's)
+        # ``group``: the control group this server runs in (its CPU weight, as a systemd unit's)
         self.process = subprocess.Popen(command, env=full_env, stdout=self.log.open("wb"),
-                                        stderr=subprocess.STDOUT, preexec_fn=group.enter if group else None)
+                                        stderr=subprocess.STDOUT, preexec_fn=entering(group))
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 60
