@@ -63,7 +63,7 @@ test: install-test chromium
 
 # The README's two screenshots (docs/screenshots/), taken again from the running pages by a browser test.
 screenshots: install-test chromium
-	BILLCORE_README_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -q tests/browser/test_readme_screenshots.py
+	BILLCORE_README_SCREENSHOTS=1 BILLCORE_TEST_SCREENSHOTS=1 $(BIN)/python -m pytest -n 0 -q tests/browser/test_readme_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts tests/browser/node_modules

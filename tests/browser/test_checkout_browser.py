@@ -12,6 +12,7 @@ from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
 from tests.browser.conftest import add_test_card, log_in
+from tests.browser.ui import screenshot
 from tests.conftest import ADMIN, CLIENT
 
 pytestmark = pytest.mark.browser
@@ -27,7 +28,7 @@ def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, 
     method_id = _method(live_server)
     log_in(page, live_server, *CLIENT)
     assert page.inner_text("[data-testid=balance]") == "0.00 RUB"
-    page.screenshot(path=artifacts / "0-dashboard.png", full_page=True)
+    screenshot(page, artifacts / "0-dashboard.png")
 
     page.click("[data-testid=add-funds]")
     page.check(f"input[name=paymethod][value='{method_id}']")
@@ -38,25 +39,25 @@ def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, 
     assert page.is_hidden("#amount-live-error")
     assert page.inner_text("#live-commission") == "8.52 RUB"  # 1.00 + 3 % of 250.50 = 8.515 -> 8.52
     assert page.inner_text("#live-total-value") == "259.02 RUB"
-    page.screenshot(path=artifacts / "1-add-funds.png", full_page=True)
+    screenshot(page, artifacts / "1-add-funds.png")
 
     page.click("[data-testid=continue]")
     assert page.inner_text("[data-testid=confirm-total]") == "259.02 RUB"
-    page.screenshot(path=artifacts / "2-confirm.png", full_page=True)
+    screenshot(page, artifacts / "2-confirm.png")
     page.click("[data-testid=confirm-pay]")
 
     page.wait_for_url("**/fakegw/pay?**")
     assert "259.02" in page.content()
-    page.screenshot(path=artifacts / "3-gateway.png", full_page=True)
+    screenshot(page, artifacts / "3-gateway.png")
     page.click("button[value=pay]")
 
     # back in the client area: the return page (or the payment's page), showing the real status
     page.wait_for_url(re.compile(r"/payments/\d+(/return/success)?$"))
     assert page.inner_text("[data-testid=payment-status]") == "Paid"
-    page.screenshot(path=artifacts / "4-payment-paid.png", full_page=True)
+    screenshot(page, artifacts / "4-payment-paid.png")
     page.goto(f"{live_server.url}/dashboard")
     assert page.inner_text("[data-testid=balance]") == "250.50 RUB"
-    page.screenshot(path=artifacts / "5-dashboard-credited.png", full_page=True)
+    screenshot(page, artifacts / "5-dashboard-credited.png")
 
     # the admin follows the same payment: list, then its history
     admin_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
@@ -64,14 +65,14 @@ def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, 
         admin = admin_context.new_page()
         log_in(admin, live_server, *ADMIN)
         admin.goto(f"{live_server.url}/admin/payments?status=paid")
-        admin.screenshot(path=artifacts / "6-admin-payments.png", full_page=True)
+        screenshot(admin, artifacts / "6-admin-payments.png")
         admin.click("[data-testid=admin-payments] tbody tr:first-child a")
         assert admin.inner_text("[data-testid=payment-status]") == "Paid"
         kinds = admin.eval_on_selector_all("[data-testid=events] [data-kind]", "cells => cells.map(c => c.dataset.kind)")
         for kind in ("created", "redirect", "notification", "return"):
             assert kind in kinds
         assert TPL_SETTINGS["secret"] not in admin.content()
-        admin.screenshot(path=artifacts / "7-admin-payment.png", full_page=True)
+        screenshot(admin, artifacts / "7-admin-payment.png")
     finally:
         admin_context.close()
 
@@ -88,7 +89,7 @@ def test_return_page_follows_the_status_until_paid(live_server, page, artifacts)
     page.goto(f"{live_server.url}/payments/{payment_id}/return/success")
     assert page.is_visible("[data-testid=return-open]")
     assert page.is_hidden("[data-testid=return-paid]")
-    page.screenshot(path=artifacts / "0-waiting.png", full_page=True)
+    screenshot(page, artifacts / "0-waiting.png")
     page.evaluate("window.__marker = 'no reload'")
 
     with live_server.app_context():  # the gateway's notification arrives while the page is open
@@ -102,4 +103,4 @@ def test_return_page_follows_the_status_until_paid(live_server, page, artifacts)
     assert page.inner_text("[data-balance]") == "100.00 RUB"
     assert page.evaluate("window.__marker") == "no reload"
     assert page.is_hidden("[data-testid=pay-again]")
-    page.screenshot(path=artifacts / "1-paid.png", full_page=True)
+    screenshot(page, artifacts / "1-paid.png")

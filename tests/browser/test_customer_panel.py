@@ -144,7 +144,7 @@ def test_customer_adds_funds(live_server, browser, artifacts, width, lang):
         context.close()
 
 
-@pytest.mark.live_server_config(RETURN_WAIT_NOTICE_SECONDS=2, SUPPORT_CONTACT="support@example.net")
+@pytest.mark.live_server_config(RETURN_WAIT_NOTICE_SECONDS=1, SUPPORT_CONTACT="support@example.net")
 @pytest.mark.parametrize("width,lang", VIEWS)
 def test_waiting_for_the_gateway(live_server, browser, artifacts, width, lang):
     method_id = _method(live_server, recurring=True)

@@ -20,7 +20,7 @@ from billcore.models import Payment
 from billcore.payments import service
 from tests import fake_checkout_module as fake
 from tests.browser.conftest import log_in
-from tests.browser.ui import WIDTHS, check_page, new_page, set_language
+from tests.browser.ui import WIDTHS, check_page, new_page, screenshot, set_language
 from tests.conftest import ADMIN, CLIENT, add_paymethod
 
 pytestmark = [pytest.mark.browser,
@@ -101,7 +101,7 @@ def test_the_pay_button_starts_a_payment_and_a_page_view_changes_nothing(live_se
     page = context.new_page()
     log_in(page, live_server, *CLIENT)
     page.goto(f"{live_server.url}/payments/{payment_id}")
-    page.screenshot(path=artifacts / f"pay-{size}-{language}.png", full_page=True)
+    screenshot(page, artifacts / f"pay-{size}-{language}.png")
     assert _status(live_server, payment_id) == "new"  # opening the page changed nothing
     page.click("[data-testid=pay-again]")
     page.wait_for_url(f"{fake.GATEWAY}/pay?order={payment_id}")
@@ -119,7 +119,7 @@ def test_the_login_page_refuses_a_guesser(live_server, browser, artifacts, size,
         log_in(page, live_server, CLIENT[0], "a-wrong-password")
     message = {"en": "Too many failed login attempts", "ru": "Слишком много неудачных попыток входа"}[language]
     assert message in page.inner_text("body")
-    page.screenshot(path=artifacts / f"login-429-{size}-{language}.png", full_page=True)
+    screenshot(page, artifacts / f"login-429-{size}-{language}.png")
     log_in(page, live_server, *CLIENT)  # the right password waits too
     assert "/login" in page.url
     context.close()
@@ -149,14 +149,14 @@ def test_the_admin_sees_a_payment_needing_attention_and_deactivates_a_client(liv
     page.goto(f"{live_server.url}/admin/payments/{payment_id}")
     banner = page.inner_text("[data-testid=attention]")
     assert {"en": "Needs attention", "ru": "Требует внимания"}[language] in banner
-    page.screenshot(path=artifacts / f"attention-{size}-{language}.png", full_page=True)
+    screenshot(page, artifacts / f"attention-{size}-{language}.png")
 
     page.goto(f"{live_server.url}/admin/accounts/{account_id}")
     button = {"en": "Deactivate and end all sessions", "ru": "Отключить и завершить все сеансы"}[language]
     page.click(f"button >> text={button}")
     page.wait_for_load_state()
     assert {"en": "deactivated", "ru": "отключён"}[language] in page.inner_text("[data-testid=users]")
-    page.screenshot(path=artifacts / f"deactivated-{size}-{language}.png", full_page=True)
+    screenshot(page, artifacts / f"deactivated-{size}-{language}.png")
 
     payer.goto(f"{live_server.url}/dashboard")  # the client's open session has ended
     assert "/login" in payer.url

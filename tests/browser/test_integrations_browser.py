@@ -9,6 +9,7 @@ from billcore.models import Account
 from billcore.payments.adjustments import adjust_balance
 from billcore.testing.fixtures import ADMIN
 from tests.browser.conftest import log_in
+from tests.browser.ui import screenshot
 
 
 def test_admin_makes_a_token_and_an_endpoint_and_sees_deliveries(live_server, browser, artifacts):
@@ -28,14 +29,14 @@ def test_admin_makes_a_token_and_an_endpoint_and_sees_deliveries(live_server, br
                 page.click("[data-testid=create-token]")
                 token = page.inner_text("[data-testid=new-token] code")
                 assert token.startswith("bc_")
-                page.screenshot(path=artifacts / f"tokens-{tag}.png", full_page=True)
+                screenshot(page, artifacts / f"tokens-{tag}.png")
                 page.goto(f"{live_server.url}/admin/api-tokens")
                 assert token not in page.content()  # shown once
                 page.goto(f"{live_server.url}/admin/webhooks")
                 page.fill("input[name=url]", f"http://127.0.0.1:9/{tag}")
                 page.click("[data-testid=create-endpoint]")
                 assert page.inner_text("[data-testid=new-secret] code").startswith("whsec_")
-                page.screenshot(path=artifacts / f"webhooks-{tag}.png", full_page=True)
+                screenshot(page, artifacts / f"webhooks-{tag}.png")
                 with live_server.app_context():
                     account = Account(name="Customer", currency="RUB", balance=Decimal("0"))
                     db.session.add(account)
@@ -46,7 +47,7 @@ def test_admin_makes_a_token_and_an_endpoint_and_sees_deliveries(live_server, br
                 page.goto(f"{live_server.url}/admin/webhooks")
                 page.click(f"text=http://127.0.0.1:9/{tag}")
                 assert "not a public address" in page.inner_text("[data-testid=deliveries]")
-                page.screenshot(path=artifacts / f"deliveries-{tag}.png", full_page=True)
+                screenshot(page, artifacts / f"deliveries-{tag}.png")
                 if language == "ru":
                     assert "Отправить снова" in page.content()
             finally:

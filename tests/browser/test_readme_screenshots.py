@@ -16,7 +16,7 @@ from billcore.db import db
 from billcore.models import Payment
 from billcore.payments import service
 from tests.browser.conftest import REPO_ROOT, log_in
-from tests.browser.ui import check_page, new_page, set_language
+from tests.browser.ui import check_page, new_page, screenshot, set_language
 from tests.conftest import ADMIN, CLIENT, add_paymethod
 
 pytestmark = pytest.mark.browser
@@ -86,7 +86,7 @@ def test_readme_screenshots(live_server, browser, artifacts):
                 name = "customer-payment"
             check_page(page, artifacts, f"{name}-full")
             pictures[name] = artifacts / f"{name}.png"
-            page.screenshot(path=pictures[name])  # the first screen only, as the README shows it
+            screenshot(page, pictures[name], full_page=False)  # the first screen only, as the README shows it
         finally:
             context.close()
     if os.environ.get("BILLCORE_README_SCREENSHOTS") == "1":

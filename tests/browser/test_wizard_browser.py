@@ -6,6 +6,7 @@ import pytest
 from billcore.models import PaymentMethod, PaymethodDraft
 from billcore.paymethods import full_settings
 from tests.browser.conftest import log_in
+from tests.browser.ui import screenshot
 from tests.conftest import ADMIN
 
 pytestmark = pytest.mark.browser
@@ -17,13 +18,13 @@ SECRET = "browser-secret-9f3k"
 def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artifacts):
     log_in(page, live_server, *ADMIN)
     page.goto(f"{live_server.url}/admin/paymethods")
-    page.screenshot(path=artifacts / "0-list-empty.png", full_page=True)
+    screenshot(page, artifacts / "0-list-empty.png")
     page.click("text=Add a payment method")
 
     # Step 1: one card per module; choose the fake gateway.
     card = page.locator(".module-card[data-module=pmfake]")
     assert "Refunds" in card.inner_text() and "Bank cards" in card.inner_text()
-    page.screenshot(path=artifacts / "1-module.png", full_page=True)
+    screenshot(page, artifacts / "1-module.png")
     card.locator("button[name=module]").click()
 
     # Step 2: a module error shown next to its field, the secret not sent back.
@@ -34,10 +35,10 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     assert "The gateway does not know this shop." in page.inner_text(".has-error")
     assert page.input_value("#secret") == ""
     assert SECRET not in page.content()
-    page.screenshot(path=artifacts / "2-integration-error.png", full_page=True)
+    screenshot(page, artifacts / "2-integration-error.png")
     page.fill("#shop_id", "shop-42")
     page.check("#test_mode")
-    page.screenshot(path=artifacts / "2-integration.png", full_page=True)
+    screenshot(page, artifacts / "2-integration.png")
     page.click("button[value=next]")  # the secret is kept in the draft: blank means keep
 
     # Step 3: Back keeps step 2's values, Next returns here.
@@ -53,10 +54,10 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     page.fill("#min_amount", "10.001")
     page.click("button[value=next]")
     assert "at most 2 decimals" in page.inner_text(".has-error")
-    page.screenshot(path=artifacts / "3-settings-error.png", full_page=True)
+    screenshot(page, artifacts / "3-settings-error.png")
     page.fill("#min_amount", "10")
     page.fill("#commission_percent", "2.5")
-    page.screenshot(path=artifacts / "3-settings.png", full_page=True)
+    screenshot(page, artifacts / "3-settings.png")
     page.click("button[value=next]")
 
     # The method's page: gateway-side instructions with copy buttons and the module's warning.
@@ -66,7 +67,7 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     assert "Test mode is on" in setup.inner_text()
     assert "plain http" in setup.inner_text()  # the core's own warning about this installation
     page.locator(f"button[data-copy='{live_server.url}/mancgi/pmfake/result']").click()
-    page.screenshot(path=artifacts / "4-created.png", full_page=True)
+    screenshot(page, artifacts / "4-created.png")
     assert SECRET not in page.content()
     assert all(SECRET not in c["value"] for c in page.context.cookies())
 
@@ -78,14 +79,14 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
 
     page.goto(f"{live_server.url}/admin/paymethods")
     assert "Cards" in page.inner_text("#paymethods")
-    page.screenshot(path=artifacts / "5-list.png", full_page=True)
+    screenshot(page, artifacts / "5-list.png")
 
     # The same pages in Russian, switched with the header's language button.
     page.click("header button:has-text('Русский')")
     page.wait_for_load_state()
     assert page.get_attribute("html", "lang") == "ru"
     assert "Карты" in page.inner_text("#paymethods")
-    page.screenshot(path=artifacts / "6-list-ru.png", full_page=True)
+    screenshot(page, artifacts / "6-list-ru.png")
     page.goto(f"{live_server.url}/admin/paymethods/new")
     assert page.get_attribute("html", "lang") == "ru"
-    page.screenshot(path=artifacts / "7-module-ru.png", full_page=True)
+    screenshot(page, artifacts / "7-module-ru.png")

@@ -1,11 +1,17 @@
 """What every page test checks besides its own behaviour: axe-core's accessibility audit, that nothing is
 wider than the viewport, and a screenshot; plus a browser context at a given width and language.
 
+Screenshots are for a person to look at (``test-artifacts/<test name>/``). ``BILLCORE_TEST_SCREENSHOTS=0``
+leaves them out: ``.ci/run`` sets it, since nobody opens a CI clone's folders and the screenshots are about
+a tenth of the browser tests' time. Every check is still made, and a page that fails :func:`check_page` is
+photographed anyway.
+
 axe-core comes from the npm registry through ``make axe`` (part of ``make install-test``) into
 ``tests/browser/node_modules``; the audit fails, never skips, when it is missing.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from billcore.accounts import find_user
@@ -16,6 +22,17 @@ WIDTHS = {"desktop": 1366, "phone": 390}
 LOCALES = {"en": "en-US", "ru": "ru-RU"}
 # WCAG 2.1 A and AA rules (contrast 4.5:1 among them) and axe's best practices
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def screenshots_wanted() -> bool:
+    """False when ``BILLCORE_TEST_SCREENSHOTS=0`` asks the browser tests to take no screenshots."""
+    return os.environ.get("BILLCORE_TEST_SCREENSHOTS", "1").strip() != "0"
+
+
+def screenshot(page, path: Path, *, full_page: bool = True) -> None:
+    """Save the page as ``path`` (a PNG), unless screenshots are turned off (:func:`screenshots_wanted`)."""
+    if screenshots_wanted():
+        page.screenshot(path=path, full_page=full_page)
 
 
 def new_page(browser, width: int, language: str):
@@ -60,8 +77,11 @@ def overflow(page) -> int:
 
 
 def check_page(page, artifacts: Path, name: str) -> None:
-    """Screenshot the page, then assert it fits the viewport and has no serious accessibility problem."""
-    page.screenshot(path=artifacts / f"{name}.png", full_page=True)
-    assert overflow(page) <= 0, f"{name}: {overflow(page)} px wider than the viewport ({page.url})"
-    problems = audit(page)
+    """Screenshot the page, then assert it fits the viewport and has no serious accessibility problem (a
+    failing page is photographed even with screenshots turned off)."""
+    screenshot(page, artifacts / f"{name}.png")
+    wider, problems = overflow(page), audit(page)
+    if (wider > 0 or problems) and not screenshots_wanted():
+        page.screenshot(path=artifacts / f"{name}.png", full_page=True)
+    assert wider <= 0, f"{name}: {wider} px wider than the viewport ({page.url})"
     assert not problems, f"{name} ({page.url}):\n" + "\n".join(problems)

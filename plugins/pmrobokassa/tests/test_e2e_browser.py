@@ -18,6 +18,7 @@ from pmrobokassa.sandbox import delivery
 from pmrobokassa.sandbox.shops import DEFAULT_SHOP
 from pmrobokassa.sandbox.store import get_store
 from tests.browser.conftest import artifacts, browser, live_server, log_in, page  # noqa: F401
+from tests.browser.ui import screenshot
 from tests.conftest import ADMIN, CLIENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -29,7 +30,7 @@ SANDBOX_CONFIG = {"PMROBOKASSA_SANDBOX": True, "PMROBOKASSA_SANDBOX_RETRY_DELAYS
 
 
 def shot(pg, folder, name):
-    pg.screenshot(path=folder / f"{name}.png", full_page=True)
+    screenshot(pg, folder / f"{name}.png")
 
 
 def add_robokassa_with_the_wizard(pg, server, folder) -> int:
