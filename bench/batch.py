@@ -57,7 +57,7 @@ VENV_BIN = Path(sys.executable).parent
 SHOP = {"login": "bench", "password1": "bench-pass-1", "password2": "bench-pass-2",
         "password3": "bench-pass-3", "hash_algorithm": "md5"}
 
-from bench.cpugroup import CpuGroup, entering  # noqa: E402
+from bench.cpugroup import CpuGroup, entering, parse_weight  # noqa: E402
 from bench.notify import Target, _psycopg, drop_target, free_port, make_target  # noqa: E402
 
 
@@ -673,6 +673,14 @@ def machine() -> str:
 JOBS = ("check", "recurring", "cleanup", "recurring-two-hosts")
 
 
+def weight_argument(text: str) -> int | str:
+    """``--*-weight``'s value: 1-10000 or ``idle`` (see bench/cpugroup.py)."""
+    try:
+        return parse_weight(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
@@ -693,14 +701,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-cleanup", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
     parser.add_argument("--big-check", type=int, nargs="+", default=[10_000], help="sizes besides 1,000")
     parser.add_argument("--big-recurring", type=int, nargs="+", default=[100_000], help="sizes besides 1,000")
-    parser.add_argument("--job-weight", type=int, default=0, metavar="W",
+    parser.add_argument("--job-weight", type=weight_argument, default=0, metavar="W",
                         help="run the jobs in a control group of CPU weight W (1-10000, every service's default "
-                             "is 100), as a systemd timer unit with CPUWeight=W would. Needs root")
-    parser.add_argument("--web-weight", type=int, default=0, metavar="W",
+                             "is 100, or idle), as a systemd timer unit with CPUWeight=W would. Needs root")
+    parser.add_argument("--web-weight", type=weight_argument, default=0, metavar="W",
                         help="billcore's web workers in a control group of CPU weight W. Needs root")
-    parser.add_argument("--gateway-weight", type=int, default=0, metavar="W",
-                        help="the sandbox in a control group of CPU weight W: its CPU stands for the gateway's "
-                             "machines. Needs root")
+    parser.add_argument("--gateway-weight", type=weight_argument, default=0, metavar="W",
+                        help="the sandbox in a control group of CPU weight W (or idle): its CPU stands for the "
+                             "gateway's machines. Needs root")
     parser.add_argument("--job-nice", type=int, default=0,
                         help="run the jobs at this nice value (e.g. 10, as a cron entry beside the web workers)")
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -8,7 +8,10 @@ its own with a weight, so a benchmark can run a job as a ``CPUWeight=10`` timer 
 processes that stand for other machines (an attacker, a gateway) the least weight the kernel knows.
 
 Works with cgroup v2 (``cpu.weight``) and with v1's ``cpu`` controller (``cpu.shares``, converted as
-systemd does: weight × 1024 / 100). Needs write access to the cgroup file system (root, or a delegated
+systemd does: weight × 1024 / 100). The weight may also be :data:`IDLE`, systemd's ``CPUWeight=idle``
+(``cpu.idle``, Linux 5.15 and later): the group then runs only on CPU time no other group wants, and a
+task of any other group that wakes up takes the core from it at once, where a low weight only shortens
+its share and lets it finish its time slice first. Needs write access to the cgroup file system (root, or a delegated
 subtree): without it :class:`CpuGroup` refuses to start, so a benchmark asked for weights never measures
 without them.
 """
@@ -20,6 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+IDLE = "idle"  # systemd's CPUWeight=idle
+
+
+def parse_weight(text: str) -> int | str:
+    """A weight as a command line gives it: 1-10000, or ``idle`` (for argparse's ``type=``)."""
+    if text.strip().lower() == IDLE:
+        return IDLE
+    try:
+        weight = int(text)
+    except ValueError:
+        raise ValueError(f"a CPU weight is 1-10000 or {IDLE!r}, not {text!r}") from None
+    if not 1 <= weight <= 10000:
+        raise ValueError(f"a CPU weight is 1-10000 or {IDLE!r}, not {text!r}")
+    return weight
 
 
 def _hierarchy() -> tuple[Path, str] | None:
@@ -34,30 +51,36 @@ def _hierarchy() -> tuple[Path, str] | None:
 
 
 class CpuGroup:
-    """A control group with CPU ``weight`` (1-10000, systemd's scale; 100 is every service's default).
+    """A control group with CPU ``weight`` (1-10000, systemd's scale; 100 is every service's default), or
+    :data:`IDLE`.
 
     Pass :meth:`enter` as ``preexec_fn`` to ``subprocess.Popen`` (or call it first thing in a
     ``multiprocessing`` child), so the process is in the group before it starts any worker or thread.
     :meth:`remove` moves what is left to the parent and deletes the group.
     """
 
-    def __init__(self, name: str, weight: int) -> None:
+    def __init__(self, name: str, weight: int | str) -> None:
         found = _hierarchy()
         if found is None:
             raise RuntimeError("no writable cgroup cpu controller (run as root, or without the CPU weights)")
         parent, self.version = found
-        if not 1 <= weight <= 10000:
-            raise ValueError("a CPU weight is between 1 and 10000")
+        value = parse_weight(str(weight))
         self.path = parent / f"{name}-{uuid.uuid4().hex[:8]}"
         if self.version == "v2":
             subtree = parent / "cgroup.subtree_control"
             if "cpu" not in subtree.read_text().split():
                 subtree.write_text("+cpu")
         self.path.mkdir()
-        if self.version == "v2":
-            (self.path / "cpu.weight").write_text(str(weight))
+        if value == IDLE:
+            idle = self.path / "cpu.idle"
+            if not idle.exists():
+                self.path.rmdir()
+                raise RuntimeError("this kernel has no cpu.idle (Linux 5.15 or later has)")
+            idle.write_text("1")
+        elif self.version == "v2":
+            (self.path / "cpu.weight").write_text(str(value))
         else:
-            (self.path / "cpu.shares").write_text(str(max(2, weight * 1024 // 100)))
+            (self.path / "cpu.shares").write_text(str(max(2, int(value) * 1024 // 100)))
         self._procs = str(self.path / "cgroup.procs")
 
     def enter(self) -> None:
