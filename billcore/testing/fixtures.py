@@ -187,11 +187,14 @@ class _SqliteTemplates:
 _SQLITE_TEMPLATES = _SqliteTemplates()
 
 
-def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
+def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, tables: tuple[str, ...] = (),
+             **config: Any) -> Flask:
     """A testing app with its own instance folder and database (schema created from the models).
 
     ``config`` overrides settings, e.g. ``EXTRA_MODULES={"pmfoo": "pmfoo"}`` for a module not installed;
     ``stamp=True`` also stamps the schema at the migrations' head (for tests of ``init`` or ``demo``).
+    ``tables``: the tables the database is known to hold already, as created from the models (the
+    reused PostgreSQL schema's); when they are all the models declare, they are not checked again.
     """
     settings: dict[str, Any] = {
         "TESTING": True,
@@ -222,8 +225,11 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
     with app.app_context():
         # create_all is much faster than running the migrations for every test (and copying the tables
         # made by an earlier create_all faster still). Stamping the schema as current (for tests of
-        # ``init``/``demo``) costs half a second a test, so only on request.
-        if new_sqlite_file is None or not _SQLITE_TEMPLATES.copy_to(new_sqlite_file):
+        # ``init``/``demo``) costs half a second a test, so only on request. A database known to hold
+        # every table already is not asked again: on PostgreSQL create_all queries the catalogue about
+        # each table, ~7 ms a test.
+        have_all = bool(tables) and tables == tuple(t.name for t in db.metadata.sorted_tables)
+        if not have_all and (new_sqlite_file is None or not _SQLITE_TEMPLATES.copy_to(new_sqlite_file)):
             db.create_all()
             if new_sqlite_file is not None:
                 _SQLITE_TEMPLATES.keep(new_sqlite_file)
@@ -340,12 +346,17 @@ class _ReusedSchema:
             conn.execute(text("SET LOCAL lock_timeout = '5s'"))
             if self._fingerprint(conn) != self.fingerprint:
                 return False
-            for table in reversed(db.metadata.sorted_tables):  # children first: the foreign keys
-                conn.execute(text(f'DELETE FROM {self.schema}."{table.name}"'))
-            for row in self.fingerprint:
-                if row[0] == "r" and row[2] == "S":
-                    conn.execute(text(f'ALTER SEQUENCE {self.schema}."{row[1]}" RESTART'))
+            # every DELETE and RESTART in one round trip (a script without parameters), not one each
+            conn.exec_driver_sql(self._emptying_script())
         return True
+
+    def _emptying_script(self) -> str:
+        """The statements that delete every row (children first: the foreign keys) and restart every
+        sequence of the schema, as one script."""
+        deletes = [f'DELETE FROM {self.schema}."{table.name}"' for table in reversed(db.metadata.sorted_tables)]
+        restarts = [f'ALTER SEQUENCE {self.schema}."{row[1]}" RESTART' for row in self.fingerprint
+                    if row[0] == "r" and row[2] == "S"]
+        return ";\n".join(deletes + restarts)
 
     def drop(self) -> None:
         """Drop the schema (at the end of the test session, or when it is replaced)."""
@@ -393,6 +404,15 @@ def reused_database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         _REUSED_SCHEMA.in_use = False
+
+
+def reused_schema_tables(url: str) -> tuple[str, ...]:
+    """The tables the reused PostgreSQL schema holds, empty and as created, when ``url`` is its checked-out
+    URL (for :func:`make_app`'s ``tables``); nothing otherwise."""
+    schema = _REUSED_SCHEMA
+    if schema.in_use and schema.schema is not None and url == _schema_url(schema.schema):
+        return schema.tables
+    return ()
 
 
 def drop_reused_schema() -> None:
