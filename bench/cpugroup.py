@@ -11,9 +11,10 @@ Works with cgroup v2 (``cpu.weight``) and with v1's ``cpu`` controller (``cpu.sh
 systemd does: weight × 1024 / 100). The weight may also be :data:`IDLE`, systemd's ``CPUWeight=idle``
 (``cpu.idle``, Linux 5.15 and later): the group then runs only on CPU time no other group wants, and a
 task of any other group that wakes up takes the core from it at once, where a low weight only shortens
-its share and lets it finish its time slice first. Needs write access to the cgroup file system (root, or a delegated
-subtree): without it :class:`CpuGroup` refuses to start, so a benchmark asked for weights never measures
-without them.
+its share and lets it finish its time slice first.
+
+Needs write access to the cgroup file system (root, or a delegated subtree): without it
+:class:`CpuGroup` refuses to start, so a benchmark asked for weights never measures without them.
 """
 from __future__ import annotations
 

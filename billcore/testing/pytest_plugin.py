@@ -47,7 +47,7 @@ def billcore_reused_schema():
 @pytest.fixture(params=BACKENDS)
 def app(request, tmp_path, app_config, billcore_reused_schema):
     """The app on each configured database backend, with an app context pushed (on PostgreSQL a schema
-    reused from test to test, emptied before each: no rows, sequences restarted)."""
+    reused from test to test, emptied before each: no rows, sequences at their start)."""
     urls = reused_database_urls(request.param, tmp_path)
     url = next(urls)
     application = make_app(tmp_path, url, tables=reused_schema_tables(url), **app_config)
