@@ -6,6 +6,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from playwright.sync_api import expect
 
 from billcore.accounts import find_user
 from billcore.db import db
@@ -31,14 +32,16 @@ def test_client_adds_funds_through_the_fake_gateway(live_server, browser, page, 
     screenshot(page, artifacts / "0-dashboard.png")
 
     page.click("[data-testid=add-funds]")
+    # checkout.js listens from DOMContentLoaded on: typing before that would go unseen
+    page.wait_for_load_state()
     page.check(f"input[name=paymethod][value='{method_id}']")
     # checkout.js: limits and the live commission as the amount is typed
     page.fill("#amount", "5")
-    assert "minimum amount" in page.inner_text("#amount-live-error")
+    expect(page.locator("#amount-live-error")).to_contain_text("minimum amount")
     page.fill("#amount", "250.50")
-    assert page.is_hidden("#amount-live-error")
-    assert page.inner_text("#live-commission") == "8.52 RUB"  # 1.00 + 3 % of 250.50 = 8.515 -> 8.52
-    assert page.inner_text("#live-total-value") == "259.02 RUB"
+    expect(page.locator("#amount-live-error")).to_be_hidden()
+    expect(page.locator("#live-commission")).to_have_text("8.52 RUB")  # 1.00 + 3 % of 250.50 = 8.515 -> 8.52
+    expect(page.locator("#live-total-value")).to_have_text("259.02 RUB")
     screenshot(page, artifacts / "1-add-funds.png")
 
     page.click("[data-testid=continue]")
