@@ -1,56 +1,67 @@
-"""The testing kit's app factory and its reused PostgreSQL schema: a database known to hold every table is not
-checked again, any other is; the reused schema starts every use empty, its sequences at their start."""
+"""The testing kit's reused PostgreSQL schema: every use starts empty with its sequences at their start, and
+make_app does not ask the catalogue again about the tables it is known to hold (any other database it does)."""
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from billcore.db import db
 from billcore.models import Account
-from billcore.testing.fixtures import PG_URL, make_app, reused_database_urls, reused_schema_tables
+from billcore.testing.fixtures import PG_URL, database_urls, make_app, reused_database_urls
+
+pytestmark = pytest.mark.skipif(not PG_URL, reason="the reused schema is PostgreSQL's")
 
 
-def _tables_in(app) -> set[str]:
+@pytest.fixture
+def create_all_calls(monkeypatch) -> list[int]:
+    """One entry per db.create_all() that make_app makes."""
+    calls: list[int] = []
+    real = db.create_all
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(db, "create_all", counting)
+    return calls
+
+
+def _use_reused_schema(folder) -> tuple[int, int]:
+    """(accounts found on arrival, id of the account then added) in the reused schema."""
+    urls = reused_database_urls("postgresql", folder)
+    app = make_app(folder, next(urls))
     with app.app_context():
-        return set(inspect(db.engine).get_table_names())
+        found = db.session.scalar(select(func.count()).select_from(Account))
+        account = Account(name="first", currency="RUB", balance=Decimal("0.00"))
+        db.session.add(account)
+        db.session.commit()
+        added = account.id
+        db.session.remove()
+        db.engine.dispose()
+    for _ in urls:  # release the schema
+        pass
+    return found, added
 
 
-def test_a_database_said_to_hold_every_table_is_left_as_it_is(tmp_path):
-    every = tuple(t.name for t in db.metadata.sorted_tables)
-    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'told.sqlite'}", tables=every)
-    assert _tables_in(app) == set()  # nothing was created: the caller vouched for them
-
-
-def test_a_database_holding_only_some_tables_gets_the_rest(tmp_path):
-    some = tuple(t.name for t in db.metadata.sorted_tables)[:2]
-    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'partial.sqlite'}", tables=some)
-    assert _tables_in(app) == {t.name for t in db.metadata.sorted_tables}
-
-
-def test_only_the_reused_schemas_own_url_has_its_tables_vouched_for():
-    assert reused_schema_tables("sqlite:///elsewhere.sqlite") == ()
-
-
-@pytest.mark.skipif(not PG_URL, reason="the reused schema is PostgreSQL's")
 def test_the_reused_schema_starts_each_use_with_no_rows_and_its_sequences_at_their_start(tmp_path):
-    def one_account(folder) -> tuple[int, int]:
-        """(accounts found on arrival, id of the account then added) in the reused schema."""
-        urls = reused_database_urls("postgresql", folder)
-        url = next(urls)
-        app = make_app(folder, url, tables=reused_schema_tables(url))
-        with app.app_context():
-            found = db.session.scalar(select(func.count()).select_from(Account))
-            account = Account(name="first", currency="RUB", balance=Decimal("0.00"))
-            db.session.add(account)
-            db.session.commit()
-            added = account.id
-            db.session.remove()
-            db.engine.dispose()
-        for _ in urls:  # release the schema
-            pass
-        return found, added
+    _, first_id = _use_reused_schema(tmp_path / "one")
+    assert _use_reused_schema(tmp_path / "two") == (0, first_id)
 
-    _, first_id = one_account(tmp_path / "one")
-    assert one_account(tmp_path / "two") == (0, first_id)
+
+def test_make_app_leaves_the_reused_schemas_tables_alone_and_creates_a_new_schemas(tmp_path, create_all_calls):
+    _use_reused_schema(tmp_path / "made")  # the schema exists from here on
+    create_all_calls.clear()
+    _use_reused_schema(tmp_path / "reused")
+    assert create_all_calls == []
+
+    urls = database_urls("postgresql", tmp_path)  # a schema of its own, empty
+    app = make_app(tmp_path / "new", next(urls))
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Account)) == 0
+        db.session.remove()
+        db.engine.dispose()
+    for _ in urls:  # drop it
+        pass
+    assert create_all_calls == [1]

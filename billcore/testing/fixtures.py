@@ -187,14 +187,11 @@ class _SqliteTemplates:
 _SQLITE_TEMPLATES = _SqliteTemplates()
 
 
-def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, tables: tuple[str, ...] = (),
-             **config: Any) -> Flask:
+def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config: Any) -> Flask:
     """A testing app with its own instance folder and database (schema created from the models).
 
     ``config`` overrides settings, e.g. ``EXTRA_MODULES={"pmfoo": "pmfoo"}`` for a module not installed;
     ``stamp=True`` also stamps the schema at the migrations' head (for tests of ``init`` or ``demo``).
-    ``tables``: the tables the database is known to hold already, as created from the models (the
-    reused PostgreSQL schema's); when they are all the models declare, they are not checked again.
     """
     settings: dict[str, Any] = {
         "TESTING": True,
@@ -225,9 +222,10 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, tables: 
     with app.app_context():
         # create_all is much faster than running the migrations for every test (and copying the tables
         # made by an earlier create_all faster still). Stamping the schema as current (for tests of
-        # ``init``/``demo``) costs half a second a test, so only on request. A database known to hold
-        # every table already is not asked again: on PostgreSQL create_all queries the catalogue about
-        # each table, ~7 ms a test.
+        # ``init``/``demo``) costs half a second a test, so only on request. The reused PostgreSQL schema,
+        # just emptied, holds every table already: create_all would query the catalogue about each
+        # (~7 ms a test), unless a module loaded by this app declared one more.
+        tables = _REUSED_SCHEMA.tables_at(database_url)
         have_all = bool(tables) and tables == tuple(t.name for t in db.metadata.sorted_tables)
         if not have_all and (new_sqlite_file is None or not _SQLITE_TEMPLATES.copy_to(new_sqlite_file)):
             db.create_all()
@@ -322,7 +320,7 @@ class _ReusedSchema:
         self.schema: str | None = None
         self.fingerprint: list[tuple[Any, ...]] = []
         self.tables: tuple[str, ...] = ()
-        self.sequence_starts: list[tuple[Any, ...]] = []  # (name, first value) of the schema's sequences
+        self.emptying_script = ""  # what empties the schema (see _emptying_script), made with it
         self.in_use = False
         self.engine = None
 
@@ -342,8 +340,9 @@ class _ReusedSchema:
             conn.execute(text(f"SET LOCAL search_path TO {self.schema}"))
             db.metadata.create_all(conn)
             self.fingerprint = self._fingerprint(conn)
-            self.sequence_starts = [tuple(row) for row in conn.execute(_SEQUENCE_STARTS, {"schema": self.schema})]
+            starts = [tuple(row) for row in conn.execute(_SEQUENCE_STARTS, {"schema": self.schema})]
         self.tables = tuple(t.name for t in db.metadata.sorted_tables)
+        self.emptying_script = self._emptying_script(starts)
 
     def _vacuum(self) -> None:
         """VACUUM the test database, system catalogues included, before a schema is made. Every schema
@@ -369,17 +368,24 @@ class _ReusedSchema:
             if self._fingerprint(conn) != self.fingerprint:
                 return False
             # every DELETE and sequence reset in one round trip (a script without parameters), not one each
-            conn.exec_driver_sql(self._emptying_script())
+            conn.exec_driver_sql(self.emptying_script)
         return True
 
-    def _emptying_script(self) -> str:
+    def _emptying_script(self, sequence_starts: list[tuple[Any, ...]]) -> str:
         """The statements that delete every row (children first: the foreign keys) and set every sequence
-        of the schema back to its start, as one script. ``setval(..., false)`` rather than ``ALTER SEQUENCE
-        ... RESTART``, which gives the sequence a new file and so a new catalogue row (a dead one in
-        ``pg_class`` per sequence and test)."""
+        (``(name, first value)``) back to its start, as one script. ``setval(..., false)`` rather than
+        ``ALTER SEQUENCE ... RESTART``, which gives the sequence a new file and so a new catalogue row (a
+        dead one in ``pg_class`` per sequence and test)."""
         deletes = [f'DELETE FROM {self.schema}."{table.name}"' for table in reversed(db.metadata.sorted_tables)]
-        resets = ", ".join(f"setval('{self.schema}.\"{name}\"', {start}, false)" for name, start in self.sequence_starts)
+        resets = ", ".join(f"setval('{self.schema}.\"{name}\"', {start}, false)" for name, start in sequence_starts)
         return ";\n".join(deletes + ([f"SELECT {resets}"] if resets else []))
+
+    def tables_at(self, url: str) -> tuple[str, ...]:
+        """The tables this schema holds, empty and as created, when ``url`` is its checked-out URL;
+        nothing for any other database."""
+        if self.in_use and self.schema is not None and url == _schema_url(self.schema):
+            return self.tables
+        return ()
 
     def drop(self) -> None:
         """Drop the schema (at the end of the test session, or when it is replaced)."""
@@ -427,15 +433,6 @@ def reused_database_urls(backend: str, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         _REUSED_SCHEMA.in_use = False
-
-
-def reused_schema_tables(url: str) -> tuple[str, ...]:
-    """The tables the reused PostgreSQL schema holds, empty and as created, when ``url`` is its checked-out
-    URL (for :func:`make_app`'s ``tables``); nothing otherwise."""
-    schema = _REUSED_SCHEMA
-    if schema.in_use and schema.schema is not None and url == _schema_url(schema.schema):
-        return schema.tables
-    return ()
 
 
 def drop_reused_schema() -> None:

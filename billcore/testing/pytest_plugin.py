@@ -23,8 +23,7 @@ from billcore.accounts import create_admin, create_client
 from billcore.db import db
 
 from .fixtures import (ADMIN, BACKENDS, CLIENT, OTHER_CLIENT, add_paymethod, database_urls,  # noqa: F401
-                       drop_reused_schema, login, make_app, reused_database_urls,
-                       reused_schema_tables)
+                       drop_reused_schema, login, make_app, reused_database_urls)
 
 __all__ = ["app_config", "billcore_reused_schema", "app", "admin_user", "client_user", "other_client_user",
            "admin_client", "client_client", "other_client_client", "add_paymethod", "login", "ADMIN", "CLIENT",
@@ -49,8 +48,7 @@ def app(request, tmp_path, app_config, billcore_reused_schema):
     """The app on each configured database backend, with an app context pushed (on PostgreSQL a schema
     reused from test to test, emptied before each: no rows, sequences at their start)."""
     urls = reused_database_urls(request.param, tmp_path)
-    url = next(urls)
-    application = make_app(tmp_path, url, tables=reused_schema_tables(url), **app_config)
+    application = make_app(tmp_path, next(urls), **app_config)
     ctx = application.app_context()
     ctx.push()
     yield application
