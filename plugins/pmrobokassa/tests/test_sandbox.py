@@ -576,3 +576,35 @@ def test_store_is_shared_by_workers_and_a_checkout_is_taken_once(tmp_path):
     for thread in threads:
         thread.join()
     assert sum(request_id is not None for request_id, _ in answers) == 3
+
+
+def test_store_keeps_a_connection_per_thread_and_rolls_back_what_a_failed_block_left_open(tmp_path):
+    import threading
+
+    from pmrobokassa.sandbox.store import SandboxStore
+
+    store = SandboxStore(tmp_path / "kept.sqlite")
+    with store.connect() as first:
+        with store.connect() as nested:
+            assert nested is first  # a nested block shares the thread's connection (and its transaction)
+    with store.connect() as again:
+        assert again is first  # kept between calls
+    others = []
+    thread = threading.Thread(target=lambda: others.append(store.find_operations("demo", "1") == [] and
+                                                           store._local.conn))
+    thread.start()
+    thread.join()
+    assert others and others[0] is not first  # each thread has its own
+    # a block that fails between BEGIN and COMMIT leaves nothing written and no transaction open
+    with pytest.raises(RuntimeError):
+        with store.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO checkouts (token, shop, params, created_at) VALUES ('t', 'demo', '{}', 'now')")
+            raise RuntimeError("the block fails before its COMMIT")
+    assert not first.in_transaction
+    assert store.get_checkout("t") is None
+    # and another connection can take the write lock at once (nothing holds it)
+    assert SandboxStore(tmp_path / "kept.sqlite").add_checkout("demo", {"out_sum": "1.00"})
+    store.close()
+    with store.connect() as reopened:
+        assert reopened is not first
