@@ -42,6 +42,8 @@ setup(
         "gunicorn>=22,<28",
         "PyJWT>=2.8,<3",
         "requests>=2.31,<3",
+        "urllib3>=2.0,<3",  # pmrobokassa's calls to Robokassa
+        "certifi>=2023.7.22",
         "psycopg[binary]>=3.1,<4",
         "email-validator>=2.0,<3",
         "Flask-Limiter>=3.8,<5",

@@ -25,7 +25,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "PMROBOKASSA_CHECK_IP": False,
     "PMROBOKASSA_ALLOWED_IPS": list(DEFAULT_ALLOWED_IPS),
     "PMROBOKASSA_HTTP_TIMEOUT": 10,  # seconds, web-service calls (OpStateExt, Refund API, Recurring)
-    "PMROBOKASSA_HTTP_POOL": 2,  # keep-alive connections per host and thread (gateway.http_session)
+    "PMROBOKASSA_HTTP_POOL": 2,  # keep-alive connections per host and thread (gateway.http_pools)
     "PMROBOKASSA_CURRENCIES_TIMEOUT": 3,  # seconds, GetCurrencies while the settings form is shown
     "PMROBOKASSA_CURRENCIES_CACHE_SECONDS": 300,
     # None = ask GetCurrencies, except under TESTING where only non-standard (sandbox) URLs are asked,

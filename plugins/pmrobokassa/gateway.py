@@ -7,25 +7,29 @@ what the gateway said and write one line to ``pmrobokassa.log`` per call (never 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from http import cookiejar
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass
 
-import requests
-import requests.adapters
+import certifi
+import urllib3
 from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import HTTPError as TransportError
 
 from . import protocol
 from .common import LOG_MODULE, algorithm, config, endpoints, log_line
 
 USER_AGENT = "billcore-pmrobokassa/0.1"
 ERROR_BODY_MAX = 1000  # how much of an HTTP error answer is kept to tell the admin what the gateway said
+ANSWER_MAX = 1024 * 1024  # bytes of an answer read at most: Robokassa's are a few kB (GetCurrencies the largest)
 
 
 class GatewayUnavailable(Exception):
@@ -33,9 +37,9 @@ class GatewayUnavailable(Exception):
 
     ``sent`` is False only when the request certainly never left (connection refused, name not
     resolved, connect timeout, server certificate refused in the TLS handshake): the gateway cannot have
-    acted on it. Otherwise (read timeout, connection reset or TLS EOF after sending, an HTTP error) it
-    may have. ``status_code`` is the
-    HTTP status of an error answer, and ``body`` the first :data:`ERROR_BODY_MAX` characters of its body.
+    acted on it. Otherwise (read timeout, connection reset or TLS EOF after sending, an HTTP error, an
+    answer too large to read) it may have. ``status_code`` is the HTTP status of an error answer, and
+    ``body`` the first :data:`ERROR_BODY_MAX` characters of its body.
     """
 
     def __init__(self, message: str, *, sent: bool = True, status_code: int | None = None, body: str = ""):
@@ -47,13 +51,14 @@ class GatewayUnavailable(Exception):
 # causes that can only happen before a byte of the request reached the server: the connection was never
 # made (refused, name not resolved, connect timeout) or TLS refused the server's certificate during the
 # handshake. Anything else (reset, EOF, read timeout, an SSLError of another kind) may come after sending.
-_BEFORE_SENDING = (ConnectTimeoutError,  # NewConnectionError and NameResolutionError too
+_BEFORE_SENDING = (ConnectTimeoutError,  # urllib3's NewConnectionError and NameResolutionError too
                    ConnectionRefusedError, socket.gaierror, ssl.SSLCertVerificationError)
 
 
 def _causes(exc: BaseException):
-    """``exc`` and what it explicitly wraps: args[0], urllib3's ``reason``, ``__cause__`` (never the
-    implicit ``__context__``, which may be an unrelated exception handled earlier)."""
+    """``exc`` and what it explicitly wraps: args[0], urllib3's ``reason`` and ``original_error`` (a proxy
+    that could not be reached), ``__cause__`` (never the implicit ``__context__``, which may be an
+    unrelated exception handled earlier)."""
     seen: set[int] = set()
     todo: list[object] = [exc]
     while todo and len(seen) < 32:
@@ -62,126 +67,190 @@ def _causes(exc: BaseException):
             continue
         seen.add(id(item))
         yield item
-        todo.extend([getattr(item, "reason", None), item.__cause__,
+        todo.extend([getattr(item, "reason", None), getattr(item, "original_error", None), item.__cause__,
                      *(item.args[:1] if item.args else ())])
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
+def _never_sent(exc: BaseException) -> bool:
     """True only when ``exc`` certainly happened before the request could reach the server.
 
     A connect timeout, a connection refused, a name not resolved or a certificate refused in the TLS
     handshake. Any other failure (an SSLError such as an EOF while reading the answer, a reset, a read
     timeout) may have come after the request was sent: the gateway may have acted on it.
     """
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if not isinstance(exc, requests.ConnectionError):  # SSLError and ConnectTimeout are ConnectionErrors
-        return False
     return any(isinstance(cause, _BEFORE_SENDING) for cause in _causes(exc))
 
 
-def _unavailable(exc: requests.RequestException, url: str) -> GatewayUnavailable:
+def _unavailable(exc: BaseException, url: str) -> GatewayUnavailable:
     return GatewayUnavailable(f"{type(exc).__name__} calling {url}", sent=not _never_sent(exc))
 
 
 # --------------------------------------------------------------------------------------------------
-# Transport: one HTTP session per thread, so connections (and TLS sessions) are reused
+# Transport: urllib3's connection pools, one set per thread, so connections (and TLS sessions) are reused
 # --------------------------------------------------------------------------------------------------
 
-_local = threading.local()
+
+def _environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy the environment names for ``scheme://host`` (``https_proxy``, ``http_proxy``,
+    ``all_proxy``, either case), or None when there is none or ``no_proxy`` exempts the host."""
+    proxies = getproxies_environment()
+    if not host or proxy_bypass(host):  # no_proxy (on macOS and Windows, the system's exceptions too)
+        return None
+    return proxies.get(scheme) or proxies.get("all") or None
 
 
-class _NoCookies(cookiejar.DefaultCookiePolicy):
-    """Never keep a cookie: a session serves every shop of this module, and the web services need none."""
-
-    def set_ok(self, cookie, request):  # noqa: D102 - the cookiejar API
-        return False
-
-    def return_ok(self, cookie, request):  # noqa: D102
-        return False
+def _ca_bundle() -> str:
+    """The certificates a gateway's TLS certificate is checked against: ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE`` when set (as for the requests library), else certifi's bundle."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
-class _GatewaySession(requests.Session):
-    """A ``requests.Session`` that reads the environment's proxy and CA settings once per scheme and host.
+class HttpPools:
+    """One thread's connections to Robokassa's web services: a urllib3 pool manager for direct calls and
+    one per proxy, with at most ``size`` keep-alive connections per host, no retries (a POST may have
+    reached the gateway), no redirects followed and no cookies kept.
 
-    requests looks them up on every call (each a scan of the whole environment, a good part of a small
-    call's cost); which proxy applies depends only on the URL's scheme and host (``no_proxy`` included),
-    Robokassa's web services are on a few hosts, and a batch job's environment does not change while it
-    runs.
+    Which proxy applies is read from the environment once per scheme and host (``no_proxy``
+    included): the web services are on a few hosts, and a batch job's environment does not change while
+    it runs.
     """
 
     _MAX_REMEMBERED = 64
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102
-        key = (*urlsplit(url)[:2], tuple(sorted((proxies or {}).items())), stream, verify, cert)
-        found = self._environment.get(key)
-        if found is None:
-            found = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if len(self._environment) < self._MAX_REMEMBERED:
-                self._environment[key] = found
-        # a copy, down to the proxies' mapping: what requests does with it must not change what is kept
-        return {name: dict(value) if isinstance(value, dict) else value for name, value in found.items()}
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a call to ``url`` goes through (None: directly)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key in self._proxies:
+            return self._proxies[key]
+        proxy = _environment_proxy(parts.scheme, parts.hostname or "")
+        if len(self._proxies) < self._MAX_REMEMBERED:
+            self._proxies[key] = proxy
+        return proxy
+
+    def manager_for(self, url: str) -> urllib3.PoolManager:
+        """The pool manager that calls ``url`` (through its proxy, if any)."""
+        proxy = self.proxy_for(url)
+        manager = self._managers.get(proxy)
+        if manager is None:
+            manager = self._managers[proxy] = self._make(proxy)
+        return manager
+
+    def _make(self, proxy: str | None) -> urllib3.PoolManager:
+        options: dict[str, Any] = {"num_pools": 8, "maxsize": self.size, "retries": False,
+                                   "cert_reqs": "CERT_REQUIRED", "ca_certs": _ca_bundle()}
+        if proxy is None:
+            return urllib3.PoolManager(**options)
+        parts = urlsplit(proxy)
+        if parts.username is not None:  # credentials in the proxy's URL, as requests took them
+            options["proxy_headers"] = urllib3.make_headers(
+                proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}")
+        return urllib3.ProxyManager(proxy, **options)
+
+    def close(self) -> None:
+        """Close every connection of this thread's pools."""
+        for manager in self._managers.values():
+            manager.clear()
+        self._managers.clear()
 
 
-def http_session() -> requests.Session:
-    """This thread's HTTP session for Robokassa's web services.
+_local = threading.local()
 
-    The batch jobs call from a pool of threads (``GATEWAY_WORKERS``); a ``requests.Session`` is not
-    meant to be shared between threads, so each thread keeps its own, with keep-alive connections
-    (``PMROBOKASSA_HTTP_POOL`` per host) reused from call to call instead of a new TCP and TLS handshake
-    each time. No retries (a POST may have reached the gateway) and no cookies.
+
+def http_pools() -> HttpPools:
+    """This thread's connection pools for Robokassa's web services.
+
+    The batch jobs call from a pool of threads (``GATEWAY_WORKERS``); each thread keeps its own
+    keep-alive connections (``PMROBOKASSA_HTTP_POOL`` per host), reused from call to call instead of a
+    new TCP and TLS handshake each time.
     """
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _GatewaySession()
-        size = max(1, int(config("PMROBOKASSA_HTTP_POOL")))
-        adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.cookies.set_policy(_NoCookies())
-        session.headers["User-Agent"] = USER_AGENT
-        _local.session = session
-    return session
+    pools = getattr(_local, "pools", None)
+    if pools is None:
+        pools = _local.pools = HttpPools(max(1, int(config("PMROBOKASSA_HTTP_POOL"))))
+    return pools
 
 
-def close_http_session() -> None:
-    """Close this thread's HTTP session and its connections (tests; a thread about to end)."""
-    session = getattr(_local, "session", None)
-    if session is not None:
-        _local.session = None
-        session.close()
+def close_http_pools() -> None:
+    """Close this thread's connections (tests; a thread about to end)."""
+    pools = getattr(_local, "pools", None)
+    if pools is not None:
+        _local.pools = None
+        pools.close()
 
 
-def _http_error(response: requests.Response, url: str) -> GatewayUnavailable:
-    return GatewayUnavailable(f"HTTP {response.status_code} from {url}", status_code=response.status_code,
-                              body=response.text[:ERROR_BODY_MAX])
+@dataclass(frozen=True)
+class Answer:
+    """A web service's answer: its HTTP status, body and the body's character set."""
+
+    status_code: int
+    content: bytes
+    charset: str = "utf-8"
+
+    @property
+    def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
+        try:
+            return self.content.decode(self.charset, "replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", "replace")
 
 
-def _post(url: str, *, data: Any = None, headers: Mapping[str, str] | None = None,
-          timeout: float | None = None) -> requests.Response:
+def _charset(content_type: str | None) -> str:
+    for part in (content_type or "").split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip(" \"'"):
+            return value.strip(" \"'")
+    return "utf-8"
+
+
+def _call(method: str, url: str, *, body: bytes | str | None = None, headers: Mapping[str, str] | None = None,
+          timeout: float | None = None) -> Answer:
+    """Send one request and read its answer (at most :data:`ANSWER_MAX` bytes); raises
+    :class:`GatewayUnavailable` for a failure on the way or an HTTP error."""
+    seconds = float(timeout or config("PMROBOKASSA_HTTP_TIMEOUT"))
     try:
-        response = http_session().post(url, data=data, headers=dict(headers or {}),
-                                       timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
-    except requests.RequestException as exc:
+        response = http_pools().manager_for(url).urlopen(
+            method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
+            timeout=urllib3.Timeout(connect=seconds, read=seconds), redirect=False, retries=False,
+            preload_content=False)
+        complete = False
+        try:
+            content = response.read(ANSWER_MAX + 1)
+            complete = len(content) <= ANSWER_MAX
+        finally:
+            if complete:
+                response.release_conn()  # read to the end: the connection goes back to the pool
+            else:
+                response.close()  # an unread rest (or a failure while reading): never reused
+    except (TransportError, OSError) as exc:
         raise _unavailable(exc, url) from None
-    if response.status_code >= 400:
-        raise _http_error(response, url)
-    return response
+    if not complete:
+        raise GatewayUnavailable(f"an answer of over {ANSWER_MAX} bytes from {url}")
+    answer = Answer(response.status, content, _charset(response.headers.get("Content-Type")))
+    if answer.status_code >= 400:
+        raise GatewayUnavailable(f"HTTP {answer.status_code} from {url}", status_code=answer.status_code,
+                                 body=answer.text[:ERROR_BODY_MAX])
+    return answer
 
 
-def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -> requests.Response:
-    try:
-        response = http_session().get(url, params=params,
-                                      timeout=timeout or config("PMROBOKASSA_HTTP_TIMEOUT"), allow_redirects=False)
-    except requests.RequestException as exc:
-        raise _unavailable(exc, url) from None
-    if response.status_code >= 400:
-        raise _http_error(response, url)
-    return response
+def _post(url: str, *, data: Mapping[str, str] | bytes | None = None, headers: Mapping[str, str] | None = None,
+          timeout: float | None = None) -> Answer:
+    """POST ``data``: form fields (sent form-encoded) or a body as it is (with its ``headers``)."""
+    if isinstance(data, Mapping):
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        data = urlencode(data)
+    return _call("POST", url, body=data, headers=headers, timeout=timeout)
+
+
+def _get(url: str, *, params: Mapping[str, str], timeout: float | None = None) -> Answer:
+    """GET ``url`` with ``params`` added to its query."""
+    separator = "&" if urlsplit(url).query else "?"
+    return _call("GET", f"{url}{separator}{urlencode(params)}" if params else url, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 one sweep, and the sandbox's latency knob."""
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
+import urllib3
 from flask import Flask
 
 from billcore.db import db, is_sqlite
@@ -98,7 +100,7 @@ def test_calls_reuse_one_connection_per_thread(app):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
     threading.Thread(target=server.serve_forever, kwargs=FAST_SHUTDOWN, daemon=True).start()
     settings = {**SETTINGS, "url": f"http://127.0.0.1:{server.server_port}/rk/Merchant/Index.aspx"}
-    gateway.close_http_session()
+    gateway.close_http_pools()
     try:
         for inv_id in range(1, 6):
             assert gateway.op_state(settings, inv_id).result_code == 3
@@ -109,46 +111,45 @@ def test_calls_reuse_one_connection_per_thread(app):
                 try:
                     gateway.op_state(settings, 9)
                 finally:
-                    gateway.close_http_session()
+                    gateway.close_http_pools()
 
         thread = threading.Thread(target=other_thread)
         thread.start()
         thread.join(10)
         assert len(_KeepAlive.ports) == 2  # another thread has its own session (they are not shared)
     finally:
-        gateway.close_http_session()
+        gateway.close_http_pools()
         server.shutdown()
         server.server_close()
 
 
 
 def test_the_environment_is_read_once_per_host_and_its_proxy_still_applies(app, monkeypatch):
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:p%40ss@proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "internal.example")
     monkeypatch.delenv("no_proxy", raising=False)
-    gateway.close_http_session()
+    monkeypatch.delenv("https_proxy", raising=False)
+    gateway.close_http_pools()
     try:
-        session = gateway.http_session()
+        pools = gateway.http_pools()
         url = "https://auth.robokassa.ru/Merchant/WebService/Service.asmx/OpStateExt"
-        first = session.merge_environment_settings(url, {}, None, None, None)
-        assert first["proxies"]["https"] == "http://proxy.example:3128"
+        assert pools.proxy_for(url) == "http://user:p%40ss@proxy.example:3128"
+        manager = pools.manager_for(url)
+        # the proxy's credentials go in Proxy-Authorization, decoded (what requests did with them)
+        assert manager.proxy.host == "proxy.example" and manager.proxy_headers["proxy-authorization"] \
+            == "Basic " + base64.b64encode(b"user:p@ss").decode()
         monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
         # the same host: remembered (a batch job's environment does not change while it runs)
-        assert session.merge_environment_settings(url, {}, None, None, None) == first
-        assert session.merge_environment_settings("https://auth.robokassa.ru/Merchant/Index.aspx?a=1", {}, None,
-                                                  None, None) == first
+        assert pools.proxy_for("https://auth.robokassa.ru/Merchant/Index.aspx?a=1") == \
+            "http://user:p%40ss@proxy.example:3128"
+        assert pools.manager_for(url) is manager
         # a host the environment exempts goes without the proxy
-        exempt = session.merge_environment_settings("https://internal.example/x", {}, None, None, None)
-        assert "https" not in exempt["proxies"]
-        # another URL: read afresh
-        other = session.merge_environment_settings("https://example.org/", {}, None, None, None)
-        assert other["proxies"]["https"] == "http://other.example:3128"
-        # what a caller does with the answer does not change what is remembered
-        first["proxies"].clear()
-        assert session.merge_environment_settings(url, {}, None, None, None)["proxies"]["https"] \
-            == "http://proxy.example:3128"
+        assert pools.proxy_for("https://internal.example/x") is None
+        assert not isinstance(pools.manager_for("https://internal.example/x"), urllib3.ProxyManager)
+        # another host: read afresh
+        assert pools.proxy_for("https://example.org/") == "http://other.example:3128"
     finally:
-        gateway.close_http_session()
+        gateway.close_http_pools()
 
 def test_sweep_asks_concurrently_within_the_bound_and_each_payment_once(app, slow, client_user):
     method = add_paymethod("pmrobokassa", {**SETTINGS, "url": slow.url})

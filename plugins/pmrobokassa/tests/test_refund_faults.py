@@ -1,11 +1,12 @@
 """Refund/Create requests that fail on the way: never sent -> failed (money back), maybe sent -> pending
 without an id, flagged for an admin by ``payments check`` once overdue, then settled by hand.
 
-The transport fails for real (a closed local port) or through a patched HTTP session
-(``gateway.http_session``); never a real network.
+The transport fails for real (a closed local port, a server that hangs up) or through patched connection
+pools (``gateway.http_pools``) raising what urllib3 raises; never a real network.
 """
 from __future__ import annotations
 
+import io
 import socket
 import ssl
 import threading
@@ -14,8 +15,9 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
-import requests
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, ReadTimeoutError
+import urllib3
+from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError,
+                                ProtocolError, ProxyError, ReadTimeoutError)
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from billcore.db import db
@@ -55,12 +57,18 @@ def _refund(payment_id: int) -> Refund:
     return db.session.query(Refund).filter_by(payment_id=payment_id).order_by(Refund.id.desc()).first()
 
 
-def _failing_post(exc: Exception):
-    def post(url, **kwargs):
+def _pools(urlopen):
+    """A stand-in for :func:`gateway.http_pools` whose every pool manager's ``urlopen`` is ``urlopen``."""
+    return lambda: SimpleNamespace(manager_for=lambda url: SimpleNamespace(urlopen=urlopen))
+
+
+def _failing(exc: Exception):
+    """Connection pools whose Refund/Create call raises ``exc`` (as urllib3 does, retries being off)."""
+    def urlopen(method, url, **kwargs):
         if "Refund/Create" in url:
             raise exc
         raise AssertionError(f"unexpected call to {url}")
-    return post
+    return _pools(urlopen)
 
 
 def test_refund_to_a_closed_port_fails_and_gives_the_money_back(app, client_user):
@@ -72,33 +80,31 @@ def test_refund_to_a_closed_port_fails_and_gives_the_money_back(app, client_user
 
 
 def _name_not_resolved() -> Exception:
-    cause = NameResolutionError("services.robokassa.invalid", None, socket.gaierror("Name or service not known"))
-    return requests.ConnectionError(MaxRetryError(None, "/RefundService/Refund/Create", cause))
+    return NameResolutionError("services.robokassa.invalid", None, socket.gaierror("Name or service not known"))
 
 
-@pytest.mark.parametrize("make", [_name_not_resolved, lambda: requests.ConnectTimeout("connect timed out")],
-                         ids=["dns", "connect-timeout"])
+def _connect_timeout() -> Exception:
+    return ConnectTimeoutError(None, "Connection to services.robokassa.ru timed out. (connect timeout=10)")
+
+
+@pytest.mark.parametrize("make", [_name_not_resolved, _connect_timeout], ids=["dns", "connect-timeout"])
 def test_refund_never_sent_fails(app, client_user, fake, monkeypatch, make):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway, "http_session", _session_posting(_failing_post(make())))
+    monkeypatch.setattr(gateway, "http_pools", _failing(make()))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == "failed" and "nothing was refunded" in outcome.info
     assert _money(p.id) == ("paid", Decimal("0.00"), Decimal("100.00"))
 
 
-def _session_posting(post):
-    """A stand-in for :func:`gateway.http_session` whose ``post`` is ``post``."""
-    return lambda: SimpleNamespace(post=post)
-
-
 def _answering(status: int, content: bytes = b"error"):
-    """A stand-in for ``requests.post`` whose every answer has this HTTP status and body."""
-    answer = SimpleNamespace(status_code=status, content=content, text=content.decode("utf-8", "replace"))
-    return lambda url, **kw: answer
+    """Connection pools whose every answer has this HTTP status and body."""
+    return _pools(lambda method, url, **kwargs: urllib3.HTTPResponse(
+        body=io.BytesIO(content), status=status, preload_content=False,
+        headers={"Content-Type": "application/json; charset=utf-8"}))
 
 
 def _read_timeout() -> Exception:
-    return requests.ReadTimeout(ReadTimeoutError(None, "/RefundService/Refund/Create", "read timed out"))
+    return ReadTimeoutError(None, "/RefundService/Refund/Create", "read timed out")
 
 
 def _age(refund_id: int, hours: float) -> None:
@@ -114,9 +120,9 @@ def test_refund_maybe_sent_stays_pending_then_is_flagged_and_settled_by_hand(app
     p = _paid_payment(app, client_user, fake.url)
     with monkeypatch.context() as patch:
         if how == "read-timeout":
-            patch.setattr(gateway, "http_session", _session_posting(_failing_post(_read_timeout())))
+            patch.setattr(gateway, "http_pools", _failing(_read_timeout()))
         elif how == "http-502":
-            patch.setattr(gateway, "http_session", _session_posting(_answering(502, b"Bad Gateway")))
+            patch.setattr(gateway, "http_pools", _answering(502, b"Bad Gateway"))
         else:
             patch.setattr(protocol, "parse_refund_create_answer",
                           lambda body: protocol.RefundCreateAnswer(success=True, request_id=None))
@@ -167,17 +173,17 @@ def test_gateway_tells_never_sent_from_maybe_sent():
         gateway._post(f"http://127.0.0.1:{port}/x", timeout=2)
     assert refused.value.sent is False
     assert gateway._never_sent(_name_not_resolved())
-    assert gateway._never_sent(requests.ConnectTimeout())
+    assert gateway._never_sent(_connect_timeout())
     assert not gateway._never_sent(_read_timeout())
-    assert not gateway._never_sent(requests.ConnectionError("Connection aborted."))  # dropped after sending
+    assert not gateway._never_sent(ProtocolError("Connection aborted."))  # dropped after sending
 
 
 # --- what counts as "never sent" -----------------------------------------------------------------------
 
 
 def _ssl_error(cause: ssl.SSLError) -> Exception:
-    """What requests raises for a TLS failure: SSLError(MaxRetryError(reason=urllib3 SSLError(ssl error)))."""
-    return requests.exceptions.SSLError(MaxRetryError(None, "/RefundService/Refund/Create", Urllib3SSLError(cause)))
+    """What urllib3 raises for a TLS failure with retries off: its SSLError around the ssl module's."""
+    return Urllib3SSLError(cause)
 
 
 def _tls_eof() -> Exception:  # the connection dropped while reading the answer, after sending
@@ -185,26 +191,31 @@ def _tls_eof() -> Exception:  # the connection dropped while reading the answer,
 
 
 def _reset() -> Exception:
-    cause = ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
-    return requests.ConnectionError(cause)
+    return ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
 
 
 def test_tls_failure_after_sending_is_not_never_sent():
     assert not gateway._never_sent(_tls_eof())
     assert not gateway._never_sent(_ssl_error(ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]")))
     assert not gateway._never_sent(_reset())
-    assert not gateway._never_sent(requests.exceptions.SSLError("bare"))
+    assert not gateway._never_sent(Urllib3SSLError("bare"))
     # a certificate refused in the handshake: provably before the request left
     verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
     assert gateway._never_sent(_ssl_error(verify))
-    refused = requests.ConnectionError(MaxRetryError(None, "/x", ConnectionRefusedError(111, "refused")))
-    assert gateway._never_sent(refused)
+    assert gateway._never_sent(NewConnectionError(None, "Failed to establish a new connection: [Errno 111]"))
+    assert gateway._never_sent(ConnectionRefusedError(111, "refused"))
+    # wrapped, as urllib3 does when retries are on: the reason is what counts
+    assert gateway._never_sent(MaxRetryError(None, "/x", ConnectionRefusedError(111, "refused")))
+    assert not gateway._never_sent(MaxRetryError(None, "/x", _read_timeout()))
+    # a proxy: never reached is never sent; dropped by it after the request went through may have been
+    assert gateway._never_sent(ProxyError("Unable to connect to proxy", NewConnectionError(None, "refused")))
+    assert not gateway._never_sent(ProxyError("Unable to connect to proxy", _reset()))
 
 
 @pytest.mark.parametrize("make", [_tls_eof, _reset], ids=["tls-eof", "reset"])
 def test_refund_dropped_after_sending_stays_pending(app, client_user, fake, monkeypatch, make):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway, "http_session", _session_posting(_failing_post(make())))
+    monkeypatch.setattr(gateway, "http_pools", _failing(make()))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == "pending" and "may have been made" in outcome.info  # never failed: no refund twice
     assert _money(p.id) == ("pending_return", Decimal("40.00"), Decimal("60.00"))
@@ -247,8 +258,8 @@ def test_refund_cut_off_by_a_real_server_after_sending_stays_pending(app, client
                                           (425, "pending"), (499, "pending"), (418, "pending")])
 def test_only_clear_http_rejections_fail_the_refund(app, client_user, fake, monkeypatch, status, state):
     p = _paid_payment(app, client_user, fake.url)
-    monkeypatch.setattr(gateway, "http_session", _session_posting(_answering(
-        status, b'{"success":false,"message":"RefundNotAllowed","requestId":null}')))
+    monkeypatch.setattr(gateway, "http_pools", _answering(
+        status, b'{"success":false,"message":"RefundNotAllowed","requestId":null}'))
     outcome = refunds.refund_payment(p.id, Decimal("40.00"), ADMIN, None)
     assert outcome.state == state
     if state == "failed":
