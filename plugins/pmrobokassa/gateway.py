@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
-from urllib.request import getproxies_environment, proxy_bypass
 
 import certifi
 import urllib3
+from requests.utils import get_environ_proxies, select_proxy
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as TransportError
 
@@ -90,19 +90,22 @@ def _unavailable(exc: BaseException, url: str) -> GatewayUnavailable:
 # --------------------------------------------------------------------------------------------------
 
 
-def _environment_proxy(scheme: str, host: str) -> str | None:
-    """The proxy the environment names for ``scheme://host`` (``https_proxy``, ``http_proxy``,
-    ``all_proxy``, either case), or None when there is none or ``no_proxy`` exempts the host."""
-    proxies = getproxies_environment()
-    if not host or proxy_bypass(host):  # no_proxy (on macOS and Windows, the system's exceptions too)
+def _environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``https_proxy``, ``http_proxy``, ``all_proxy``, either
+    case, read as the requests library reads them: ``no_proxy`` with host names, ports and networks), or
+    None. A proxy written without a scheme (``proxy.example:3128``) is taken as ``http://``."""
+    proxy = select_proxy(url, get_environ_proxies(url))
+    if not proxy:
         return None
-    return proxies.get(scheme) or proxies.get("all") or None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
-def _ca_bundle() -> str:
-    """The certificates a gateway's TLS certificate is checked against: ``REQUESTS_CA_BUNDLE`` or
-    ``CURL_CA_BUNDLE`` when set (as for the requests library), else certifi's bundle."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+def _ca_options() -> dict[str, str]:
+    """What a gateway's TLS certificate is checked against: ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``
+    when set (a file, or a folder of hashed certificates, as for the requests library), else certifi's
+    bundle."""
+    path = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return {"ca_cert_dir": path} if os.path.isdir(path) else {"ca_certs": path}
 
 
 class HttpPools:
@@ -128,7 +131,7 @@ class HttpPools:
         key = (parts.scheme, parts.netloc)
         if key in self._proxies:
             return self._proxies[key]
-        proxy = _environment_proxy(parts.scheme, parts.hostname or "")
+        proxy = _environment_proxy(url)
         if len(self._proxies) < self._MAX_REMEMBERED:
             self._proxies[key] = proxy
         return proxy
@@ -143,7 +146,7 @@ class HttpPools:
 
     def _make(self, proxy: str | None) -> urllib3.PoolManager:
         options: dict[str, Any] = {"num_pools": 8, "maxsize": self.size, "retries": False,
-                                   "cert_reqs": "CERT_REQUIRED", "ca_certs": _ca_bundle()}
+                                   "cert_reqs": "CERT_REQUIRED", **_ca_options()}
         if proxy is None:
             return urllib3.PoolManager(**options)
         parts = urlsplit(proxy)
@@ -214,7 +217,11 @@ def _call(method: str, url: str, *, body: bytes | str | None = None, headers: Ma
     :class:`GatewayUnavailable` for a failure on the way or an HTTP error."""
     seconds = float(timeout or config("PMROBOKASSA_HTTP_TIMEOUT"))
     try:
-        response = http_pools().manager_for(url).urlopen(
+        manager = http_pools().manager_for(url)
+    except (TransportError, ValueError) as exc:  # a proxy urllib3 cannot use (socks5://...): nothing left
+        raise GatewayUnavailable(f"{type(exc).__name__} preparing the call to {url}: {exc}", sent=False) from None
+    try:
+        response = manager.urlopen(
             method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
             timeout=urllib3.Timeout(connect=seconds, read=seconds), redirect=False, retries=False,
             preload_content=False)

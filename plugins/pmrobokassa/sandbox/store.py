@@ -8,6 +8,7 @@ its own to the file, so the store is safe to use from any thread.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -136,15 +137,16 @@ class SandboxStore:
 
         The connection is opened on a thread's first call and kept for its next ones: opening one and
         reading the schema again took about half a millisecond a call, half of what answering OpStateExt
-        costs. A transaction the block left open (an exception before its COMMIT) is rolled back when the
-        outermost block ends, as closing the connection did.
+        costs. A block inside another shares its connection and transaction (so it cannot begin one of
+        its own). A transaction the block left open (an exception before its COMMIT) is rolled back when
+        the outermost block ends, as closing the connection did.
         """
         local = self._local
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is None:
+        if conn is None or local.pid != os.getpid():  # never a connection inherited through a fork
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            local.conn, local.depth = conn, 0
+            local.conn, local.depth, local.pid = conn, 0, os.getpid()
         local.depth += 1
         try:
             yield conn
@@ -154,7 +156,9 @@ class SandboxStore:
                 conn.rollback()
 
     def close(self) -> None:
-        """Close this thread's connection (the others close when their threads end)."""
+        """Close this thread's connection (the others close when their threads end); not inside a block."""
+        if getattr(self._local, "depth", 0):
+            raise RuntimeError("the sandbox store's connection is in use by this thread")
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None

@@ -578,7 +578,7 @@ def test_store_is_shared_by_workers_and_a_checkout_is_taken_once(tmp_path):
     assert sum(request_id is not None for request_id, _ in answers) == 3
 
 
-def test_store_keeps_a_connection_per_thread_and_rolls_back_what_a_failed_block_left_open(tmp_path):
+def test_store_keeps_a_connection_per_thread_and_rolls_back_what_a_failed_block_left_open(tmp_path, monkeypatch):
     import threading
 
     from pmrobokassa.sandbox.store import SandboxStore
@@ -605,6 +605,14 @@ def test_store_keeps_a_connection_per_thread_and_rolls_back_what_a_failed_block_
     assert store.get_checkout("t") is None
     # and another connection can take the write lock at once (nothing holds it)
     assert SandboxStore(tmp_path / "kept.sqlite").add_checkout("demo", {"out_sum": "1.00"})
+    with store.connect():
+        with pytest.raises(RuntimeError):
+            store.close()  # not while this thread is using it
     store.close()
     with store.connect() as reopened:
         assert reopened is not first
+    # a process forked from this one opens its own (SQLite forbids using a connection across a fork)
+    import os
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    with store.connect() as in_the_child:
+        assert in_the_child is not reopened

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import certifi
 import pytest
 
 from billcore.testing.fixtures import FAST_SHUTDOWN
@@ -84,3 +85,47 @@ def test_the_answer_is_read_in_its_declared_character_set(server):
     assert gateway.recurring(settings, {"InvoiceID": "5"}, payment_id=5) == "ERROR: подпись неверна (29)"
     _Recorder.content_type = "text/plain; charset=no-such-charset"  # unknown: read as UTF-8, never a crash
     assert gateway.recurring(settings, {"InvoiceID": "5"}, payment_id=5).startswith("ERROR: ")
+
+
+def _clear_proxies(monkeypatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
+                 "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_proxy_without_a_scheme_is_taken_as_http(server, monkeypatch):
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("http_proxy", f"127.0.0.1:{server.server_port}")
+    settings = {**SETTINGS, "url": "http://robokassa.invalid/rk/Merchant/Index.aspx"}
+    assert gateway.op_state(settings, 5).result_code == 3
+    assert _Recorder.lines[0].startswith("POST http://robokassa.invalid/")
+
+
+def test_no_proxy_with_a_network_goes_direct(server, monkeypatch):
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("no_proxy", "127.0.0.0/8")
+    settings = {**SETTINGS, "url": f"http://127.0.0.1:{server.server_port}/rk/Merchant/Index.aspx"}
+    assert gateway.op_state(settings, 5).result_code == 3
+    assert _Recorder.lines[0].startswith("POST /rk/")  # asked directly, not through a proxy
+
+
+def test_a_proxy_that_cannot_be_used_fails_the_call_as_never_sent(server, monkeypatch):
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")  # urllib3 has no SOCKS without an extra
+    settings = {**SETTINGS, "url": "http://robokassa.invalid/rk/Merchant/Index.aspx"}
+    with pytest.raises(gateway.GatewayUnavailable) as failed:
+        gateway.op_state(settings, 5)
+    assert failed.value.sent is False and not _Recorder.lines
+
+
+def test_a_ca_bundle_folder_is_used_as_a_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
+    assert gateway._ca_options() == {"ca_cert_dir": str(tmp_path)}
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    assert gateway._ca_options() == {"ca_certs": str(bundle)}
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    assert gateway._ca_options() == {"ca_certs": certifi.where()}
