@@ -1,5 +1,5 @@
 """In-process profile of ``recurring run`` (or, ``--job check``, of ``payments check``) against the
-Robokassa sandbox (one gateway thread).
+Robokassa sandbox (one gateway thread, or ``--workers``).
 
 Starts the sandbox under gunicorn as ``bench/batch.py`` does, fills a fresh database with ``--n`` due
 auto-payment profiles (or ``inpay`` payments; ``bench.batch.fill``), then calls
@@ -9,6 +9,10 @@ the functions that cost most. A development aid, not a test.
 
     .venv/bin/python bench/profile_recurring.py --db sqlite --n 300 --latency 0 [--profile | --count-sql]
     .venv/bin/python bench/profile_recurring.py --job check --db postgresql --n 300 --profile
+    .venv/bin/python bench/profile_recurring.py --job check --db postgresql --n 4000 --latency 0.2 --workers 40
+
+With ``--workers`` above 1 the CPU per item includes what the threads cost each other (switching, the
+GIL), as in ``bench/batch.py``; the profile then sees only the calling thread.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--latency", type=float, default=0.0, help="sandbox delay per web-service call (s)")
+    parser.add_argument("--workers", type=int, default=1, help="gateway threads (GATEWAY_WORKERS)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--count-sql", action="store_true",
@@ -65,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_dir = workdir / "sandbox"
             sandbox_dir.mkdir()
             with batch.Gunicorn("sandbox", batch.sandbox_env(sandbox_dir, args.latency), workdir,
-                                workers=1, threads=8) as sandbox:
+                                workers=1, threads=max(8, args.workers + 8)) as sandbox:
                 check = args.job == "check"
                 batch.fill(target, sandbox.url, sandbox_dir / "sandbox-store.sqlite", args.n if check else 0,
                            notify=0, expired=0, profiles=0 if check else args.n, refunds=0)
                 from billcore import recurring
                 from billcore.payments.sweep import sweep
 
-                app = batch._app(target, workers=1)
+                app = batch._app(target, workers=args.workers)
                 with app.app_context():
                     counts = _count_sql(app) if args.count_sql else None
                     profiler = cProfile.Profile(time.process_time) if args.profile else None  # CPU, not waiting
