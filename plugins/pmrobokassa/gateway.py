@@ -250,7 +250,7 @@ def _post(url: str, *, data: Mapping[str, str] | bytes | None = None, headers: M
     """POST ``data``: form fields (sent form-encoded) or a body as it is (with its ``headers``)."""
     if isinstance(data, Mapping):
         headers = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
-        data = urlencode(data)
+        data = urlencode(data).encode("ascii")  # percent-encoded: ASCII whatever the values
     return _call("POST", url, body=data, headers=headers, timeout=timeout)
 
 
