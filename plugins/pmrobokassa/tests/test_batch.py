@@ -116,7 +116,7 @@ def test_calls_reuse_one_connection_per_thread(app):
         thread = threading.Thread(target=other_thread)
         thread.start()
         thread.join(10)
-        assert len(_KeepAlive.ports) == 2  # another thread has its own session (they are not shared)
+        assert len(_KeepAlive.ports) == 2  # another thread has its own pools (they are not shared)
     finally:
         gateway.close_http_pools()
         server.shutdown()
