@@ -225,9 +225,8 @@ def make_app(tmp_path: Path, database_url: str, *, stamp: bool = False, **config
         # ``init``/``demo``) costs half a second a test, so only on request. The reused PostgreSQL schema,
         # just emptied, holds every table already: create_all would query the catalogue about each
         # (~7 ms a test), unless a module loaded by this app declared one more.
-        tables = _REUSED_SCHEMA.tables_at(database_url)
-        have_all = bool(tables) and tables == tuple(t.name for t in db.metadata.sorted_tables)
-        if not have_all and (new_sqlite_file is None or not _SQLITE_TEMPLATES.copy_to(new_sqlite_file)):
+        copied = new_sqlite_file is not None and _SQLITE_TEMPLATES.copy_to(new_sqlite_file)
+        if not copied and not _REUSED_SCHEMA.holds_every_table(database_url):
             db.create_all()
             if new_sqlite_file is not None:
                 _SQLITE_TEMPLATES.keep(new_sqlite_file)
@@ -306,6 +305,11 @@ SELECT c.relname, s.seqstart FROM pg_sequence s JOIN pg_class c ON c.oid = s.seq
 """)
 
 
+def _model_tables() -> tuple[str, ...]:
+    """The names of the models' tables, parents first."""
+    return tuple(t.name for t in db.metadata.sorted_tables)
+
+
 class _ReusedSchema:
     """This process's PostgreSQL schema for the ``app`` fixture: created (with the models' tables) once,
     emptied before each test instead of dropped and created again.
@@ -341,7 +345,7 @@ class _ReusedSchema:
             db.metadata.create_all(conn)
             self.fingerprint = self._fingerprint(conn)
             starts = [tuple(row) for row in conn.execute(_SEQUENCE_STARTS, {"schema": self.schema})]
-        self.tables = tuple(t.name for t in db.metadata.sorted_tables)
+        self.tables = _model_tables()
         self.emptying_script = self._emptying_script(starts)
 
     def _vacuum(self) -> None:
@@ -362,7 +366,7 @@ class _ReusedSchema:
     def _empty(self) -> bool:
         """Delete every row and set every sequence back to its start (one transaction); False, with
         nothing changed, if the schema is no longer as created."""
-        if self.tables != tuple(t.name for t in db.metadata.sorted_tables):
+        if self.tables != _model_tables():
             return False  # the models gained a table since (a module imported later)
         with self._admin().begin() as conn:
             # a connection left open by the last test must not hang the run: give up and start anew
@@ -382,12 +386,11 @@ class _ReusedSchema:
         resets = ", ".join(f"setval('{self.schema}.\"{name}\"', {start}, false)" for name, start in sequence_starts)
         return ";\n".join(deletes + ([f"SELECT {resets}"] if resets else []))
 
-    def tables_at(self, url: str) -> tuple[str, ...]:
-        """The tables this schema holds, empty and as created, when ``url`` is its checked-out URL;
-        nothing for any other database."""
-        if self.in_use and self.schema is not None and url == _schema_url(self.schema):
-            return self.tables
-        return ()
+    def holds_every_table(self, url: str) -> bool:
+        """True when ``url`` is this schema's checked-out URL and the schema holds every table of the
+        models as they are now (a module loaded since may have declared one more)."""
+        return (self.in_use and self.schema is not None and url == _schema_url(self.schema)
+                and self.tables == _model_tables())
 
     def drop(self) -> None:
         """Drop the schema (at the end of the test session, or when it is replaced)."""

@@ -23,6 +23,7 @@ import urllib3
 from requests.utils import get_environ_proxies, select_proxy
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.exceptions import HTTPError as TransportError
+from werkzeug.http import parse_options_header
 
 from . import protocol
 from .common import LOG_MODULE, algorithm, config, endpoints, log_line
@@ -203,14 +204,6 @@ class Answer:
             return self.content.decode("utf-8", "replace")
 
 
-def _charset(content_type: str | None) -> str:
-    for part in (content_type or "").split(";")[1:]:
-        name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "charset" and value.strip(" \"'"):
-            return value.strip(" \"'")
-    return "utf-8"
-
-
 def _call(method: str, url: str, *, body: bytes | str | None = None, headers: Mapping[str, str] | None = None,
           timeout: float | None = None) -> Answer:
     """Send one request and read its answer (at most :data:`ANSWER_MAX` bytes); raises
@@ -219,7 +212,8 @@ def _call(method: str, url: str, *, body: bytes | str | None = None, headers: Ma
     try:
         manager = http_pools().manager_for(url)
     except (TransportError, ValueError) as exc:  # a proxy urllib3 cannot use (socks5://...): nothing left
-        raise GatewayUnavailable(f"{type(exc).__name__} preparing the call to {url}: {exc}", sent=False) from None
+        # the type only: the exception's text may quote the proxy's URL, credentials included
+        raise GatewayUnavailable(f"{type(exc).__name__} preparing the call to {url}", sent=False) from None
     try:
         response = manager.urlopen(
             method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
@@ -238,7 +232,8 @@ def _call(method: str, url: str, *, body: bytes | str | None = None, headers: Ma
         raise _unavailable(exc, url) from None
     if not complete:
         raise GatewayUnavailable(f"an answer of over {ANSWER_MAX} bytes from {url}")
-    answer = Answer(response.status, content, _charset(response.headers.get("Content-Type")))
+    charset = parse_options_header(response.headers.get("Content-Type"))[1].get("charset") or "utf-8"
+    answer = Answer(response.status, content, charset)
     if answer.status_code >= 400:
         raise GatewayUnavailable(f"HTTP {answer.status_code} from {url}", status_code=answer.status_code,
                                  body=answer.text[:ERROR_BODY_MAX])

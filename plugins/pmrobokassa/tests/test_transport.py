@@ -110,13 +110,17 @@ def test_no_proxy_with_a_network_goes_direct(server, monkeypatch):
     assert _Recorder.lines[0].startswith("POST /rk/")  # asked directly, not through a proxy
 
 
-def test_a_proxy_that_cannot_be_used_fails_the_call_as_never_sent(server, monkeypatch):
+@pytest.mark.parametrize("proxy", ["socks5://user:proxy-secret@127.0.0.1:1080",  # no SOCKS in urllib3 alone
+                                   "http://user:proxy-secret@127.0.0.1:99999"],  # urllib3 quotes it whole
+                         ids=["socks", "bad-port"])
+def test_a_proxy_that_cannot_be_used_fails_the_call_as_never_sent(server, monkeypatch, proxy):
     _clear_proxies(monkeypatch)
-    monkeypatch.setenv("http_proxy", "socks5://127.0.0.1:1080")  # urllib3 has no SOCKS without an extra
+    monkeypatch.setenv("http_proxy", proxy)
     settings = {**SETTINGS, "url": "http://robokassa.invalid/rk/Merchant/Index.aspx"}
     with pytest.raises(gateway.GatewayUnavailable) as failed:
         gateway.op_state(settings, 5)
     assert failed.value.sent is False and not _Recorder.lines
+    assert "proxy-secret" not in str(failed.value)  # the message may reach the log and the history
 
 
 def test_a_ca_bundle_folder_is_used_as_a_folder(monkeypatch, tmp_path):
