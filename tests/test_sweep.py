@@ -5,8 +5,12 @@ import logging
 import re
 from decimal import Decimal
 
-from billcore.db import db
-from billcore.models import Payment, Refund
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
+
+from billcore.db import db, is_sqlite
+from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Refund
 from billcore.payments import refunds, service, sweep
 from billcore.paymodule import GatewayStatus, RefundResult
 from tests import fake_checkout_module as fake
@@ -90,3 +94,99 @@ def test_overdue_refund_without_a_gateway_id_is_followed_and_flagged(capp):  # n
     assert "1 refund(s) followed: 0 finished, 0 failed, 1 need an admin" in output
     db.session.rollback()
     assert db.session.get(Refund, refund_id).status == "requested"
+
+
+def _claim_key(payment_id: int) -> dict[str, int]:
+    return {"ns": sweep.POLL_LOCK, "key": payment_id % 2_147_483_647}
+
+
+def test_a_poll_books_its_answer_on_the_claims_connection(capp):  # noqa: F811
+    """The claim's connection (PostgreSQL: the one holding the advisory lock) also carries the payment
+    service's writes, so a poll checks out two connections (the claim's and the session's brief read)
+    instead of three, and a gateway thread holds one connection during the call instead of two at peak."""
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    capp.config["GATEWAY_WORKERS"] = {"pmfakepay": 1}
+
+    def checkouts_of_a_run(polls: int) -> int:
+        pids = [_inpay(payer.account_id, method.id) for _ in range(polls)]
+        checkouts = []
+        listener = lambda *_: checkouts.append(1)  # noqa: E731
+        event.listen(db.engine, "checkout", listener)
+        try:
+            result = sweep.sweep(["pmfakepay"])  # the payments of an earlier run were asked just now: left
+        finally:
+            event.remove(db.engine, "checkout", listener)
+        assert (result.checked, result.unchanged, result.error_count) == (polls, polls, 0)
+        assert [len(_polls(pid)) for pid in pids] == [1] * polls  # the poll written on the claim's connection
+        return len(checkouts)
+
+    # what a run costs whatever it polls (the count, the candidate queries) cancels out
+    per_poll = (checkouts_of_a_run(5) - checkouts_of_a_run(2)) / 3
+    assert per_poll == 2
+
+
+def _polls(payment_id: int) -> list[PaymentEvent]:
+    db.session.rollback()
+    return list(db.session.scalars(select(PaymentEvent).where(PaymentEvent.payment_id == payment_id,
+                                                              PaymentEvent.kind == "poll")))
+
+
+@pytest.mark.parametrize("failing", ["INSERT INTO ledger_entries", "UPDATE payments"])
+def test_a_credit_failing_on_the_claims_connection_is_rolled_back_whole_and_unlocked(capp, failing):  # noqa: F811
+    """The claim's connection ran its lock in autocommit: the credit made on it afterwards is still one
+    transaction (a failure half-way leaves nothing), and the lock is released even so."""
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    fake.CHECK[pid] = GatewayStatus(state="paid", amount=Decimal("100.00"), currency="RUB")
+    seen = []
+
+    def fail(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith(failing):
+            seen.append(statement)
+            raise OperationalError(statement, parameters, Exception("injected: server closed the connection"))
+
+    event.listen(db.engine, "before_cursor_execute", fail)
+    try:
+        result = sweep.sweep(["pmfakepay"])
+    finally:
+        event.remove(db.engine, "before_cursor_execute", fail)
+    assert seen and result.error_count == 1
+    db.session.rollback()
+    assert _status(pid) == "inpay" and db.session.scalar(select(func.count(LedgerEntry.id))) == 0
+    assert db.session.get(Account, payer.account_id).balance == Decimal("0.00")
+    if not is_sqlite(db.engine):  # the claim was given back: another host may take it now
+        with db.engine.connect() as other:
+            key = _claim_key(pid)
+            assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
+            other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
+            other.commit()
+    # the next run credits it, once
+    assert sweep.sweep(["pmfakepay"]).paid == 1
+    assert _status(pid) == "paid" and db.session.get(Account, payer.account_id).balance == Decimal("100.00")
+
+
+def test_the_claim_is_held_during_the_gateway_call_and_given_back_after(capp):  # noqa: F811
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    if is_sqlite(db.engine):
+        pytest.skip("advisory-lock claims exist on PostgreSQL only; SQLite serves a single host")
+    held = []
+
+    def answer():
+        with db.engine.connect() as other:  # another host's connection, while the gateway is being asked
+            held.append(not other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"),
+                                          _claim_key(pid)).scalar())
+            other.commit()
+        return GatewayStatus(state="pending", info="still waiting")
+
+    fake.CHECK[pid] = answer
+    assert sweep.sweep(["pmfakepay"]).checked == 1
+    assert held == [True]
+    with db.engine.connect() as other:
+        assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"),
+                             _claim_key(pid)).scalar()
+        other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), _claim_key(pid))
+        other.commit()
