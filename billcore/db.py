@@ -107,10 +107,12 @@ def init_app(app: Flask) -> None:
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     ping_when_idle = url.startswith("postgresql") and not options.get("pool_pre_ping")
-    # The batch jobs' gateway threads each hold up to two connections (a claim and a transaction):
-    # keep that many, so a thread never waits for a connection (or opens and closes one per item).
+    # A batch job's gateway thread holds one connection per item (its claim's, which the item's writes
+    # use too) and, for a moment, its session's for a read: keep one per thread and a few for those
+    # reads, so a thread seldom waits for a connection (and never opens and closes one per item). Not
+    # two per thread: forty threads would then keep 80 of PostgreSQL's 100 connections open.
     if "poolclass" not in options:  # NullPool, StaticPool... take no pool_size
-        options.setdefault("pool_size", max(5, 2 * _most_gateway_workers(app) + 2))
+        options.setdefault("pool_size", max(5, _most_gateway_workers(app) + 8))
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     if url.startswith("sqlite"):

@@ -36,7 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
-MAX_WORKERS = 64  # per module and process; each thread may hold two database connections
+MAX_WORKERS = 64  # per module and process; each thread holds a database connection per item
 POOL_SWITCH_INTERVAL = 0.05  # seconds; CPython's default is 0.005
 
 _switching = threading.Lock()

@@ -190,3 +190,29 @@ def test_the_claim_is_held_during_the_gateway_call_and_given_back_after(capp):  
                              _claim_key(pid)).scalar()
         other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), _claim_key(pid))
         other.commit()
+
+
+def test_a_followed_refund_is_booked_with_no_second_connection_held(capp, monkeypatch):  # noqa: F811
+    """When the gateway's answer about a refund is booked, the session's read is over: the thread holds
+    only its claim's connection (PostgreSQL), which the booking uses, not a second one beside it."""
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    service.set_paid(pid, amount=Decimal("100.00"), currency="RUB", source="test")
+    fake.REFUND["request"] = RefundResult(state="pending", external_id=f"RP-{pid}")
+    refund_id = refunds.refund_payment(pid, Decimal("10.00"), "admin@test.example", None).refund_id
+    fake.REFUND["status"] = RefundResult(state="finished")
+    db.session.remove()
+    held = []
+    real_finish = service.finish_refund
+
+    def finish(*args, **kwargs):
+        held.append(db.engine.pool.checkedout())
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(service, "finish_refund", finish)
+    result = sweep.sweep(["pmfakepay"])
+    assert (result.refunds_followed, result.refunds_finished, result.error_count) == (1, 1, 0)
+    assert held == [0 if is_sqlite(db.engine) else 1]
+    db.session.rollback()
+    assert db.session.get(Refund, refund_id).status == "finished"

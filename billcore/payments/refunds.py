@@ -118,6 +118,9 @@ def _book(refund_id: int, result: RefundResult, source: str, actor: str | None) 
     refund = db.session.get(Refund, refund_id)
     if refund is not None and refund.status in SETTLED:
         return _late_answer(refund, result, data, source, actor)
+    # the service reads the refund again under its own lock: the session's read transaction (and its
+    # connection, a second one beside a batch job's claim) is not kept while it writes
+    release_read_transaction()
     if result.state == RefundState.FINISHED:
         outcome = service.finish_refund(refund_id, source=source, external_id=result.external_id, data=data,
                                         info=result.info or None, actor=actor)
@@ -134,6 +137,7 @@ def _book(refund_id: int, result: RefundResult, source: str, actor: str | None) 
         if refund is not None and refund.status in SETTLED:  # settled while the id was being stored
             return _late_answer(refund, result, data, source, actor)
         if refund is None or _pending_changed(refund, text):
+            release_read_transaction()
             service.record_event(refund.payment_id if refund else None, kind="refund", source=source, actor=actor,
                                  data=data, outcome=text)
     if outcome is not None and not outcome.changed:  # settled by someone else between our read and now
