@@ -687,8 +687,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--n", type=int, default=10_000, help="inpay payments and due profiles")
     parser.add_argument("--latency", type=float, default=0.2, help="sandbox delay per web-service call (s)")
-    parser.add_argument("--workers", type=int, default=40, help="GATEWAY_WORKERS for pmrobokassa per process")
-    parser.add_argument("--host-workers", type=int, default=20,
+    parser.add_argument("--workers", type=int, default=56, help="GATEWAY_WORKERS for pmrobokassa per process")
+    parser.add_argument("--host-workers", type=int, default=28,
                         help="GATEWAY_WORKERS per process in the two-hosts comparison (PostgreSQL)")
     parser.add_argument("--sandbox-workers", type=int, default=2)
     parser.add_argument("--sandbox-threads", type=int, default=64)
