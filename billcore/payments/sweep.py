@@ -128,9 +128,9 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
     host holds it. SQLite serves one host, so there it always succeeds.
 
     The lock belongs to a connection, not to a transaction, so it is taken on a connection that stays
-    checked out for the body: inside :func:`billcore.db.request_connection` the block's own (which the
-    payment service's writes of the body then use too: one connection per item instead of two), else one
-    of its own.
+    checked out for the body: inside :func:`billcore.db.request_connection` the block's own, which the
+    payment service's writes of the body then use too (so a thread holds one connection through the
+    gateway call and its writes, not two); else one of its own.
     """
     if is_sqlite(db.engine):
         yield True
