@@ -10,6 +10,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from billcore.db import db, is_sqlite
+from billcore.gateway import callback_context
 from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Refund
 from billcore.payments import refunds, service, sweep
 from billcore.paymodule import GatewayStatus, RefundResult
@@ -203,6 +204,8 @@ def test_a_followed_refund_is_booked_with_no_second_connection_held(capp, monkey
     refund_id = refunds.refund_payment(pid, Decimal("10.00"), "admin@test.example", None).refund_id
     fake.REFUND["status"] = RefundResult(state="finished")
     db.session.remove()
+    # one gateway thread: with more, the main thread's next candidate query may hold a connection too
+    capp.config["GATEWAY_WORKERS"] = {"pmfakepay": 1}
     held = []
     real_finish = service.finish_refund
 
@@ -216,3 +219,56 @@ def test_a_followed_refund_is_booked_with_no_second_connection_held(capp, monkey
     assert held == [0 if is_sqlite(db.engine) else 1]
     db.session.rollback()
     assert db.session.get(Refund, refund_id).status == "finished"
+
+
+def test_a_look_at_the_payment_after_the_last_write_does_not_keep_the_claim(capp, monkeypatch):  # noqa: F811
+    """A read on the item's connection after its last write (a module's hook looking at the payment
+    through ``gateway.callback_context``, which runs on the driver's cursor) leaves a transaction that
+    SQLAlchemy does not know of: the claim is still given back, and the item is no error."""
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    fake.CHECK[pid] = GatewayStatus(state="paid", amount=Decimal("100.00"), currency="RUB")
+    looked = []
+    real_check = sweep.check_payment
+
+    def check_then_look(payment_id, source, **kwargs):
+        outcome = real_check(payment_id, source, **kwargs)
+        looked.append(callback_context(payment_id).status)
+        return outcome
+
+    monkeypatch.setattr(sweep, "check_payment", check_then_look)
+    result = sweep.sweep(["pmfakepay"])
+    assert (result.paid, result.error_count) == (1, 0), result.errors
+    assert looked == ["paid"]
+    if not is_sqlite(db.engine):
+        with db.engine.connect() as other:  # another host may take the payment now
+            key = _claim_key(pid)
+            assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
+            other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
+            other.commit()
+
+
+def test_a_failed_unlock_closes_the_connection_so_the_claim_is_not_kept(capp, monkeypatch):  # noqa: F811
+    """When the unlock itself fails, the claim's connection is closed instead of going back to the pool
+    still holding the lock: its session's end gives the claim back."""
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    pid = _inpay(payer.account_id, method.id)
+    if is_sqlite(db.engine):
+        pytest.skip("advisory-lock claims exist on PostgreSQL only; SQLite serves a single host")
+    real = sweep._outside_transaction
+
+    def failing_unlock(conn, sql, params):
+        if sql == sweep._UNLOCK:
+            raise RuntimeError("injected: the unlock failed")
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(sweep, "_outside_transaction", failing_unlock)
+    result = sweep.sweep(["pmfakepay"])
+    assert result.checked == 1 and result.error_count == 1
+    with db.engine.connect() as other:
+        key = _claim_key(pid)
+        assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
+        other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
+        other.commit()

@@ -37,6 +37,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import Select, exists, func, or_, select
+from psycopg import pq
 from sqlalchemy.engine import Connection
 
 from ..db import db, is_sqlite, request_connection, shared_connection
@@ -148,14 +149,35 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
 def _locked(conn: Connection, namespace: int, object_id: int) -> Iterator[bool]:
     key = object_id % 2_147_483_647  # the two-key form takes int4; a rare collision only skips a row
     params = {"ns": namespace, "key": key}
-    got = bool(_outside_transaction(conn, _LOCK, params))
+    got = bool(_closing_on_failure(conn, _LOCK, params))
     try:
         yield got
     finally:
-        if got:
-            if conn.in_transaction():  # the body failed inside a transaction: what it did is undone anyway
-                conn.rollback()
-            _outside_transaction(conn, _UNLOCK, params)
+        if got and not conn.invalidated:  # a connection lost meanwhile took its lock with it
+            _end_transactions(conn)
+            _closing_on_failure(conn, _UNLOCK, params)
+
+
+def _end_transactions(conn: Connection) -> None:
+    """Roll back what is still open on ``conn`` when its item is done: a transaction the body failed in
+    (what it did is undone anyway), and one the driver began for a read that SQLAlchemy did not see
+    (:mod:`billcore.prepared` runs on the driver's cursor, e.g. a module's hook looking at the payment
+    through ``gateway.callback_context`` after the item's last write)."""
+    if conn.in_transaction():
+        conn.rollback()
+    driver = conn.connection.driver_connection
+    if driver.info.transaction_status != pq.TransactionStatus.IDLE:
+        driver.rollback()
+
+
+def _closing_on_failure(conn: Connection, sql: str, params: dict[str, int]) -> object:
+    """:func:`_outside_transaction`, closing the connection when it fails: a connection whose lock or
+    unlock failed must not go back to the pool still holding a lock (its session's end releases it)."""
+    try:
+        return _outside_transaction(conn, sql, params)
+    except Exception:
+        conn.invalidate()
+        raise
 
 
 _LOCK = f"SELECT pg_try_advisory_lock({SCOPED_NAMESPACE.replace(':ns', '%(ns)s')}, %(key)s)"
