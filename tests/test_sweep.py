@@ -97,8 +97,15 @@ def test_overdue_refund_without_a_gateway_id_is_followed_and_flagged(capp):  # n
     assert db.session.get(Refund, refund_id).status == "requested"
 
 
-def _claim_key(payment_id: int) -> dict[str, int]:
-    return {"ns": sweep.POLL_LOCK, "key": payment_id % 2_147_483_647}
+def _another_host_could_claim(payment_id: int) -> bool:
+    """Whether another connection (another host) gets the payment's claim now (given back at once)."""
+    key = {"ns": sweep.POLL_LOCK, "key": payment_id % 2_147_483_647}
+    with db.engine.connect() as other:
+        got = bool(other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar())
+        if got:
+            other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
+        other.commit()
+    return got
 
 
 def test_a_poll_books_its_answer_on_the_claims_connection(capp):  # noqa: F811
@@ -158,11 +165,7 @@ def test_a_credit_failing_on_the_claims_connection_is_rolled_back_whole_and_unlo
     assert _status(pid) == "inpay" and db.session.scalar(select(func.count(LedgerEntry.id))) == 0
     assert db.session.get(Account, payer.account_id).balance == Decimal("0.00")
     if not is_sqlite(db.engine):  # the claim was given back: another host may take it now
-        with db.engine.connect() as other:
-            key = _claim_key(pid)
-            assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
-            other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
-            other.commit()
+        assert _another_host_could_claim(pid)
     # the next run credits it, once
     assert sweep.sweep(["pmfakepay"]).paid == 1
     assert _status(pid) == "paid" and db.session.get(Account, payer.account_id).balance == Decimal("100.00")
@@ -176,21 +179,13 @@ def test_the_claim_is_held_during_the_gateway_call_and_given_back_after(capp):  
         pytest.skip("advisory-lock claims exist on PostgreSQL only; SQLite serves a single host")
     held = []
 
-    def answer():
-        with db.engine.connect() as other:  # another host's connection, while the gateway is being asked
-            held.append(not other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"),
-                                          _claim_key(pid)).scalar())
-            other.commit()
+    def answer():  # while the gateway is being asked
+        held.append(not _another_host_could_claim(pid))
         return GatewayStatus(state="pending", info="still waiting")
 
     fake.CHECK[pid] = answer
     assert sweep.sweep(["pmfakepay"]).checked == 1
-    assert held == [True]
-    with db.engine.connect() as other:
-        assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"),
-                             _claim_key(pid)).scalar()
-        other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), _claim_key(pid))
-        other.commit()
+    assert held == [True] and _another_host_could_claim(pid)
 
 
 def test_a_followed_refund_is_booked_with_no_second_connection_held(capp, monkeypatch):  # noqa: F811
@@ -241,12 +236,8 @@ def test_a_look_at_the_payment_after_the_last_write_does_not_keep_the_claim(capp
     result = sweep.sweep(["pmfakepay"])
     assert (result.paid, result.error_count) == (1, 0), result.errors
     assert looked == ["paid"]
-    if not is_sqlite(db.engine):
-        with db.engine.connect() as other:  # another host may take the payment now
-            key = _claim_key(pid)
-            assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
-            other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
-            other.commit()
+    if not is_sqlite(db.engine):  # another host may take the payment now
+        assert _another_host_could_claim(pid)
 
 
 def test_a_failed_unlock_closes_the_connection_so_the_claim_is_not_kept(capp, monkeypatch):  # noqa: F811
@@ -267,8 +258,4 @@ def test_a_failed_unlock_closes_the_connection_so_the_claim_is_not_kept(capp, mo
     monkeypatch.setattr(sweep, "_outside_transaction", failing_unlock)
     result = sweep.sweep(["pmfakepay"])
     assert result.checked == 1 and result.error_count == 1
-    with db.engine.connect() as other:
-        key = _claim_key(pid)
-        assert other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar()
-        other.execute(text(f"SELECT pg_advisory_unlock({sweep.SCOPED_NAMESPACE}, :key)"), key)
-        other.commit()
+    assert _another_host_could_claim(pid)

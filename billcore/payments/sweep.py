@@ -36,8 +36,8 @@ from datetime import datetime, timedelta
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import Select, exists, func, or_, select
 from psycopg import pq
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from ..db import db, is_sqlite, request_connection, shared_connection
