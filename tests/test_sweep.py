@@ -99,7 +99,7 @@ def test_overdue_refund_without_a_gateway_id_is_followed_and_flagged(capp):  # n
 
 def _another_host_could_claim(payment_id: int) -> bool:
     """Whether another connection (another host) gets the payment's claim now (given back at once)."""
-    key = {"ns": sweep.POLL_LOCK, "key": payment_id % 2_147_483_647}
+    key = {"ns": sweep.POLL_LOCK, "key": sweep.lock_key(payment_id)}
     with db.engine.connect() as other:
         got = bool(other.execute(text(f"SELECT pg_try_advisory_lock({sweep.SCOPED_NAMESPACE}, :key)"), key).scalar())
         if got:

@@ -57,8 +57,15 @@ REFUND_LOCK = 0x626372  # "bcr"
 SOURCE = "cron"
 # The first key as locked: advisory locks are per database, not per schema, so two installations in
 # schemas of one database (or parallel test processes) would otherwise hold each other's payment ids. The
-# schema goes into the namespace key (SQL taking the namespace as ``:ns``).
-SCOPED_NAMESPACE = "hashtext(current_schema() || ':' || CAST(:ns AS text))"
+# schema goes into the namespace key: SQLAlchemy's form (the namespace as ``:ns``) and the driver's.
+_SCOPED_NAMESPACE = "hashtext(current_schema() || ':' || CAST({ns} AS text))"
+SCOPED_NAMESPACE = _SCOPED_NAMESPACE.format(ns=":ns")
+
+
+def lock_key(object_id: int) -> int:
+    """The second key of a row's claim: the two-key advisory lock takes int4, and a rare collision only
+    makes a host skip a row another holds."""
+    return object_id % 2_147_483_647
 
 
 @dataclass
@@ -147,8 +154,7 @@ def claim(namespace: int, object_id: int) -> Iterator[bool]:
 
 @contextmanager
 def _locked(conn: Connection, namespace: int, object_id: int) -> Iterator[bool]:
-    key = object_id % 2_147_483_647  # the two-key form takes int4; a rare collision only skips a row
-    params = {"ns": namespace, "key": key}
+    params = {"ns": namespace, "key": lock_key(object_id)}
     got = bool(_closing_on_failure(conn, _LOCK, params))
     try:
         yield got
@@ -180,8 +186,8 @@ def _closing_on_failure(conn: Connection, sql: str, params: dict[str, int]) -> o
         raise
 
 
-_LOCK = f"SELECT pg_try_advisory_lock({SCOPED_NAMESPACE.replace(':ns', '%(ns)s')}, %(key)s)"
-_UNLOCK = f"SELECT pg_advisory_unlock({SCOPED_NAMESPACE.replace(':ns', '%(ns)s')}, %(key)s)"
+_LOCK = f"SELECT pg_try_advisory_lock({_SCOPED_NAMESPACE.format(ns='%(ns)s')}, %(key)s)"
+_UNLOCK = f"SELECT pg_advisory_unlock({_SCOPED_NAMESPACE.format(ns='%(ns)s')}, %(key)s)"
 
 
 def _outside_transaction(conn: Connection, sql: str, params: dict[str, int]) -> object:
