@@ -79,6 +79,9 @@ def overflow(page) -> int:
 def check_page(page, artifacts: Path, name: str) -> None:
     """Screenshot the page, then assert it fits the viewport and has no serious accessibility problem (a
     failing page is photographed even with screenshots turned off)."""
+    # A page just navigated to may still be loading its stylesheet; measured then, its width is the
+    # unstyled layout's (seen once on a busy machine: 93 px too wide, and fine in the screenshot after).
+    page.wait_for_load_state()
     screenshot(page, artifacts / f"{name}.png")
     wider, problems = overflow(page), audit(page)
     if (wider > 0 or problems) and not screenshots_wanted():
