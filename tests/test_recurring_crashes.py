@@ -2,15 +2,17 @@
 resumes without charging twice: a crash is simulated by raising from the step, or just after it."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import OperationalError
 
 from billcore import recurring
-from billcore.db import db
-from billcore.models import Payment, PaymentEvent, RecurringCharge
+from billcore.db import db, is_sqlite
+from billcore.models import LedgerEntry, Payment, PaymentEvent, RecurringCharge
 from billcore.payments import service
 from tests import fake_recurring_module as fake
 from tests.test_recurring import T0, app_config, balance, children, paid_parent, profile_of  # noqa: F401
@@ -166,3 +168,57 @@ def test_a_status_change_joins_only_a_write_transaction(app, client_user):
         assert service.set_in_pay_in(session, child.id, source="test").changed
     db.session.commit()
     assert db.session.get(Payment, child.id).status == "inpay"
+
+
+def test_a_charge_locks_the_account_last_just_before_its_commit(app, client_user):
+    """The booking of a paid charge writes the child, the period and the profile first and the account's
+    balance and ledger entry last: a notification for the same account waits only for that tail and the
+    commit, not for the whole booking."""
+    p = threshold_profile(client_user)
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    event.listen(db.engine, "commit", lambda conn: statements.append("COMMIT"))
+    try:
+        (charge,) = recurring.run_due(T0).charges
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert charge[3] == "paid" and balance(client_user.account_id) == Decimal("60.00")
+    paid = next(i for i, s in enumerate(statements) if s.startswith("UPDATE payments SET status") and
+                "recurring_charges" not in s)
+    booking = statements[paid:statements.index("COMMIT", paid) + 1]
+    touches_account = [i for i, s in enumerate(booking) if re.search(r"\b(accounts|ledger_entries)\b", s)]
+    assert [booking[i].split()[0] for i in touches_account] == ["SELECT", "UPDATE", "INSERT"], booking
+    assert touches_account == list(range(len(booking) - 4, len(booking) - 1)), booking  # then COMMIT
+    assert any("recurring_profiles" in s for s in booking[:touches_account[0]]), booking
+
+
+def test_a_status_change_joined_to_a_transaction_leaves_the_account_unlocked_until_its_end(app, client_user):
+    """In a joined write_transaction the child is locked at once, its account only as the transaction
+    ends; the credit is then made once, with its ledger entry."""
+    if is_sqlite(db.engine):
+        pytest.skip("row locks exist on PostgreSQL only (SQLite's transaction holds the whole database)")
+    method, parent = paid_parent(client_user)
+    child = service.create_payment(client_user.account_id, method.id, Decimal("5.00"))
+    account_id = client_user.account_id
+
+    def free(table: str, row_id: int) -> bool:
+        with db.engine.connect() as other:
+            try:
+                other.execute(text(f"SELECT id FROM {table} WHERE id = :id FOR UPDATE NOWAIT"), {"id": row_id})
+                return True
+            except OperationalError:
+                return False
+            finally:
+                other.rollback()
+
+    with service.write_transaction() as session:
+        assert service.set_paid_in(session, child.id, amount=Decimal("5.00"), currency="RUB", source="test").changed
+        locked_now = (free("payments", child.id), free("accounts", account_id))
+    assert locked_now == (False, True)
+    assert balance(account_id) == Decimal("15.00")
+    assert db.session.execute(select(LedgerEntry.amount).where(LedgerEntry.payment_id == child.id)).scalars().all() \
+        == [Decimal("5.00")]

@@ -1,10 +1,11 @@
 """The payment service: transitions, exactly-once crediting, money checks, refunds."""
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from billcore.db import db
 from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Status
@@ -220,6 +221,46 @@ def test_parallel_credits_of_one_account_add_up(app):
                                                                      source="t").result for x in payments])
     assert outcomes == ["changed"] * len(payments)
     assert _balance(user.account_id) == Decimal("1.00") == _ledger_sum(user.account_id)
+
+
+@pytest.mark.parametrize("write", ["credit", "correction"])
+def test_a_credit_does_not_wait_for_a_new_payment_of_the_same_account(app, write):
+    """A transaction that is creating a payment for an account (an automatic payment's claim) holds the
+    KEY SHARE lock its foreign key takes on the account until it commits: a credit of another payment of
+    that account, or an admin's correction, goes ahead meanwhile (their FOR NO KEY UPDATE does not
+    conflict with it; FOR UPDATE would wait)."""
+    from billcore.db import is_sqlite
+    from billcore.payments.adjustments import adjust_balance
+
+    if is_sqlite(db.engine):
+        pytest.skip("row locks exist on PostgreSQL only (SQLite's transaction holds the whole database)")
+    p = factories.payment("5.00")
+    done = threading.Event()
+
+    def credit() -> None:
+        with app.app_context():
+            if write == "credit":
+                service.set_paid(p.id, amount=Decimal("5.00"), currency="RUB", source="test")
+            else:
+                adjust_balance(p.account_id, Decimal("5.00"), reason="goodwill", source="test", actor="admin")
+            db.session.remove()
+        done.set()
+
+    creating = db.engine.connect()
+    creating.execute(insert(Payment).values(
+        account_id=p.account_id, paymethod_id=p.paymethod_id, amount=Decimal("1.00"), commission=Decimal("0.00"),
+        total=Decimal("1.00"), currency="RUB", status="new", refunded_amount=Decimal("0.00"), gateway_data={},
+        created_at=p.created_at, updated_at=p.created_at))  # not committed: the account's KEY SHARE is held
+    thread = threading.Thread(target=credit, daemon=True)
+    try:
+        thread.start()
+        went_ahead = done.wait(10)
+    finally:
+        creating.rollback()
+        creating.close()
+        thread.join(30)
+    assert went_ahead
+    assert _balance(p.account_id) == Decimal("5.00") == _ledger_sum(p.account_id)
 
 
 def test_database_forbids_second_credit_entry(app):

@@ -68,7 +68,9 @@ def adjust_balance(account_id: int, amount: Decimal, *, reason: str, source: str
     if value == 0:
         raise AdjustmentError(_("The amount of a correction cannot be zero."))
     with service.write_transaction() as session:
-        account = session.execute(select(Account).where(Account.id == account_id).with_for_update()).scalar_one_or_none()
+        # FOR NO KEY UPDATE, as every credit locks an account (see payments.service)
+        account = session.execute(select(Account).where(Account.id == account_id)
+                                  .with_for_update(key_share=True)).scalar_one_or_none()
         if account is None:
             raise AdjustmentError(_("There is no account %(id)s.", id=account_id))
         if quantize(value, account.currency) != value:

@@ -119,6 +119,9 @@ Verifier = Callable[[CallbackContext], None]
 # Session.info key of a write_transaction's session: the broadcasts of the status changes made in it
 # (set_paid_in and the others), sent once it committed.
 _AFTER_COMMIT = "billcore_after_commit"
+# Session.info key of a write_transaction's session: the credits of the payments paid in it, written last,
+# just before the commit (see _write_credits_last).
+_CREDITS_LAST = "billcore_credits_last"
 # The caller's write_transaction session that the status change being made joins (set_paid_in and the
 # others set it around the call; the public functions' signatures stay as modules know them).
 _JOINED: ContextVar[Session | None] = ContextVar("billcore_joined_write_transaction", default=None)
@@ -135,10 +138,12 @@ def write_transaction() -> Iterator[Session]:
     try:
         with Session(db.engine, expire_on_commit=False) as session:
             session.info[_AFTER_COMMIT] = []
+            session.info[_CREDITS_LAST] = []
             with sqlite_write_turn():  # held until the commit, not while the broadcasts run
                 session.connection(execution_options={"billcore_write": True})
                 try:
                     yield session
+                    _write_credits_last(session)
                     session.commit()
                 except BaseException:
                     session.rollback()
@@ -149,6 +154,27 @@ def write_transaction() -> Iterator[Session]:
     finally:
         # also after a refusal: the caller usually looks at the payment again to see why
         _end_request_snapshot()
+
+
+def _write_credits_last(session: Session) -> None:
+    """Credit the accounts of the payments paid in ``session`` (set_paid_in), after everything else the
+    transaction writes, so that the account's lock is the last one taken and is held only until the
+    commit right after.
+
+    An account is what a notification for any of its payments locks too. Credited in the middle of a
+    longer transaction (an automatic payment's booking, then its profile and period in the ORM), the
+    account stayed locked through the rest of it; in a batch job of many threads a thread may wait
+    many milliseconds for the GIL between two statements, and a notification for the same account waited
+    with it. Accounts are locked in id order, and after every other row, as in every other writer.
+    """
+    credits = session.info[_CREDITS_LAST]
+    if not credits:
+        return
+    session.flush()  # the ORM's pending writes first
+    conn = session.connection()
+    for credit in sorted(credits, key=lambda c: c["account_id"]):
+        _credit(conn, **credit)
+    credits.clear()
 
 
 def _joined(session: Session) -> Connection:
@@ -261,7 +287,7 @@ def _connection(session: Session | Connection) -> Connection:
 
 def _lock_payment(session: Session, payment_id: int) -> Payment:
     payment = session.execute(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
+        select(Payment).where(Payment.id == payment_id).with_for_update(key_share=True)
     ).scalar_one_or_none()
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
@@ -275,25 +301,31 @@ _LEDGER, _EVENTS, _METHODS = LedgerEntry.__table__, PaymentEvent.__table__, Paym
 # encrypted secrets (for a gateway's ``verify`` and to scrub the event's data) in the same statement; a
 # change to paid also locks and reads the account (payment first, then account: the order every other
 # writer takes too).
+#
+# Payments and accounts are locked ``FOR NO KEY UPDATE`` on PostgreSQL (key_share=True), the lock an
+# UPDATE of their other columns takes anyway: it excludes every other writer of the row as FOR UPDATE
+# does, but not the KEY SHARE lock that inserting a row referencing it takes (a new payment of the
+# account, an event of the payment). With FOR UPDATE a notification waited for any transaction that
+# was creating a payment for the same account (an automatic payment's claim) until it committed.
 _PAYMENT_ROW_COLUMNS = (_PAYMENTS.c.id, _PAYMENTS.c.status, _PAYMENTS.c.account_id, _PAYMENTS.c.paymethod_id,
                         _PAYMENTS.c.amount, _PAYMENTS.c.total, _PAYMENTS.c.currency, _PAYMENTS.c.gateway_data,
                         _METHODS.c.module, _METHODS.c.active, _METHODS.c.settings, _METHODS.c.secrets_encrypted)
 _PAYMENT_WITH_METHOD = _PAYMENTS.join(_METHODS, _METHODS.c.id == _PAYMENTS.c.paymethod_id)
 _LOCK_PAYMENT_ROW = PreparedLookup(
     select(*_PAYMENT_ROW_COLUMNS).select_from(_PAYMENT_WITH_METHOD)
-    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=_PAYMENTS)
+    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=_PAYMENTS, key_share=True)
 )
 _LOCK_PAYMENT_AND_ACCOUNT_ROW = PreparedLookup(
     select(*_PAYMENT_ROW_COLUMNS, _ACCOUNTS.c.balance, _ACCOUNTS.c.currency.label("account_currency"))
     .select_from(_PAYMENT_WITH_METHOD.join(_ACCOUNTS, _ACCOUNTS.c.id == _PAYMENTS.c.account_id))
-    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=[_PAYMENTS, _ACCOUNTS])
+    .where(_PAYMENTS.c.id == bindparam("payment_id")).with_for_update(of=[_PAYMENTS, _ACCOUNTS], key_share=True)
 )
 # Built once, each value given as a parameter: the lookup and the writes of every status change run on
 # the DBAPI cursor, compiled once per dialect (billcore.prepared: a fraction of Connection.execute's
 # cost per statement); _LOCK_ACCOUNT (refunds) goes through Connection.execute.
 _UPDATE_PAYMENT = PreparedWrite(update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("b_payment_id")))
 _LOCK_ACCOUNT = (select(_ACCOUNTS.c.balance, _ACCOUNTS.c.currency)
-                 .where(_ACCOUNTS.c.id == bindparam("b_account_id")).with_for_update())
+                 .where(_ACCOUNTS.c.id == bindparam("b_account_id")).with_for_update(key_share=True))
 _UPDATE_BALANCE = PreparedWrite(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_account_id"))
                                 .values(balance=bindparam("b_balance")))
 # inline(): the new ids are not fetched back (no RETURNING on PostgreSQL): nothing needs them
@@ -391,7 +423,8 @@ def _transition(payment_id: int, target: str, **change: Any) -> Outcome:
     commit)."""
     session = _JOINED.get()
     if session is not None:
-        outcome, old = _transition_on(session.connection(), payment_id, target, **change)
+        outcome, old = _transition_on(session.connection(), payment_id, target,
+                                      credit_later=session.info[_CREDITS_LAST], **change)
         session.info[_AFTER_COMMIT].append((outcome, old, change["kind"]))
         return outcome
     with write_connection() as conn:
@@ -405,16 +438,20 @@ def _transition_on(conn: Connection, payment_id: int, target: str, *, kind: str,
                    extra_allowed: frozenset[str] = frozenset(),
                    check: Callable[[Any], str | None] | None = None,
                    gateway_data: Mapping[str, Any] | None = None,
-                   verify: Verifier | None = None) -> tuple[Outcome, str]:
+                   verify: Verifier | None = None,
+                   credit_later: list[dict[str, Any]] | None = None) -> tuple[Outcome, str]:
     """Move a payment to ``target`` under its lock; ``check`` may divert the change to ``fraud`` by
     returning the reason (used by :func:`set_paid` for amount and currency mismatches); ``verify`` may
     refuse the whole call by raising (see :func:`set_paid`). Returns the outcome and the old status.
 
     On ``conn``, in its transaction, with billcore.prepared's statements: lock and read the payment (with
     its method's settings and, for a credit, the account), then update it, credit the account when paid
-    and insert the event (on PostgreSQL as one statement). The caller commits and broadcasts.
+    and insert the event (on PostgreSQL as one statement). The caller commits and broadcasts. With
+    ``credit_later`` (a joined write_transaction's list), the account is neither locked nor credited
+    here: the credit is added to the list, for :func:`_write_credits_last` to write before the commit.
     """
-    payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if target == PAID else _LOCK_PAYMENT_ROW).one_or_none(
+    lock_account = target == PAID and credit_later is None
+    payment = (_LOCK_PAYMENT_AND_ACCOUNT_ROW if lock_account else _LOCK_PAYMENT_ROW).one_or_none(
         conn, {"payment_id": payment_id})
     if payment is None:
         raise PaymentNotFound(f"no payment {payment_id}")
@@ -453,9 +490,12 @@ def _transition_on(conn: Connection, payment_id: int, target: str, *, kind: str,
     outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
     writes: list[tuple[PreparedWrite, dict[str, Any]]] = [(_UPDATE_PAYMENT, values)]
     if target == PAID:
-        writes += _credit_writes(payment.account_id, payment.amount, kind="payment", payment_id=payment.id,
-                                 refund_id=None, note=f"payment {payment.id}",
-                                 locked=(payment.balance, payment.account_currency))[1]
+        credit = {"account_id": payment.account_id, "amount": payment.amount, "kind": "payment",
+                  "payment_id": payment.id, "note": f"payment {payment.id}"}
+        if credit_later is not None:
+            credit_later.append(credit)
+        else:
+            writes += _credit_writes(**credit, refund_id=None, locked=(payment.balance, payment.account_currency))[1]
     writes.append((_INSERT_EVENT, _event_values(
         payment, kind=kind, source=source, outcome=outcome.message, data=data,
         answer=_answer_text(answer, outcome), actor=actor, status_from=old, status_to=target,

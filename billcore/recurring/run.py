@@ -431,7 +431,7 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
                  result: RunResult) -> str:
     """Book the module's ``answer`` on the child (through the payment service), the period and the
     profile, in one transaction under the profile's lock (taken first, as the claim does; the service then
-    locks the child and, for a credit, the account)."""
+    locks the child, and for a credit the account last, just before the commit)."""
     child_id = ticket.payment_id
     with write_transaction() as session:
         conn = session.connection()
