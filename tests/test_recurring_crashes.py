@@ -186,7 +186,7 @@ def test_a_charge_locks_the_account_last_just_before_its_commit(app, client_user
         (charge,) = recurring.run_due(T0).charges
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
-    assert charge[3] == "paid" and balance(client_user.account_id) == Decimal("60.00")
+    assert (charge[0], charge[3]) == (p.id, "paid") and balance(client_user.account_id) == Decimal("60.00")
     paid = next(i for i, s in enumerate(statements) if s.startswith("UPDATE payments SET status") and
                 "recurring_charges" not in s)
     booking = statements[paid:statements.index("COMMIT", paid) + 1]
