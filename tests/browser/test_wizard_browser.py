@@ -14,6 +14,14 @@ pytestmark = pytest.mark.browser
 SECRET = "browser-secret-9f3k"
 
 
+def _press(page, value: str) -> None:
+    """Press the wizard's Next or Back and wait until the next step has loaded: a checkbox ticked while the
+    step's stylesheet was still on its way was once clicked where the unstyled page had put it, and the
+    click missed it."""
+    page.click(f"button[value={value}]")
+    page.wait_for_load_state()
+
+
 @pytest.mark.live_server_config(EXTRA_MODULES={"pmfake": "tests.fake_module"})
 def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artifacts):
     log_in(page, live_server, *ADMIN)
@@ -31,7 +39,7 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     page.fill("#shop_id", "bad-shop")
     page.fill("#secret", SECRET)
     page.select_option("#hash_algorithm", "md5")
-    page.click("button[value=next]")
+    _press(page, "next")
     assert "The gateway does not know this shop." in page.inner_text(".has-error")
     assert page.input_value("#secret") == ""
     assert SECRET not in page.content()
@@ -39,26 +47,26 @@ def test_admin_adds_a_payment_method_through_the_wizard(live_server, page, artif
     page.fill("#shop_id", "shop-42")
     page.check("#test_mode")
     screenshot(page, artifacts / "2-integration.png")
-    page.click("button[value=next]")  # the secret is kept in the draft: blank means keep
+    _press(page, "next")  # the secret is kept in the draft: blank means keep
 
     # Step 3: Back keeps step 2's values, Next returns here.
     assert page.locator("#name").is_visible()
     page.fill("#name", "Cards")
-    page.click("button[value=back]")
+    _press(page, "back")
     assert page.input_value("#shop_id") == "shop-42"
     assert page.is_checked("#test_mode")
-    page.click("button[value=next]")
+    _press(page, "next")
     assert page.input_value("#name") == "Cards"
     page.fill("#name_ru", "Карты")
     page.select_option("#currency", "RUB")
     page.fill("#min_amount", "10.001")
-    page.click("button[value=next]")
+    _press(page, "next")
     assert "at most 2 decimals" in page.inner_text(".has-error")
     screenshot(page, artifacts / "3-settings-error.png")
     page.fill("#min_amount", "10")
     page.fill("#commission_percent", "2.5")
     screenshot(page, artifacts / "3-settings.png")
-    page.click("button[value=next]")
+    _press(page, "next")
 
     # The method's page: gateway-side instructions with copy buttons and the module's warning.
     setup = page.locator("#gateway-setup")
