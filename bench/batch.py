@@ -316,6 +316,10 @@ class Notifier:
             return None
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
+    def p50(self) -> float | None:
+        """The median latency (ms): whether a job slows every notification or only the slowest."""
+        return statistics.median(self.latencies) * 1000 if self.latencies else None
+
 
 class CpuShares:
     """Where the machine's CPU went while a job ran: the job's own process (from ``wait4``; the benchmark's
@@ -530,6 +534,7 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 figures[f"{name}_peak_mb"] = round(run.peak_mb, 1)
                 figures[f"{name}_cpu_s"] = round(run.cpu_s, 1)
                 figures[f"{name}_notify_p99_ms"] = notifier.p99()
+                figures[f"{name}_notify_p50_ms"] = notifier.p50()
                 figures[f"{name}_notify_wrong"] = notifier.wrong
                 figures[f"{name}_says"] = last_line(run.output)
                 errors = [line for line in run.output.splitlines() if " ERROR" in line or line.startswith("error:")]
@@ -537,7 +542,7 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 if errors:
                     figures[f"{name}_first_error"] = errors[0][:300]
                 print(f"  {target.kind} {name}: {run.seconds:.1f} s (CPU {run.cpu_s:.1f} s), peak {run.peak_mb:.0f} MB, "
-                      f"notification p99 "
+                      f"notification p50 {notifier.p50() or float('nan'):.1f} ms, p99 "
                       f"{notifier.p99() or float('nan'):.1f} ms -- {last_line(run.output)}", flush=True)
                 print(f"    CPU seconds meanwhile: {', '.join(f'{k} {v}' for k, v in shares.items())}", flush=True)
                 quiet_again()
@@ -603,11 +608,12 @@ def _run_database(target: Target, args, workdir: Path) -> dict:
                 during("cleanup", ["payments", "cleanup"])
             pooled = statistics.quantiles(quiet_latencies, n=100)[98] * 1000
             figures["notify_p99_quiet_pooled_ms"] = pooled
+            figures["notify_p50_quiet_pooled_ms"] = statistics.median(quiet_latencies) * 1000
             ratios = {job: figures[f"{job}_notify_p99_ms"] / pooled for job in ("check", "recurring", "cleanup")
                       if figures.get(f"{job}_notify_p99_ms")}
             figures["notify_p99_ratios"] = ratios
             print(f"  {target.kind} quiet notification p99, {len(quiet_latencies)} pooled from before and between "
-                  f"the jobs: {pooled:.1f} ms; during each job / quiet: "
+                  f"the jobs: {pooled:.1f} ms (p50 {figures['notify_p50_quiet_pooled_ms']:.1f} ms); during each job / quiet: "
                   f"{', '.join(f'{job} {ratio:.2f}' for job, ratio in ratios.items())}", flush=True)
     return figures
 
