@@ -180,12 +180,16 @@ def test_a_charge_locks_the_account_last_just_before_its_commit(app, client_user
     def seen(conn, cursor, statement, parameters, context, executemany):
         statements.append(" ".join(statement.split()))
 
+    def committed(conn):
+        statements.append("COMMIT")
+
     event.listen(db.engine, "before_cursor_execute", seen)
-    event.listen(db.engine, "commit", lambda conn: statements.append("COMMIT"))
+    event.listen(db.engine, "commit", committed)
     try:
         (charge,) = recurring.run_due(T0).charges
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
+        event.remove(db.engine, "commit", committed)
     assert (charge[0], charge[3]) == (p.id, "paid") and balance(client_user.account_id) == Decimal("60.00")
     paid = next(i for i, s in enumerate(statements) if s.startswith("UPDATE payments SET status") and
                 "recurring_charges" not in s)
