@@ -198,7 +198,11 @@ def _joining(session: Session) -> Iterator[None]:
 def set_paid_in(session: Session, payment_id: int, **change: Any) -> Outcome:
     """:func:`set_paid` in the caller's :func:`write_transaction` ``session``: committed with the caller's
     own writes (an automatic payment's period booked with its child), broadcast after that commit. A
-    refusal raises as :func:`set_paid` does and writes nothing; the caller's transaction goes on or not."""
+    refusal raises as :func:`set_paid` does and writes nothing; the caller's transaction goes on or not.
+
+    The payment changes at once; its account is locked and credited only as the transaction ends, after
+    the caller's own writes (see :func:`_write_credits_last`), so the balance read inside the block is
+    still the one before the credit."""
     with _joining(session):
         return set_paid(payment_id, **change)
 
