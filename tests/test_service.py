@@ -223,28 +223,34 @@ def test_parallel_credits_of_one_account_add_up(app):
     assert _balance(user.account_id) == Decimal("1.00") == _ledger_sum(user.account_id)
 
 
-@pytest.mark.parametrize("write", ["credit", "correction"])
+@pytest.mark.parametrize("write", ["credit", "correction", "refund"])
 def test_a_credit_does_not_wait_for_a_new_payment_of_the_same_account(app, write):
     """A transaction that is creating a payment for an account (an automatic payment's claim) holds the
     KEY SHARE lock its foreign key takes on the account until it commits: a credit of another payment of
-    that account, or an admin's correction, goes ahead meanwhile (their FOR NO KEY UPDATE does not
-    conflict with it; FOR UPDATE would wait)."""
+    that account, an admin's correction or a refund's debit goes ahead meanwhile (their FOR NO KEY
+    UPDATE does not conflict with it; FOR UPDATE would wait)."""
     from billcore.db import is_sqlite
     from billcore.payments.adjustments import adjust_balance
 
     if is_sqlite(db.engine):
         pytest.skip("row locks exist on PostgreSQL only (SQLite's transaction holds the whole database)")
     p = factories.payment("5.00")
+    if write == "refund":  # paid (5.00) before; the refund takes 2.00 back
+        service.set_paid(p.id, amount=Decimal("5.00"), currency="RUB", source="test")
     done = threading.Event()
 
     def credit() -> None:
-        with app.app_context():
-            if write == "credit":
-                service.set_paid(p.id, amount=Decimal("5.00"), currency="RUB", source="test")
-            else:
-                adjust_balance(p.account_id, Decimal("5.00"), reason="goodwill", source="test", actor="admin")
-            db.session.remove()
-        done.set()
+        try:
+            with app.app_context():
+                if write == "credit":
+                    service.set_paid(p.id, amount=Decimal("5.00"), currency="RUB", source="test")
+                elif write == "correction":
+                    adjust_balance(p.account_id, Decimal("5.00"), reason="goodwill", source="test", actor="admin")
+                else:
+                    service.request_refund(p.id, Decimal("2.00"), source="test")
+                db.session.remove()
+        finally:
+            done.set()
 
     creating = db.engine.connect()
     creating.execute(insert(Payment).values(
@@ -260,7 +266,8 @@ def test_a_credit_does_not_wait_for_a_new_payment_of_the_same_account(app, write
         creating.close()
         thread.join(30)
     assert went_ahead
-    assert _balance(p.account_id) == Decimal("5.00") == _ledger_sum(p.account_id)
+    expected = Decimal("3.00") if write == "refund" else Decimal("5.00")
+    assert _balance(p.account_id) == expected == _ledger_sum(p.account_id)
 
 
 def test_database_forbids_second_credit_entry(app):

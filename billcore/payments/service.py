@@ -493,12 +493,11 @@ def _transition_on(conn: Connection, payment_id: int, target: str, *, kind: str,
         values["paid_at"] = now
     outcome = Outcome(payment.id, target, result, info or f"{old} -> {target}")
     writes: list[tuple[PreparedWrite, dict[str, Any]]] = [(_UPDATE_PAYMENT, values)]
+    credit: dict[str, Any] | None = None
     if target == PAID:
         credit = {"account_id": payment.account_id, "amount": payment.amount, "kind": "payment",
                   "payment_id": payment.id, "note": f"payment {payment.id}"}
-        if credit_later is not None:
-            credit_later.append(credit)
-        else:
+        if credit_later is None:
             writes += _credit_writes(**credit, refund_id=None, locked=(payment.balance, payment.account_currency))[1]
     writes.append((_INSERT_EVENT, _event_values(
         payment, kind=kind, source=source, outcome=outcome.message, data=data,
@@ -508,6 +507,10 @@ def _transition_on(conn: Connection, payment_id: int, target: str, *, kind: str,
     writes.append(outbox.outbox_write(outbox.PAYMENT_TYPES[target], outbox.payment_payload(
         payment, previous=old, status=target, kind=kind)))
     execute_together(conn, writes)  # on PostgreSQL one statement, one round trip
+    if credit is not None and credit_later is not None:
+        # queued only once the payment's change is written: a caller that caught a failure of these writes
+        # and went on must not commit a credit without its paid payment
+        credit_later.append(credit)
     return outcome, old
 
 
