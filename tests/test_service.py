@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, insert, select
 
-from billcore.db import db
+from billcore.db import db, is_sqlite
 from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Status
 from billcore.payments import service
+from billcore.payments.adjustments import adjust_balance
 from billcore.testing.fixtures import run_together
 from tests import factories
 
@@ -229,9 +230,6 @@ def test_a_credit_does_not_wait_for_a_new_payment_of_the_same_account(app, write
     KEY SHARE lock its foreign key takes on the account until it commits: a credit of another payment of
     that account, an admin's correction or a refund's debit goes ahead meanwhile (their FOR NO KEY
     UPDATE does not conflict with it; FOR UPDATE would wait)."""
-    from billcore.db import is_sqlite
-    from billcore.payments.adjustments import adjust_balance
-
     if is_sqlite(db.engine):
         pytest.skip("row locks exist on PostgreSQL only (SQLite's transaction holds the whole database)")
     p = factories.payment("5.00")

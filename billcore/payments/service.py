@@ -304,7 +304,8 @@ _LEDGER, _EVENTS, _METHODS = LedgerEntry.__table__, PaymentEvent.__table__, Paym
 # What a status change reads of the payment, under its lock, with its method's module, settings and
 # encrypted secrets (for a gateway's ``verify`` and to scrub the event's data) in the same statement; a
 # change to paid also locks and reads the account (payment first, then account: the order every other
-# writer takes too).
+# writer takes too), unless it joins a longer transaction, which credits the account last
+# (_write_credits_last).
 #
 # Payments and accounts are locked ``FOR NO KEY UPDATE`` on PostgreSQL (key_share=True), the lock an
 # UPDATE of their other columns takes anyway: it excludes every other writer of the row as FOR UPDATE
@@ -326,7 +327,7 @@ _LOCK_PAYMENT_AND_ACCOUNT_ROW = PreparedLookup(
 )
 # Built once, each value given as a parameter: the lookup and the writes of every status change run on
 # the DBAPI cursor, compiled once per dialect (billcore.prepared: a fraction of Connection.execute's
-# cost per statement); _LOCK_ACCOUNT (refunds) goes through Connection.execute.
+# cost per statement); _LOCK_ACCOUNT (refunds, and the credits written last) goes through Connection.execute.
 _UPDATE_PAYMENT = PreparedWrite(update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("b_payment_id")))
 _LOCK_ACCOUNT = (select(_ACCOUNTS.c.balance, _ACCOUNTS.c.currency)
                  .where(_ACCOUNTS.c.id == bindparam("b_account_id")).with_for_update(key_share=True))
