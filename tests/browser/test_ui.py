@@ -9,6 +9,9 @@ pytestmark = pytest.mark.browser
 
 WIDE_PAGE = ('<!doctype html><html lang="en"><head><title>wide</title></head>'
              '<body><main><h1>Wide</h1><div style="width: 3000px">too wide</div></main></body></html>')
+# a button with no text or label: axe-core's "button-name" rule, a critical violation
+UNNAMED_BUTTON_PAGE = ('<!doctype html><html lang="en"><head><title>unnamed</title></head>'
+                       '<body><main><h1>Unnamed</h1><button></button></main></body></html>')
 FITTING_PAGE = ('<!doctype html><html lang="en"><head><title>fits</title></head>'
                 '<body><main><h1>Fits</h1><p>fits</p></main></body></html>')
 
@@ -37,3 +40,15 @@ def test_a_page_that_fails_is_photographed_with_screenshots_turned_off(browser, 
     finally:
         context.close()
     assert (tmp_path / "wide.png").stat().st_size > 0
+
+
+def test_a_serious_accessibility_problem_fails_the_check(browser, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILLCORE_TEST_SCREENSHOTS", "0")
+    context, page = new_page(browser, 1366, "en")
+    try:
+        page.set_content(UNNAMED_BUTTON_PAGE)
+        with pytest.raises(AssertionError, match=r"button-name \(critical\)"):
+            check_page(page, tmp_path, "unnamed")
+    finally:
+        context.close()
+    assert (tmp_path / "unnamed.png").stat().st_size > 0

@@ -56,24 +56,29 @@ def set_language(server, email: str, language: str) -> None:
         db.session.remove()
 
 
-def audit(page) -> list[str]:
-    """axe-core's serious and critical violations on the page, one line each (empty when none)."""
+# One round trip to the browser for both checks (each call through Playwright's driver costs ~10 ms here):
+# how many px the page is wider than the viewport, and axe-core's violations, or null before axe is loaded.
+_MEASURE_JS = """async tags => ({
+  wider: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth,
+  violations: typeof window.axe === 'undefined' ? null
+    : (await axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})).violations,
+})"""
+
+
+def measure(page) -> tuple[int, list[str]]:
+    """How many px the page is wider than the viewport (0 or less when it fits), and axe-core's serious and
+    critical violations on it, one line each (empty when none)."""
     assert AXE_JS.exists(), f"{AXE_JS} is missing: run `make axe` (installs axe-core from the npm registry)"
-    if not page.evaluate("typeof window.axe !== 'undefined'"):
+    result = page.evaluate(_MEASURE_JS, AXE_TAGS)
+    if result["violations"] is None:  # a document the context's init script did not run in
         page.add_script_tag(path=str(AXE_JS))
-    result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}, "
-                           "resultTypes: ['violations']})", AXE_TAGS)
+        result = page.evaluate(_MEASURE_JS, AXE_TAGS)
     found = []
     for v in result["violations"]:
         if v["impact"] in ("serious", "critical"):
             targets = ", ".join(str(n["target"]) for n in v["nodes"][:3])
             found.append(f"{v['id']} ({v['impact']}): {v['help']} at {targets}")
-    return found
-
-
-def overflow(page) -> int:
-    """How many px the page is wider than the viewport (0 when it fits)."""
-    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth")
+    return result["wider"], found
 
 
 def check_page(page, artifacts: Path, name: str) -> None:
@@ -83,7 +88,7 @@ def check_page(page, artifacts: Path, name: str) -> None:
     # unstyled layout's (seen once on a busy machine: 93 px too wide, and fine in the screenshot after).
     page.wait_for_load_state()
     screenshot(page, artifacts / f"{name}.png")
-    wider, problems = overflow(page), audit(page)
+    wider, problems = measure(page)
     if (wider > 0 or problems) and not screenshots_wanted():
         page.screenshot(path=artifacts / f"{name}.png", full_page=True)
     assert wider <= 0, f"{name}: {wider} px wider than the viewport ({page.url})"
