@@ -5,6 +5,7 @@ on PostgreSQL too. Override ``app_config`` in a test module to pass settings (e.
 """
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,17 @@ from billcore.testing.pytest_plugin import (admin_client, admin_user, app, app_c
 
 # the name older tests use for database_urls
 _database_url_for = database_urls
+
+
+def pytest_collection_finish(session):
+    """Fewer and cheaper garbage collections for the rest of the run: they took about a fifth of a test
+    process's time. What is loaded by now (modules, test functions, fixtures) lives to the end anyway, so it
+    moves out of the collector's sight (``gc.freeze``): a full collection no longer walks it. And a young
+    collection waits for 10,000 new objects instead of 700: each test builds a Flask app, whose reference
+    cycles only a collection frees, so a lower threshold bought no memory, only more collections."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 @pytest.fixture
