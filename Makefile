@@ -57,7 +57,7 @@ chromium:
 		$(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 # Tests run in parallel processes (pytest-xdist), one more than the machine has CPUs: with one per CPU
-# the CPUs stood idle 8-9 % of the run while tests waited for chromium, subprocesses or PostgreSQL (see
+# the CPUs stood idle 8-10 % of the run while tests waited for chromium, subprocesses or PostgreSQL (see
 # docs/performance.md). TEST_WORKERS=auto is one per CPU, TEST_WORKERS=0 runs them in this process.
 # --dist loadgroup keeps tests of one xdist_group (the wheel builds) together.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
