@@ -87,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
     # recurring run): {module: threads}, and the number for modules not listed (billcore.gateway_pool).
     "GATEWAY_WORKERS": {},
     "GATEWAY_WORKERS_DEFAULT": 8,
+    # Of those threads, how many may be inside a database write transaction at once (per process); the
+    # others wait for their turn with nothing open (billcore.write_priority).
+    "BATCH_WRITERS": 2,
     # `payments check` does not ask again about a payment it (on any host) asked about less than this many
     # seconds ago. Two hosts whose cron starts the job a moment apart would otherwise each ask about the
     # payments the other polled before it began. 0: ask about every open payment on every run.

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
+from .write_priority import Waiting, give_way, in_background, waiting_file
+
 # Named constraints so Alembic migrations can alter them on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -202,8 +204,10 @@ def sqlite_write_turn(engine: Engine | None = None) -> Iterator[None]:
     """Wait for this process's turn to open a write transaction on SQLite, held for the block (no-op on
     other databases, where writers lock only their own rows). Waiting for the turn and then for SQLite's
     lock take at most ``SQLITE_BUSY_TIMEOUT_MS`` together; past it, SQLAlchemy's OperationalError
-    ("database is locked") is raised, as a busy SQLite would."""
-    if not is_sqlite(engine or db.engine):
+    ("database is locked") is raised, as a busy SQLite would. A batch job's transaction then first lets
+    the requests that wait for SQLite's lock go (:mod:`billcore.write_priority`)."""
+    engine = engine or db.engine
+    if not is_sqlite(engine):
         yield
         return
     outermost = getattr(_WRITE_DEADLINE, "at", None) is None
@@ -214,12 +218,28 @@ def sqlite_write_turn(engine: Engine | None = None) -> Iterator[None]:
             raise OperationalError("waiting for this process's turn to write", None,
                                    sqlite3.OperationalError("database is locked"))
         try:
+            if outermost and in_background():  # a batch job's transaction lets a waiting request go
+                # first (not a nested one: its outer transaction holds the lock the request waits for)
+                give_way(waiting_file(engine), _WRITE_DEADLINE.at)
             yield
         finally:
             _SQLITE_WRITE_TURN.release()
     finally:
         if outermost:
             _WRITE_DEADLINE.at = None
+
+
+def commit_without_waiting_for_the_disk(conn: Connection) -> None:
+    """PostgreSQL: the commit of ``conn``'s current transaction does not wait for its WAL to reach the disk
+    (``synchronous_commit`` off for this transaction alone; it is still seen by everyone at once). Elsewhere
+    nothing changes. Only for what a crash of the database's machine may lose (the last fraction of a
+    second) because the next run of a job does it again: an accepted charge's booking, a poll's answer that
+    changed nothing. Money that moves always waits for the disk. A later commit that does wait writes the
+    WAL before it too (the WAL is written in order), so nothing that depends on it is kept without it.
+    Each commit that waits for the disk holds up the commits behind it, the notifications' among them
+    (``bench/batch.py``)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -297,7 +317,9 @@ def _begin_immediate(connection, busy_timeout_ms: int) -> None:
     notifications from several workers a waiter sleeps long after the lock was freed (measured by
     bench/notify.py: 36 notifications/s with 4 workers). Short polls (0.2 ms growing to at most 1 ms: a
     credit holds the lock for well under a millisecond) keep the lock in use. After
-    ``busy_timeout_ms`` the last attempt fails with SQLAlchemy's OperationalError, as before.
+    ``busy_timeout_ms`` the last attempt fails with SQLAlchemy's OperationalError, as before. While a
+    request waits it says so, and a batch job's next transaction lets it go first
+    (:mod:`billcore.write_priority`).
     """
     raw = connection.connection.driver_connection
     deadline = time.monotonic() + busy_timeout_ms / 1000
@@ -305,6 +327,7 @@ def _begin_immediate(connection, busy_timeout_ms: int) -> None:
     if turn_deadline is not None:  # what is left of the budget after waiting for this process's turn
         deadline = min(deadline, turn_deadline)
     delay = 0.0002
+    waiting = Waiting(waiting_file(connection.engine))  # a batch job about to begin lets this one go first
     raw.execute("PRAGMA busy_timeout=0")
     try:
         while time.monotonic() < deadline:
@@ -314,8 +337,10 @@ def _begin_immediate(connection, busy_timeout_ms: int) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     break  # not contention: let the attempt below raise it the usual way
+            waiting.say_so()
             time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.001)
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
+        waiting.done()
         raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")

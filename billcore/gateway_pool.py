@@ -31,6 +31,7 @@ from typing import TypeVar
 from flask import current_app
 
 from .db import db
+from .write_priority import background_writes
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -81,15 +82,16 @@ def run_each(items: Iterable[T], work: Callable[[T], None], workers: int,
     is passed to ``on_error(item, exc)`` after the session was rolled back; the run goes on.
     """
     if workers <= 1:
-        for item in items:
-            _run_one(item, work, on_error)
+        with background_writes():
+            for item in items:
+                _run_one(item, work, on_error)
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     slots = threading.BoundedSemaphore(workers * 2)  # queued + running: the items are fed lazily
 
     def task(item: T) -> None:
         try:
-            with app.app_context():
+            with app.app_context(), background_writes():
                 try:
                     _run_one(item, work, on_error)
                 finally:

@@ -226,3 +226,52 @@ def test_a_status_change_joined_to_a_transaction_leaves_the_account_unlocked_unt
     assert balance(account_id) == Decimal("15.00")
     assert db.session.execute(select(LedgerEntry.amount).where(LedgerEntry.payment_id == child.id)).scalars().all() \
         == [Decimal("5.00")]
+
+
+@pytest.mark.parametrize("mode", ["accepted", "paid"])
+def test_only_an_accepted_charges_booking_commits_without_waiting_for_the_disk(app, client_user, mode):
+    """PostgreSQL: the claim, and a booking that moves money, wait for their WAL on the disk; the booking of
+    an accepted charge does not (lost in a crash, it is a run that died before the booking: the test of
+    that case above). Checked at each commit, where the setting takes effect."""
+    if is_sqlite(db.engine):
+        pytest.skip("synchronous_commit is PostgreSQL's (SQLite's WAL commits do not sync in billcore)")
+    app.config["FAKEREC_MODE"] = mode
+    p = threshold_profile(client_user)
+    commits: list[tuple[str, tuple[str, ...]]] = []
+
+    def committing(conn):
+        writes = conn.info.get("writes", [])
+        commits.append((conn.exec_driver_sql("SHOW synchronous_commit").scalar(), tuple(writes)))
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("writes", []).extend(
+            table for table in ("recurring_charges", "payments") if re.match(rf"(INSERT INTO|UPDATE) {table}\b",
+                                                                            " ".join(statement.split())))
+
+    def cleared(conn):
+        conn.info.pop("writes", None)
+
+    def as_deployed(dbapi_connection, record, proxy):
+        """The test database skips the disk for speed (billcore.testing); a server waits for it."""
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SET synchronous_commit TO on")
+        dbapi_connection.autocommit = autocommit
+
+    listeners = [("checkout", as_deployed), ("commit", committing), ("before_cursor_execute", seen),
+                 ("begin", cleared)]
+    for name, listener in listeners:
+        event.listen(db.engine, name, listener)
+    try:
+        (charge,) = recurring.run_due(T0).charges
+        with db.engine.connect() as conn:  # the setting was the transaction's own: the next one waits again
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        for name, listener in listeners:
+            event.remove(db.engine, name, listener)
+    assert charge[:1] + charge[3:] == (p.id, mode)
+    writing = [(setting, writes) for setting, writes in commits if writes]
+    claim, booking = writing  # the claim makes the child and its period; the booking settles them
+    assert claim[0] == "on" and "payments" in claim[1] and "recurring_charges" in claim[1]
+    assert booking[0] == ("off" if mode == "accepted" else "on"), commits
+    assert "recurring_charges" in booking[1] and "payments" in booking[1], commits

@@ -259,3 +259,45 @@ def test_a_failed_unlock_closes_the_connection_so_the_claim_is_not_kept(capp, mo
     result = sweep.sweep(["pmfakepay"])
     assert result.checked == 1 and result.error_count == 1
     assert _another_host_could_claim(pid)
+
+
+def test_only_a_poll_that_changes_nothing_commits_without_waiting_for_the_disk(capp):  # noqa: F811
+    """PostgreSQL: the poll's "still pending" event need not reach the disk before the next poll (lost in a
+    crash, the next run asks again); a credit found by a poll always does."""
+    if is_sqlite(db.engine):
+        pytest.skip("synchronous_commit is PostgreSQL's (SQLite's WAL commits do not sync in billcore)")
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmfakepay", {"secret": SECRET})
+    capp.config["GATEWAY_WORKERS"] = {"pmfakepay": 1}
+    pending, paid = _inpay(payer.account_id, method.id), _inpay(payer.account_id, method.id)
+    fake.CHECK[paid] = GatewayStatus(state="paid", amount=Decimal("100.00"), currency="RUB", external_id="X1")
+    commits: list[tuple[str, tuple[str, ...]]] = []
+
+    def committing(conn):
+        commits.append((conn.exec_driver_sql("SHOW synchronous_commit").scalar(), tuple(conn.info.get("w", []))))
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        text_ = " ".join(statement.split())
+        conn.info.setdefault("w", []).extend(table for table in ("payment_events", "ledger_entries")
+                                             if re.search(rf"\b(INSERT INTO|UPDATE) {table}\b", text_))
+
+    def as_deployed(dbapi_connection, record, proxy):
+        """The test database skips the disk for speed (billcore.testing); a server waits for it."""
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SET synchronous_commit TO on")
+        dbapi_connection.autocommit = autocommit
+
+    listeners = [("checkout", as_deployed), ("commit", committing), ("before_cursor_execute", seen),
+                 ("begin", lambda conn: conn.info.pop("w", None))]
+    for name, listener in listeners:
+        event.listen(db.engine, name, listener)
+    try:
+        result = sweep.sweep(["pmfakepay"])
+    finally:
+        for name, listener in listeners:
+            event.remove(db.engine, name, listener)
+    assert (result.checked, result.paid, result.unchanged) == (2, 1, 1)
+    writing = {writes: setting for setting, writes in commits if writes}
+    assert writing == {("payment_events",): "off", ("ledger_entries", "payment_events"): "on"}, commits
+    assert _status(pending) == "inpay" and _status(paid) == "paid"

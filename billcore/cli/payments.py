@@ -16,6 +16,7 @@ from .. import recurring
 from ..db import db, is_sqlite
 from ..models import Payment, PaymentMethod, utcnow
 from ..payments import service
+from ..write_priority import background_writes
 
 log = logging.getLogger(__name__)
 payments_cli = AppGroup("payments", help="Payments: housekeeping and status polling.")
@@ -83,9 +84,10 @@ def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_r
                     result.cancelled += 1
                     continue
                 try:
-                    outcome = service.set_cancelled(payment_id, source="cleanup", kind="cleanup",
-                                                    reason=CLEANUP_REASON,
-                                                    data={"delete_after_days": method.delete_after_days})
+                    with background_writes():  # a waiting request's write goes first (SQLite)
+                        outcome = service.set_cancelled(payment_id, source="cleanup", kind="cleanup",
+                                                        reason=CLEANUP_REASON,
+                                                        data={"delete_after_days": method.delete_after_days})
                 except service.PaymentError:  # paid (or otherwise moved on) since it was selected
                     result.skipped += 1
                     continue

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..crypto import scrub
-from ..db import db, is_sqlite, sqlite_write_turn, writing_on_shared_connection
+from ..db import commit_without_waiting_for_the_disk, db, is_sqlite, sqlite_write_turn, writing_on_shared_connection
+from ..write_priority import batch_write_slot
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..states import RefundStatus
 from .. import outbox
@@ -136,7 +137,7 @@ def write_transaction() -> Iterator[Session]:
     writes, and their ``billcore_payment_changed`` broadcasts follow the commit.
     """
     try:
-        with Session(db.engine, expire_on_commit=False) as session:
+        with batch_write_slot(), Session(db.engine, expire_on_commit=False) as session:
             session.info[_AFTER_COMMIT] = []
             session.info[_CREDITS_LAST] = []
             with sqlite_write_turn():  # held until the commit, not while the broadcasts run
@@ -235,7 +236,7 @@ def write_connection() -> Iterator[Connection]:
     payment, instead of on a connection of its own.
     """
     try:
-        with sqlite_write_turn(), writing_on_shared_connection() as shared:
+        with batch_write_slot(), sqlite_write_turn(), writing_on_shared_connection() as shared:
             if shared is None:
                 with db.engine.connect() as conn:
                     conn.execution_options(billcore_write=True)
@@ -648,15 +649,20 @@ def set_fraud(payment_id: int, *, source: str, reason: str, data: Mapping[str, A
 
 def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str,
                  data: Mapping[str, Any] | None = None, answer: str | None = None,
-                 actor: str | None = None) -> None:
+                 actor: str | None = None, wait_for_disk: bool = True) -> None:
     """Record something that happened without changing the payment (a rejected notification, a return
-    page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown."""
+    page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown.
+    ``wait_for_disk=False``: an event whose loss in a crash of the database's machine nothing depends on
+    (:func:`billcore.db.commit_without_waiting_for_the_disk`); ignored when the event joins a caller's
+    transaction."""
     session = _JOINED.get()
     if session is not None:  # record_event_in: in the caller's transaction
         _record_event_on(session.connection(), payment_id, kind=kind, source=source, outcome=outcome, data=data,
                          answer=answer, actor=actor)
         return
     with write_connection() as conn:
+        if not wait_for_disk:
+            commit_without_waiting_for_the_disk(conn)
         _record_event_on(conn, payment_id, kind=kind, source=source, outcome=outcome, data=data, answer=answer,
                          actor=actor)
 

@@ -10,7 +10,9 @@
 2. **The module's call**, with nothing held: no transaction, no connection, no lock.
 3. **The booking**, one transaction under the profile's lock again: the payment service books the
    module's answer on the child (``inpay``, ``paid``, ``cancelled``, or an event when the module failed)
-   and the period and profile get their outcome, committed together.
+   and the period and profile get their outcome, committed together. The booking of an accepted charge
+   (the usual answer: the money comes later, by notification) does not wait for the disk on PostgreSQL;
+   lost in a crash of the database's machine, it is the interrupted run described next.
 
 An interrupted run resumes without charging twice. Interrupted after step 1: the period is claimed with a
 ``new`` child; once the lease is over a run charges that same child again (same payment id, the
@@ -37,7 +39,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..db import db
+from ..db import commit_without_waiting_for_the_disk, db
 from ..gateway_pool import run_each, workers_for
 from ..models import Account, Payment, PaymentMethod, RecurringCharge, RecurringProfile, Status, utcnow
 from ..paymethods import full_settings
@@ -445,6 +447,8 @@ def _book_answer(ticket: Ticket, module: str, asked: tuple[Decimal, str], answer
             if status.status == ACTIVE:
                 _RECHECK_PROFILE.execute(conn, {"profile_id": ticket.profile_id,
                                                 "next_charge_at": now + check_interval()})
+            # moves no money: lost in a crash, it is a run that died before the booking (module doc)
+            commit_without_waiting_for_the_disk(conn)
             return outcome
         profile = lock_profile(session, ticket.profile_id, skip_locked=False)  # held already: a plain read
         charge = session.get(RecurringCharge, ticket.charge_id)
