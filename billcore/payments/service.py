@@ -652,9 +652,10 @@ def record_event(payment_id: int | None, *, kind: str, source: str, outcome: str
                  actor: str | None = None, wait_for_disk: bool = True) -> None:
     """Record something that happened without changing the payment (a rejected notification, a return
     page, a poll that found nothing new). ``payment_id`` may be None when the payment is unknown.
-    ``wait_for_disk=False``: an event whose loss in a crash of the database's machine nothing depends on
-    (:func:`billcore.db.commit_without_waiting_for_the_disk`); ignored when the event joins a caller's
-    transaction."""
+    ``wait_for_disk=False`` (PostgreSQL): its commit does not wait for the disk, which keeps it from
+    holding up the commits behind it; only for an event whose loss in a crash of the database's machine
+    nothing depends on, such as a poll's answer that changed nothing. Ignored when the event joins a
+    caller's transaction."""
     session = _JOINED.get()
     if session is not None:  # record_event_in: in the caller's transaction
         _record_event_on(session.connection(), payment_id, kind=kind, source=source, outcome=outcome, data=data,
