@@ -57,8 +57,9 @@ _holding = threading.local()  # this thread holds a slot (a nested write transac
 
 @contextmanager
 def background_writes() -> Iterator[None]:
-    """Mark the block's SQLite write transactions as a batch job's: each gives way to the requests
-    waiting for the write lock when it begins. Set in each thread of a job (a context variable)."""
+    """Mark the block's write transactions as a batch job's: each waits for one of the process's
+    ``BATCH_WRITERS`` slots (:func:`batch_write_slot`) and, on SQLite, lets the requests that wait for the
+    write lock go first. Set in each thread of a job (a context variable)."""
     token = _BACKGROUND.set(True)
     try:
         yield

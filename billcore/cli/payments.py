@@ -84,7 +84,7 @@ def cancel_expired_payments(now: datetime | None = None, batch: int = 500, dry_r
                     result.cancelled += 1
                     continue
                 try:
-                    with background_writes():  # a waiting request's write goes first (SQLite)
+                    with background_writes():  # a batch job's write: after a waiting request's (SQLite)
                         outcome = service.set_cancelled(payment_id, source="cleanup", kind="cleanup",
                                                         reason=CLEANUP_REASON,
                                                         data={"delete_after_days": method.delete_after_days})

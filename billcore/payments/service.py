@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from ..crypto import scrub
 from ..db import commit_without_waiting_for_the_disk, db, is_sqlite, sqlite_write_turn, writing_on_shared_connection
-from ..write_priority import batch_write_slot
 from ..models import Account, LedgerEntry, Payment, PaymentEvent, PaymentMethod, Refund, Status, utcnow
 from ..states import RefundStatus
+from ..write_priority import batch_write_slot
 from .. import outbox
 from ..money import MAX_AMOUNT, MoneyError, check_currency, commission, parse_amount, quantize
 from ..paymethods import CallbackContext, context_of_row, decrypted_secrets
