@@ -32,6 +32,7 @@ up, and the job's wait is bounded anyway: a steady stream of requests slows a jo
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -53,6 +54,8 @@ _files = threading.local()  # per thread: {path: (pid, open file)}
 _slots: dict[int, threading.BoundedSemaphore] = {}  # BATCH_WRITERS -> the process's slots
 _slots_lock = threading.Lock()
 _holding = threading.local()  # this thread holds a slot (a nested write transaction takes none)
+_unusable: set[str] = set()  # waiting files that could not be opened (logged once)
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -103,19 +106,46 @@ def waiting_file(engine: Engine) -> str | None:
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return os.path.abspath(database) + "-waiting"
+    return os.path.realpath(database) + "-waiting"
 
 
-def _file(path: str) -> IO[bytes]:
+def _file(path: str) -> IO[bytes] | None:
     """This thread's own open file of ``path``: an ``flock`` is shared by everyone using one open file,
-    so two threads waiting at once must not share theirs (nor a worker its parent's, after a fork)."""
+    so two threads waiting at once must not share theirs (nor a worker its parent's, after a fork).
+
+    Made with the database file's permissions, as SQLite makes its ``-wal`` and ``-shm`` (0600 when
+    billcore made the database; group-writable when the operator shares it between the web server's and
+    cron's users). None when it cannot be opened: the priority is a courtesy, and a write never fails
+    for it (logged once per process)."""
     cache: dict[str, tuple[int, IO[bytes]]] = _files.__dict__.setdefault("by_path", {})
     pid = os.getpid()
     kept = cache.get(path)
     if kept is None or kept[0] != pid:
-        # the owner's only, as the database beside it; kept open for the thread's life
-        cache[path] = kept = (pid, os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab"))
+        try:
+            kept = (pid, _open(path))
+        except OSError as exc:
+            if path not in _unusable:
+                _unusable.add(path)
+                log.warning("%s cannot be used (%s): batch jobs will not give way to waiting requests",
+                            path, exc)
+            return None
+        cache[path] = kept  # kept open for the thread's life
     return kept[1]
+
+
+def _open(path: str) -> IO[bytes]:
+    try:
+        mode = os.stat(path.removesuffix("-waiting")).st_mode & 0o666
+    except OSError:
+        mode = 0o600
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():  # made now, or ours before: the mode the umask reduced
+            os.fchmod(fd, mode)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Waiting:
@@ -133,6 +163,8 @@ class Waiting:
         if self.path is None or self.said:
             return
         self.handle = self.handle or _file(self.path)
+        if self.handle is None:  # the file cannot be used: the request waits as it always did
+            return
         try:
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             self.said = True
@@ -153,6 +185,8 @@ def give_way(path: str | None, deadline: float) -> float:
     if path is None or not in_background():
         return 0.0
     handle = _file(path)
+    if handle is None:  # the file cannot be used: begin at once, as before
+        return 0.0
     started = time.monotonic()
     until = min(started + GIVE_WAY_SECONDS, deadline)
     while True:

@@ -74,10 +74,18 @@ def test_a_job_gives_way_until_the_waiting_request_is_through(tmp_path, longer_g
     path = str(tmp_path / "db.sqlite-waiting")
     request = _request_waits(path)
     assert _someone_waits(path)
-    threading.Timer(0.05, request.done).start()  # the request got the lock 50 ms later
+    through: list[float] = []
+
+    def request_through() -> None:  # the request got the lock 50 ms later
+        through.append(time.monotonic())
+        request.done()
+
+    threading.Timer(0.05, request_through).start()
     with background_writes():
         waited = give_way(path, time.monotonic() + 10)
-    assert 0.045 <= waited < longer_give_way / 2
+        returned = time.monotonic()
+    assert through and through[0] <= returned  # the job began only once the request was through
+    assert waited < longer_give_way / 2
     assert not _someone_waits(path)
 
 
@@ -278,3 +286,55 @@ def test_batch_writers_must_be_positive(sqlite_app):
     with background_writes(), pytest.raises(ValueError, match="BATCH_WRITERS"):
         with write_priority.batch_write_slot():
             pass
+
+
+def test_a_waiting_file_that_cannot_be_used_never_fails_a_write(sqlite_app, tmp_path, caplog):
+    """The priority is a courtesy: when the file cannot be opened (another user's, a folder in its place),
+    requests wait and jobs write as they did before it, and the log says so once."""
+    from billcore.payments.service import write_transaction
+
+    path = waiting_file(db.engine)
+    os.mkdir(path)  # what stands there is no file
+    db.session.execute(text("CREATE TABLE t (x)"))
+    db.session.commit()
+    request = Waiting(path)
+    request.say_so()
+    request.done()
+    assert not request.said
+    with background_writes():
+        assert give_way(path, time.monotonic() + 10) == 0.0
+        with write_transaction() as session:
+            session.execute(text("INSERT INTO t VALUES (1)"))
+    assert db.session.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    assert sum("cannot be used" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_waiting_file_has_the_databases_permissions(tmp_path):
+    database = tmp_path / "shared.sqlite"
+    database.write_bytes(b"")
+    os.chmod(database, 0o660)  # shared by the web server's and cron's users through their group
+    path = str(database) + "-waiting"
+    write_priority._file(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+
+
+def test_a_jobs_slot_is_given_back_before_the_hooks_hear_of_the_change(sqlite_app, monkeypatch):
+    """A module's billcore_payment_changed may call out over the network: the job's other threads must
+    not wait for it to get their slot."""
+    from billcore.accounts import create_client
+    from billcore.payments import service
+    from tests.conftest import CLIENT, add_paymethod
+
+    payer = create_client(*CLIENT, currency="RUB")
+    method = add_paymethod("pmtemplate", {"merchant_id": "m", "secret": "s3cret-value", "gateway_url": "",
+                                          "test_mode": True})
+    payment = service.create_payment(payer.account_id, method.id, __import__("decimal").Decimal("10.00"))
+    holding: list[bool] = []
+    broadcast = service._broadcast
+    monkeypatch.setattr(service, "_broadcast", lambda *args: (holding.append(getattr(
+        write_priority._holding, "slot", False)), broadcast(*args)))
+    with background_writes():
+        with service.write_transaction() as session:
+            service.set_in_pay_in(session, payment.id, source="test")
+        service.set_cancelled(payment.id, source="test", reason="test")  # through write_connection
+    assert holding == [False, False]

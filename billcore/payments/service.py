@@ -137,10 +137,11 @@ def write_transaction() -> Iterator[Session]:
     writes, and their ``billcore_payment_changed`` broadcasts follow the commit.
     """
     try:
-        with batch_write_slot(), Session(db.engine, expire_on_commit=False) as session:
+        with Session(db.engine, expire_on_commit=False) as session:
             session.info[_AFTER_COMMIT] = []
             session.info[_CREDITS_LAST] = []
-            with sqlite_write_turn():  # held until the commit, not while the broadcasts run
+            # both held until the commit, not while the broadcasts run (a module's hook may call out)
+            with batch_write_slot(), sqlite_write_turn():
                 session.connection(execution_options={"billcore_write": True})
                 try:
                     yield session
