@@ -124,13 +124,17 @@ def _file(path: str) -> IO[bytes] | None:
         try:
             kept = (pid, _open(path))
         except OSError as exc:
-            if path not in _unusable:
-                _unusable.add(path)
-                log.warning("%s cannot be used (%s): batch jobs will not give way to waiting requests",
-                            path, exc)
+            _cannot_use(path, exc)
             return None
         cache[path] = kept  # kept open for the thread's life
     return kept[1]
+
+
+def _cannot_use(path: str, exc: OSError) -> None:
+    """Log once per process that ``path`` cannot be opened or locked (the writes go on without it)."""
+    if path not in _unusable:
+        _unusable.add(path)
+        log.warning("%s cannot be used (%s): batch jobs will not give way to waiting requests", path, exc)
 
 
 def _open(path: str) -> IO[bytes]:
@@ -170,12 +174,18 @@ class Waiting:
             self.said = True
         except BlockingIOError:  # a job is looking this very moment: the next failed try says so again
             pass
+        except OSError as exc:  # a file system without locks: the request waits as it always did
+            _cannot_use(self.path, exc)
+            self.path = None
 
     def done(self) -> None:
         """No longer waiting (the lock was taken, or the wait given up)."""
-        if self.said:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+        if self.said and self.handle is not None:
             self.said = False
+            try:
+                fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            except OSError:  # closing the file (at the thread's end) lets it go anyway
+                pass
 
 
 def give_way(path: str | None, deadline: float) -> float:
@@ -198,5 +208,8 @@ def give_way(path: str | None, deadline: float) -> float:
                 return now - started
             time.sleep(min(_LOOK_AGAIN_SECONDS, until - now))
             continue
+        except OSError as exc:  # a file system without locks: begin at once, as before
+            _cannot_use(path, exc)
+            return time.monotonic() - started
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return time.monotonic() - started

@@ -338,3 +338,19 @@ def test_a_jobs_slot_is_given_back_before_the_hooks_hear_of_the_change(sqlite_ap
             service.set_in_pay_in(session, payment.id, source="test")
         service.set_cancelled(payment.id, source="test", reason="test")  # through write_connection
     assert holding == [False, False]
+
+
+def test_a_file_system_without_locks_never_fails_a_write(tmp_path, monkeypatch, caplog):
+    path = str(tmp_path / "db.sqlite-waiting")
+
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(write_priority.fcntl, "flock", no_locks)
+    request = Waiting(path)
+    request.say_so()
+    request.done()
+    assert not request.said
+    with background_writes():
+        assert give_way(path, time.monotonic() + 10) < 1.0
+    assert sum("cannot be used" in r.getMessage() for r in caplog.records) == 1
