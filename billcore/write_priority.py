@@ -32,6 +32,7 @@ up, and the job's wait is bounded anyway: a steady stream of requests slows a jo
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -106,6 +107,12 @@ def waiting_file(engine: Engine) -> str | None:
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
+    return _beside(database)
+
+
+@functools.lru_cache(maxsize=16)
+def _beside(database: str) -> str:
+    # once per database and process: every write transaction asks, and realpath looks at each folder
     return os.path.realpath(database) + "-waiting"
 
 

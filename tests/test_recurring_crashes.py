@@ -15,6 +15,7 @@ from billcore.db import db, is_sqlite
 from billcore.models import LedgerEntry, Payment, PaymentEvent, RecurringCharge
 from billcore.payments import service
 from tests import fake_recurring_module as fake
+from tests.commit_waits import commits_of
 from tests.test_recurring import T0, app_config, balance, children, paid_parent, profile_of  # noqa: F401
 
 AFTER_LEASE = T0 + recurring.LEASE + timedelta(seconds=1)
@@ -237,38 +238,10 @@ def test_only_an_accepted_charges_booking_commits_without_waiting_for_the_disk(a
         pytest.skip("synchronous_commit is PostgreSQL's (SQLite's WAL commits do not sync in billcore)")
     app.config["FAKEREC_MODE"] = mode
     p = threshold_profile(client_user)
-    commits: list[tuple[str, tuple[str, ...]]] = []
-
-    def committing(conn):
-        writes = conn.info.get("writes", [])
-        commits.append((conn.exec_driver_sql("SHOW synchronous_commit").scalar(), tuple(writes)))
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        conn.info.setdefault("writes", []).extend(
-            table for table in ("recurring_charges", "payments") if re.match(rf"(INSERT INTO|UPDATE) {table}\b",
-                                                                            " ".join(statement.split())))
-
-    def cleared(conn):
-        conn.info.pop("writes", None)
-
-    def as_deployed(dbapi_connection, record, proxy):
-        """The test database skips the disk for speed (billcore.testing); a server waits for it."""
-        autocommit = dbapi_connection.autocommit
-        dbapi_connection.autocommit = True
-        dbapi_connection.execute("SET synchronous_commit TO on")
-        dbapi_connection.autocommit = autocommit
-
-    listeners = [("checkout", as_deployed), ("commit", committing), ("before_cursor_execute", seen),
-                 ("begin", cleared)]
-    for name, listener in listeners:
-        event.listen(db.engine, name, listener)
-    try:
+    with commits_of(db.engine, ("recurring_charges", "payments")) as commits:
         (charge,) = recurring.run_due(T0).charges
         with db.engine.connect() as conn:  # the setting was the transaction's own: the next one waits again
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-    finally:
-        for name, listener in listeners:
-            event.remove(db.engine, name, listener)
     assert charge[:1] + charge[3:] == (p.id, mode)
     writing = [(setting, writes) for setting, writes in commits if writes]
     claim, booking = writing  # the claim makes the child and its period; the booking settles them

@@ -15,6 +15,7 @@ from billcore.models import Account, LedgerEntry, Payment, PaymentEvent, Refund
 from billcore.payments import refunds, service, sweep
 from billcore.paymodule import GatewayStatus, RefundResult
 from tests import fake_checkout_module as fake
+from tests.commit_waits import commits_of
 from tests.conftest import CLIENT, add_paymethod
 from tests.test_checkout import app_config, capp  # noqa: F401  (the app with the fake module, on each backend)
 from billcore.accounts import create_client
@@ -271,32 +272,8 @@ def test_only_a_poll_that_changes_nothing_commits_without_waiting_for_the_disk(c
     capp.config["GATEWAY_WORKERS"] = {"pmfakepay": 1}
     pending, paid = _inpay(payer.account_id, method.id), _inpay(payer.account_id, method.id)
     fake.CHECK[paid] = GatewayStatus(state="paid", amount=Decimal("100.00"), currency="RUB", external_id="X1")
-    commits: list[tuple[str, tuple[str, ...]]] = []
-
-    def committing(conn):
-        commits.append((conn.exec_driver_sql("SHOW synchronous_commit").scalar(), tuple(conn.info.get("w", []))))
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        text_ = " ".join(statement.split())
-        conn.info.setdefault("w", []).extend(table for table in ("payment_events", "ledger_entries")
-                                             if re.search(rf"\b(INSERT INTO|UPDATE) {table}\b", text_))
-
-    def as_deployed(dbapi_connection, record, proxy):
-        """The test database skips the disk for speed (billcore.testing); a server waits for it."""
-        autocommit = dbapi_connection.autocommit
-        dbapi_connection.autocommit = True
-        dbapi_connection.execute("SET synchronous_commit TO on")
-        dbapi_connection.autocommit = autocommit
-
-    listeners = [("checkout", as_deployed), ("commit", committing), ("before_cursor_execute", seen),
-                 ("begin", lambda conn: conn.info.pop("w", None))]
-    for name, listener in listeners:
-        event.listen(db.engine, name, listener)
-    try:
+    with commits_of(db.engine, ("ledger_entries", "payment_events")) as commits:
         result = sweep.sweep(["pmfakepay"])
-    finally:
-        for name, listener in listeners:
-            event.remove(db.engine, name, listener)
     assert (result.checked, result.paid, result.unchanged) == (2, 1, 1)
     writing = {writes: setting for setting, writes in commits if writes}
     assert writing == {("payment_events",): "off", ("ledger_entries", "payment_events"): "on"}, commits

@@ -273,12 +273,23 @@ def test_at_most_batch_writers_threads_of_a_job_write_at_once(sqlite_app):
     assert db.session.execute(text("SELECT count(*) FROM t")).scalar() == 12
 
 
-def test_requests_and_single_transactions_take_no_slot(sqlite_app):
+def test_requests_and_nested_transactions_take_no_slot(sqlite_app):
     sqlite_app.config["BATCH_WRITERS"] = 1
-    with write_priority.batch_write_slot(), write_priority.batch_write_slot():  # not a job's: no slot at all
+    through: list[str] = []
+
+    def nested_twice() -> None:
+        with sqlite_app.app_context():
+            with write_priority.batch_write_slot(), write_priority.batch_write_slot():  # not a job's: none
+                through.append("request")
+            with background_writes(), write_priority.batch_write_slot(), write_priority.batch_write_slot():
+                through.append("job")  # the inner one is nested: with one slot it would wait for itself
+
+    thread = threading.Thread(target=nested_twice, daemon=True)  # a wait for itself fails, never hangs
+    thread.start()
+    thread.join(5)
+    assert through == ["request", "job"]
+    with background_writes(), write_priority.batch_write_slot():  # and the slot was given back
         pass
-    with background_writes(), write_priority.batch_write_slot(), write_priority.batch_write_slot():
-        pass  # the inner one is nested: with one slot it would otherwise wait for itself
 
 
 def test_batch_writers_must_be_positive(sqlite_app):
